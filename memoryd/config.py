@@ -1,0 +1,220 @@
+"""Where memoryd keeps things, and the settings it runs with.
+
+Light on purpose: the CLI imports this module, so it must not pull in any engine.
+Settings come from defaults, then ``config.toml`` in the config directory, then
+``MEMORYD_<SECTION>_<KEY>`` environment variables (the last word wins).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memoryd.errors import ConfigError
+
+APP_NAME = "memoryd"
+ENV_PREFIX = "MEMORYD_"
+# Short aliases users reach for first; each maps onto a dotted settings key.
+ENV_ALIASES = {"MEMORYD_MODEL_DIR": "embedding.model_dir"}
+
+
+@dataclass(frozen=True)
+class Paths:
+    config_dir: Path
+    data_dir: Path
+    runtime_dir: Path
+    log_dir: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def key_file(self) -> Path:
+        return self.config_dir / "key.json"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "memory.duckdb"
+
+    @property
+    def vector_dir(self) -> Path:
+        return self.data_dir / "vectors"
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.data_dir / "memoryd.lock"
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime_dir / "memoryd.sock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / "memoryd.log"
+
+    def as_dict(self) -> dict[str, str]:
+        names = ["config_dir", "data_dir", "runtime_dir", "log_dir", "config_file", "key_file",
+                 "database", "vector_dir", "socket", "log_file"]
+        return {name: str(getattr(self, name)) for name in names}
+
+
+def resolve_paths(env: dict[str, str] | None = None) -> Paths:
+    env = dict(os.environ) if env is None else env
+    home = env.get("MEMORYD_HOME")
+    if home:
+        root = Path(home).expanduser().resolve()
+        return Paths(root / "config", root / "data", root / "run", root / "log")
+    import platformdirs
+
+    return Paths(
+        config_dir=Path(platformdirs.user_config_dir(APP_NAME)),
+        data_dir=Path(platformdirs.user_data_dir(APP_NAME)),
+        runtime_dir=_runtime_dir(),
+        log_dir=Path(platformdirs.user_log_dir(APP_NAME)),
+    )
+
+
+def _runtime_dir() -> Path:
+    import platformdirs
+
+    candidate = Path(platformdirs.user_runtime_dir(APP_NAME))
+    # /run/user/<uid> only exists inside a logind session; root shells, containers and
+    # cron jobs often lack it. A per-uid folder in the temp dir is the usual fallback.
+    if candidate.parent.is_dir() and os.access(candidate.parent, os.W_OK):
+        return candidate
+    return Path(tempfile.gettempdir()) / f"{APP_NAME}-{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    provider: str = "fastembed"  # fastembed | hash | none
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    model_dir: str = ""
+    batch_size: int = 64
+    threads: int = 0  # 0: let onnxruntime decide
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_json_depth: int = 32
+    request_timeout: float = 60.0
+    max_connections: int = 64
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    default_limit: int = 10
+    max_limit: int = 1000
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Settings:
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+
+
+def load_settings(paths: Paths, env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ) if env is None else env
+    values: dict[str, dict[str, Any]] = {}
+    if paths.config_file.exists():
+        try:
+            with paths.config_file.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{paths.config_file}: not valid TOML ({exc})") from None
+        for section, items in raw.items():
+            if not isinstance(items, dict):
+                raise ConfigError(f"{paths.config_file}: [{section}] must be a table")
+            for key, value in items.items():
+                _check_key(section, key, str(paths.config_file))
+                values.setdefault(section, {})[key] = value
+    for name, value in env.items():
+        dotted = ENV_ALIASES.get(name) or _env_key(name)
+        if dotted is None:
+            continue
+        section, key = dotted.split(".", 1)
+        values.setdefault(section, {})[key] = value
+    return _build(values)
+
+
+def _env_key(name: str) -> str | None:
+    if not name.startswith(ENV_PREFIX):
+        return None
+    rest = name[len(ENV_PREFIX):].lower()
+    for section in _section_classes():
+        if rest.startswith(section + "_"):
+            key = rest[len(section) + 1:]
+            if key in {f.name for f in dataclasses.fields(_section_classes()[section])}:
+                return f"{section}.{key}"
+    return None
+
+
+def _section_classes() -> dict[str, type]:
+    return {
+        "embedding": EmbeddingSettings,
+        "server": ServerSettings,
+        "search": SearchSettings,
+        "log": LogSettings,
+    }
+
+
+def _check_key(section: str, key: str, where: str) -> None:
+    classes = _section_classes()
+    if section not in classes:
+        raise ConfigError(f"{where}: unknown section [{section}]")
+    if key not in {f.name for f in dataclasses.fields(classes[section])}:
+        raise ConfigError(f"{where}: unknown key {section}.{key}")
+
+
+def _build(values: dict[str, dict[str, Any]]) -> Settings:
+    built = {}
+    for section, cls in _section_classes().items():
+        defaults = cls()
+        kwargs = {}
+        for key, value in values.get(section, {}).items():
+            kwargs[key] = _coerce(f"{section}.{key}", getattr(defaults, key), value)
+        built[section] = cls(**kwargs)
+    return Settings(**built)
+
+
+def _coerce(name: str, default: Any, value: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in {"1", "true", "yes", "on"}:
+                    return True
+                if value.lower() in {"0", "false", "no", "off"}:
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        kind = type(default).__name__
+        raise ConfigError(f"{name} must be {kind}, got {value!r}") from None

@@ -1,0 +1,199 @@
+"""Embedders and the runtime that loads one lazily, off the event loop.
+
+The model loads on first use in the embedding thread; until then, and if it cannot load at
+all, the daemon keeps storing memories (marked as waiting for an embedding) and finds them
+by words. ``EmbeddingRuntime.state`` says which of these is the case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from memoryd.config import EmbeddingSettings
+from memoryd.errors import Unavailable
+from memoryd.search.lexical import words
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32, each row L2-normalised."""
+        ...
+
+
+class HashEmbedder:
+    """Deterministic, dependency-free, and not semantic: words hashed into buckets.
+
+    For unit tests and for trying the tool without a model; search quality needs a model.
+    """
+
+    def __init__(self, dim: int = 384):
+        self.dim = dim
+        self.name = f"hash-{dim}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in words(text) or [""]:
+                digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+                bucket = int.from_bytes(digest[:4], "little") % self.dim
+                out[row, bucket] += 1.0 if digest[4] & 1 else -1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return out / norms
+
+
+class FastEmbedder:
+    """A fastembed ONNX model: a local folder (offline), or a named model fastembed fetches."""
+
+    def __init__(self, settings: EmbeddingSettings):
+        from fastembed import TextEmbedding
+
+        self.batch_size = settings.batch_size
+        threads = settings.threads or None
+        if settings.model_dir:
+            folder = Path(settings.model_dir).expanduser()
+            if not (folder / "model.onnx").is_file():
+                raise Unavailable(f"no model.onnx in embedding.model_dir {folder}")
+            self.dim, pooling, normalize = _describe_local_model(folder)
+            model_name = f"memoryd-local/{_slug(folder.name)}"
+            _register_local_model(model_name, self.dim, pooling, normalize)
+            self.model = TextEmbedding(model_name, specific_model_path=str(folder),
+                                       local_files_only=True, threads=threads)
+            size = (folder / "model.onnx").stat().st_size
+            # The name identifies the vectors: a different model file means re-embedding.
+            self.name = f"local:{folder.name}:{size}"
+        else:
+            self.model = TextEmbedding(settings.model, threads=threads)
+            self.dim = int(self.model.embedding_size)
+            self.name = settings.model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = list(self.model.embed(list(texts), batch_size=self.batch_size))
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text) or "model"
+
+
+def _describe_local_model(folder: Path) -> tuple[int, str, bool]:
+    """Dimension, pooling and normalisation of a sentence-transformers ONNX export."""
+    config = json.loads((folder / "config.json").read_text())
+    dim = int(config.get("hidden_size") or config.get("dim") or 0)
+    pooling = "mean"
+    pooling_file = folder / "1_Pooling" / "config.json"
+    if pooling_file.is_file():
+        pool = json.loads(pooling_file.read_text())
+        dim = int(pool.get("word_embedding_dimension") or dim)
+        if pool.get("pooling_mode_cls_token"):
+            pooling = "cls"
+    normalize = True
+    modules_file = folder / "modules.json"
+    if modules_file.is_file():
+        modules = json.loads(modules_file.read_text())
+        normalize = any("Normalize" in str(m.get("type", "")) for m in modules)
+    if dim <= 0:
+        raise Unavailable(f"cannot tell the embedding size of the model in {folder}")
+    return dim, pooling, normalize
+
+
+_registered: set[str] = set()
+
+
+def _register_local_model(name: str, dim: int, pooling: str, normalize: bool) -> None:
+    from fastembed import TextEmbedding
+    from fastembed.common.model_description import ModelSource, PoolingType
+
+    if name in _registered or any(m["model"] == name for m in
+                                  TextEmbedding.list_supported_models()):
+        _registered.add(name)
+        return
+    TextEmbedding.add_custom_model(
+        model=name,
+        pooling=PoolingType.CLS if pooling == "cls" else PoolingType.MEAN,
+        normalization=normalize,
+        sources=ModelSource(hf=name),
+        dim=dim,
+        model_file="model.onnx",
+    )
+    _registered.add(name)
+
+
+def make_embedder(settings: EmbeddingSettings) -> Embedder | None:
+    provider = settings.provider.lower()
+    if provider == "none":
+        return None
+    if provider == "hash":
+        return HashEmbedder()
+    if provider == "fastembed":
+        return FastEmbedder(settings)
+    raise Unavailable(f"unknown embedding.provider {settings.provider!r} "
+                      "(use fastembed, hash or none)")
+
+
+class EmbeddingRuntime:
+    """Owns the embedder and its thread; loads it on first use, never on the event loop."""
+
+    def __init__(self, settings: EmbeddingSettings):
+        self.settings = settings
+        self.embedder: Embedder | None = None
+        self.state = "not loaded"  # not loaded | loading | ready | unavailable | disabled
+        self.error: str | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self._load_lock = asyncio.Lock()
+        if settings.provider.lower() == "none":
+            self.state = "disabled"
+
+    @property
+    def model_name(self) -> str | None:
+        return self.embedder.name if self.embedder else None
+
+    @property
+    def dim(self) -> int | None:
+        return self.embedder.dim if self.embedder else None
+
+    async def ensure_loaded(self) -> Embedder | None:
+        """The embedder, loading it if needed; None when no model can be had."""
+        if self.embedder is not None or self.state in {"unavailable", "disabled"}:
+            return self.embedder
+        async with self._load_lock:
+            if self.embedder is None and self.state == "not loaded":
+                self.state = "loading"
+                loop = asyncio.get_running_loop()
+                try:
+                    self.embedder = await loop.run_in_executor(
+                        self._executor, make_embedder, self.settings)
+                    self.state = "ready" if self.embedder else "disabled"
+                    if self.embedder:
+                        log.info("embedding model ready: %s (dim %d)",
+                                 self.embedder.name, self.embedder.dim)
+                except Exception as exc:  # noqa: BLE001 - any load failure degrades, never kills
+                    self.state = "unavailable"
+                    self.error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                    log.warning("embedding model unavailable: %s", self.error)
+        return self.embedder
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray | None:
+        embedder = await self.ensure_loaded()
+        if embedder is None:
+            return None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, embedder.embed, list(texts))
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,123 @@
+"""Plain data: memories, their ids and timestamps. No I/O here."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+_uuid7_lock = threading.Lock()
+_uuid7_last = [0, 0]  # last millisecond, counter within it
+
+
+def new_id() -> str:
+    """A UUIDv7 (RFC 9562): time-ordered, so ids sort by creation and page cleanly.
+
+    Within one millisecond a 12-bit counter keeps ids monotonic in this process.
+    """
+    with _uuid7_lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _uuid7_last[0]:
+            ms = _uuid7_last[0]
+            _uuid7_last[1] += 1
+            if _uuid7_last[1] > 0xFFF:
+                ms += 1
+                _uuid7_last[1] = 0
+        else:
+            _uuid7_last[1] = 0
+        _uuid7_last[0] = ms
+        counter = _uuid7_last[1]
+    rand = int.from_bytes(os.urandom(8), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= counter << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+def is_id(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def parse_time(text: str) -> datetime:
+    """ISO-8601 date or date-time; offsets are converted to UTC, naive times are UTC."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def format_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+@dataclass
+class Memory:
+    id: str
+    content: str
+    namespace: str = "default"
+    kind: str = "note"
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    importance: float = 0.5
+    source: str | None = None
+    thread: str | None = None
+    position: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    accessed_at: datetime | None = None
+    access_count: int = 0
+    expires_at: datetime | None = None
+    embedded: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("created_at", "updated_at", "accessed_at", "expires_at"):
+            data[key] = format_time(data[key])
+        return data
+
+
+@dataclass
+class NewMemory:
+    """A validated request to store one memory."""
+
+    content: str
+    namespace: str = "default"
+    kind: str = "note"
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    importance: float = 0.5
+    source: str | None = None
+    thread: str | None = None
+    position: int | None = None
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass
+class SearchFilters:
+    namespace: str | None = None
+    tags: list[str] = field(default_factory=list)
+    kind: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    thread: str | None = None

@@ -1,0 +1,57 @@
+"""Lexical analysis for the incremental BM25 index.
+
+Text becomes terms the same way at write and at query time: Unicode NFKC, case folding,
+``\\w+`` tokens (so ``ERR_42`` and ``e1234`` stay whole), English stop words dropped, and
+Snowball stemming. The terms and their counts are stored as postings in DuckDB, in the
+same transaction as the memory, so a memory is findable by words when ``add`` returns.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from functools import lru_cache
+
+import Stemmer
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+MAX_TERM_CHARS = 64
+
+STOP_WORDS = frozenset(
+    """
+    a about above after again against all am an and any are aren't as at be because been
+    before being below between both but by can can't cannot could couldn't did didn't do does
+    doesn't doing don't down during each few for from further had hadn't has hasn't have
+    haven't having he he'd he'll he's her here here's hers herself him himself his how how's i
+    i'd i'll i'm i've if in into is isn't it it's its itself let's me more most mustn't my
+    myself no nor not of off on once only or other ought our ours ourselves out over own same
+    shan't she she'd she'll she's should shouldn't so some such than that that's the their
+    theirs them themselves then there there's these they they'd they'll they're they've this
+    those through to too under until up very was wasn't we we'd we'll we're we've were weren't
+    what what's when when's where where's which while who who's whom why why's with won't would
+    wouldn't you you'd you'll you're you've your yours yourself yourselves s t d ll m re ve
+    just also will shall may might must
+    """.split()
+)
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Stemmer.Stemmer:
+    return Stemmer.Stemmer("english")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens, stop words included (for phrase checks and snippets)."""
+    normal = unicodedata.normalize("NFKC", text).casefold()
+    return [w for w in _TOKEN.findall(normal) if len(w) <= MAX_TERM_CHARS]
+
+
+def terms(text: str) -> list[str]:
+    """Index terms in order: stop words dropped, the rest stemmed."""
+    kept = [w for w in words(text) if w not in STOP_WORDS and w.replace("'", "") not in STOP_WORDS]
+    return _stemmer().stemWords(kept) if kept else []
+
+
+def term_counts(text: str) -> Counter[str]:
+    return Counter(terms(text))

@@ -1,0 +1,1 @@
+"""The daemon: JSON-RPC framing, method dispatch, and process lifecycle."""

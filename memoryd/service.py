@@ -1,0 +1,624 @@
+"""The memory service: what every protocol method does, on top of the stores.
+
+Data flows one way: the server validates nothing itself and calls these methods; they
+validate params, embed off the loop, write DuckDB (the truth) on its owner thread, and keep
+the derived vector index in step in the background. Nothing here touches a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from memoryd import __version__, validate
+from memoryd.config import Paths, Settings
+from memoryd.crypto import keys
+from memoryd.crypto.sap import SapCipher
+from memoryd.embed import EmbeddingRuntime
+from memoryd.errors import InvalidParams, KeyProblem, Locked, NotFound, Unavailable
+from memoryd.logs import redacted_traceback
+from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_id, utcnow
+from memoryd.search import lexical
+from memoryd.search.fusion import fuse
+from memoryd.store.database import Database, PreparedMemory
+from memoryd.store.owner import OwnerThread
+from memoryd.store.vectors import VectorIndex
+
+log = logging.getLogger(__name__)
+
+IMPORT_BATCH_MAX = 1000
+EMBED_BATCH = 256
+FLUSH_INTERVAL_S = 0.2
+COMPACT_AFTER_FLUSHES = 50
+COMPACT_DELAY_AFTER_DELETE_S = 5.0
+SAP_BETA = 0.3
+
+
+@dataclass
+class Context:
+    """Who is asking: recorded as the actor of every change."""
+
+    actor: str = "unknown"
+
+
+class MemoryService:
+    def __init__(self, paths: Paths, settings: Settings):
+        self.paths = paths
+        self.settings = settings
+        self.notices: list[str] = []
+        self.embedding = EmbeddingRuntime(settings.embedding)
+        self._db_thread = OwnerThread("duckdb")
+        self._vec_thread = OwnerThread("lance")
+        self._db: Database | None = None
+        self._dek: bytes | None = None
+        self._keyfile: keys.KeyFile | None = None
+        self._index: VectorIndex | None = None
+        self._index_ready = asyncio.Event()
+        # Vectors acknowledged in DuckDB but not yet written to the index; searches scan
+        # them exactly, so a memory is findable by meaning as soon as add returns.
+        self._pending: dict[str, tuple[str, np.ndarray]] = {}
+        self._flushing: dict[str, tuple[str, np.ndarray]] = {}
+        self._pending_deletes: set[str] = set()
+        self._flush_wakeup = asyncio.Event()
+        self._flushes_since_compact = 0
+        self._last_delete_at: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def locked(self) -> bool:
+        return self._db is None
+
+    async def start(self) -> None:
+        """Read or create the data key; open the store unless the key is passphrase-locked."""
+        keyfile = keys.read_key_file(self.paths.key_file)
+        if keyfile is None:
+            if self.paths.database.exists():
+                raise KeyProblem(
+                    f"the database exists but its key file {self.paths.key_file} is missing; "
+                    "restore the key file (without it the data cannot be read)"
+                )
+            keys.create_key_file(self.paths.key_file)
+            keyfile = keys.read_key_file(self.paths.key_file)
+            assert keyfile is not None
+            self.notices.append(
+                f"memoryd created a new data key in {self.paths.key_file} "
+                f"(fingerprint {keyfile.fingerprint}). Back it up: without it your memories "
+                "cannot be read. `memory key passwd` protects it with a passphrase."
+            )
+            log.info("created a new data key, fingerprint %s", keyfile.fingerprint)
+        self._keyfile = keyfile
+        if keyfile.protected:
+            passphrase = os.environ.get("MEMORYD_PASSPHRASE")
+            if not passphrase:
+                log.info("data key is passphrase-protected; waiting for unlock")
+                return
+            await self._open_store(await self._unwrap(keyfile, passphrase))
+        else:
+            await self._open_store(keys.unlock(keyfile, None))
+
+    async def _unwrap(self, keyfile: keys.KeyFile, passphrase: str) -> bytes:
+        loop = asyncio.get_running_loop()
+        # scrypt takes a good fraction of a second on purpose: keep it off the event loop.
+        return await loop.run_in_executor(None, keys.unlock, keyfile, passphrase)
+
+    async def _open_store(self, dek: bytes) -> None:
+        self.paths.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._db = await self._db_thread.run(
+            Database, self.paths.database, keys.duckdb_key(dek), self.paths.temp_dir)
+        self._dek = dek
+        log.info("store open: %d memories", await self._db_thread.run(self._db.count))
+        self._spawn(self._prepare_vectors())
+        self._spawn(self._flush_loop())
+        self._spawn(self._compact_loop())
+        self._spawn(self._expiry_loop())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed: %s", redacted_traceback(task.exception()))
+
+    async def close(self) -> None:
+        """Flush the vector index, checkpoint DuckDB, stop the threads."""
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                await self._flush_vectors()
+                if self._index is not None and (self._last_delete_at is not None):
+                    await self._vec_thread.run(self._index.compact)
+            await self._db_thread.run(self._db.close)
+            self._db = None
+        self._db_thread.shutdown()
+        self._vec_thread.shutdown()
+        self.embedding.shutdown()
+
+    def _require_store(self) -> Database:
+        if self._db is None:
+            raise Locked("memoryd is locked: run `memory unlock`")
+        return self._db
+
+    # -- vector index upkeep --------------------------------------------------------------------
+
+    async def _prepare_vectors(self) -> None:
+        """Load the model, open (or rebuild) the index, then catch up: embed what waits
+        and index what DuckDB has that the index lacks. Runs in the background at start."""
+        embedder = await self.embedding.ensure_loaded()
+        if embedder is None or self._dek is None:
+            return
+        cipher = SapCipher(self._dek, embedder.dim, beta=SAP_BETA)
+        identity = {"key": keys.fingerprint(self._dek), "model": embedder.name,
+                    "dim": str(embedder.dim), "scheme": f"sap-beta{SAP_BETA}"}
+        self._index = await self._vec_thread.run(
+            VectorIndex, self.paths.vector_dir, cipher, embedder.dim, identity)
+        self._index_ready.set()
+        await self._embed_waiting()
+        await self.reconcile_vector_index()
+
+    async def _embed_waiting(self) -> None:
+        db = self._require_store()
+        model = self.embedding.model_name
+        if model is None:
+            return
+        total = 0
+        while not self._closing:
+            batch = await self._db_thread.run(db.waiting_for_embedding, model, EMBED_BATCH)
+            if not batch:
+                break
+            vectors = await self.embedding.embed([text for _, text in batch])
+            if vectors is None:
+                return
+            await self._db_thread.run(
+                db.set_embeddings, [(i, v.tobytes()) for (i, _), v in zip(batch, vectors,
+                                                                          strict=True)], model)
+            rows = await self._db_thread.run(db.embedded_vectors, model, [i for i, _ in batch])
+            self._queue_vectors(rows)
+            total += len(batch)
+        if total:
+            log.info("embedded %d memories that were waiting", total)
+
+    async def reconcile_vector_index(self) -> dict[str, int]:
+        """Make the index hold exactly the embedded memories of DuckDB."""
+        db = self._require_store()
+        await self._index_ready.wait()
+        assert self._index is not None
+        model = self.embedding.model_name or ""
+        await self._flush_vectors()
+        in_db = await self._db_thread.run(db.embedded_ids, model)
+        in_index = await self._vec_thread.run(self._index.ids)
+        missing = in_db - in_index - set(self._pending)
+        extra = in_index - in_db
+        if extra:
+            self._pending_deletes |= extra
+        for start in range(0, len(missing), 5000):
+            chunk = sorted(missing)[start:start + 5000]
+            self._queue_vectors(await self._db_thread.run(db.embedded_vectors, model, chunk))
+        await self._flush_vectors()
+        if missing or extra:
+            log.info("vector index reconciled: %d added, %d removed", len(missing), len(extra))
+        return {"added": len(missing), "removed": len(extra)}
+
+    def _queue_vectors(self, rows: list[tuple[str, str, bytes]]) -> None:
+        assert self._dek is not None
+        for memory_id, namespace, blob in rows:
+            vector = np.frombuffer(blob, dtype=np.float32)
+            self._pending[memory_id] = (keys.namespace_tag(self._dek, namespace), vector)
+        self._flush_wakeup.set()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wakeup.wait()
+            self._flush_wakeup.clear()
+            await asyncio.sleep(FLUSH_INTERVAL_S)  # gather a batch
+            try:
+                await self._flush_vectors()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried at the next write or restart
+                log.error("vector index flush failed: %s", redacted_traceback(exc))
+                await asyncio.sleep(1.0)
+
+    async def _flush_vectors(self) -> None:
+        if self._index is None or (not self._pending and not self._pending_deletes):
+            return
+        batch, self._pending = self._pending, {}
+        deletes, self._pending_deletes = self._pending_deletes, set()
+        self._flushing.update(batch)
+        try:
+            if deletes:
+                await self._vec_thread.run(self._index.delete, sorted(deletes))
+                self._last_delete_at = time.monotonic()
+            if batch:
+                ids = list(batch)
+                tags = [batch[i][0] for i in ids]
+                matrix = np.stack([batch[i][1] for i in ids])
+                await self._vec_thread.run(self._index.upsert, ids, tags, matrix)
+            self._flushes_since_compact += 1
+        except BaseException:
+            # Put the work back (newer entries win) so nothing acknowledged is dropped.
+            for memory_id, entry in batch.items():
+                self._pending.setdefault(memory_id, entry)
+            self._pending_deletes |= deletes
+            raise
+        finally:
+            for memory_id in batch:
+                self._flushing.pop(memory_id, None)
+
+    async def _compact_loop(self) -> None:
+        """Compact the index once deletes have settled (so erased vectors leave the disk)
+        or once enough small writes have piled up fragments."""
+        while True:
+            await asyncio.sleep(COMPACT_DELAY_AFTER_DELETE_S)
+            if self._index is None:
+                continue
+            if self._last_delete_at is None and \
+                    self._flushes_since_compact < COMPACT_AFTER_FLUSHES:
+                continue
+            try:
+                await self._flush_vectors()
+                await self._vec_thread.run(self._index.compact)
+                self._flushes_since_compact = 0
+                self._last_delete_at = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - tried again on the next round
+                log.error("vector index compaction failed: %s", redacted_traceback(exc))
+
+    async def _expiry_loop(self) -> None:
+        db = self._require_store()
+        while True:
+            ids = await self._db_thread.run(db.purge_expired)
+            if ids:
+                self._pending_deletes |= set(ids)
+                for memory_id in ids:
+                    self._pending.pop(memory_id, None)
+                self._flush_wakeup.set()
+                log.info("purged %d expired memories", len(ids))
+            await asyncio.sleep(60)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _prepare(self, item: NewMemory, vector: np.ndarray | None) -> PreparedMemory:
+        return PreparedMemory(
+            id=new_id(), content=item.content, content_hash=_content_hash(item.content),
+            namespace=item.namespace, kind=item.kind, tags=item.tags, metadata=item.metadata,
+            importance=item.importance, source=item.source, thread=item.thread,
+            position=item.position, created_at=item.created_at or utcnow(),
+            expires_at=item.expires_at, term_counts=dict(lexical.term_counts(item.content)),
+            embedding=None if vector is None else np.asarray(vector, np.float32).tobytes(),
+            embedding_model=None if vector is None else self.embedding.model_name,
+        )
+
+    async def _store(self, items: list[NewMemory], ctx: Context) -> list[tuple[str, bool]]:
+        db = self._require_store()
+        # Skip the model for content that is already stored: duplicates cost nothing.
+        hashes = [(i.namespace, _content_hash(i.content)) for i in items]
+        known = await self._db_thread.run(
+            lambda: [db.find_duplicate(ns, h) for ns, h in hashes])
+        fresh = [item for item, dup in zip(items, known, strict=True) if dup is None]
+        vectors = await self.embedding.embed([i.content for i in fresh]) if fresh else None
+        vector_of = {id(item): (vectors[n] if vectors is not None else None)
+                     for n, item in enumerate(fresh)}
+        prepared = [self._prepare(item, vector_of.get(id(item))) for item in items]
+        results = await self._db_thread.run(db.insert, prepared, ctx.actor)
+        added = [p for p, (_, dup) in zip(prepared, results, strict=True)
+                 if not dup and p.embedding is not None]
+        if added:
+            self._queue_vectors([(p.id, p.namespace, p.embedding) for p in added
+                                 if p.embedding is not None])
+        return results
+
+    async def add(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        item = validate.new_memory(params)
+        [(memory_id, duplicate)] = await self._store([item], ctx)
+        memory = await self._db_thread.run(self._require_store().get, memory_id)
+        log.info("%s memory %s", "duplicate of" if duplicate else "added", memory_id)
+        return {"memory": memory.to_json(), "duplicate": duplicate}
+
+    async def import_items(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        validate.check_keys(params, {"items"})
+        items = params.get("items")
+        if not isinstance(items, list):
+            raise InvalidParams("items must be a list of memory objects")
+        if len(items) > IMPORT_BATCH_MAX:
+            raise InvalidParams(f"at most {IMPORT_BATCH_MAX} items per call")
+        results: list[dict[str, Any]] = [{} for _ in items]
+        good: list[tuple[int, NewMemory]] = []
+        for index, raw in enumerate(items):
+            try:
+                good.append((index, validate.new_memory(validate.require_object(raw))))
+            except InvalidParams as exc:
+                results[index] = {"index": index, "error": exc.to_rpc()}
+        stored = await self._store([m for _, m in good], ctx) if good else []
+        for (index, _), (memory_id, duplicate) in zip(good, stored, strict=True):
+            results[index] = {"index": index, "id": memory_id, "duplicate": duplicate}
+        duplicates = sum(1 for r in results if r.get("duplicate"))
+        failed = sum(1 for r in results if "error" in r)
+        log.info("import batch: %d added, %d duplicates, %d failed",
+                 len(items) - duplicates - failed, duplicates, failed)
+        return {"results": results, "added": len(items) - duplicates - failed,
+                "duplicates": duplicates, "failed": failed}
+
+    async def update(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        db = self._require_store()
+        validate.check_keys(params, validate.MEMORY_FIELDS | {"id"} - {"source"})
+        memory_id = validate.memory_id(params)
+        changes = validate.memory_fields({k: v for k, v in params.items() if k != "id"})
+        current = await self._db_thread.run(db.get, memory_id)
+        prepared = None
+        if "content" in changes and changes["content"] != current.content:
+            vectors = await self.embedding.embed([changes["content"]])
+            item = NewMemory(content=changes["content"], namespace=changes.get(
+                "namespace", current.namespace))
+            prepared = self._prepare(item, None if vectors is None else vectors[0])
+            prepared.id = memory_id
+        record = await self._db_thread.run(db.update, memory_id, changes, ctx.actor, prepared)
+        memory = await self._db_thread.run(db.get, memory_id)
+        if record and ("content" in record or "namespace" in record):
+            self._pending_deletes.add(memory_id)
+            self._pending.pop(memory_id, None)
+            if memory.embedded and self.embedding.model_name:
+                self._queue_vectors(await self._db_thread.run(
+                    db.embedded_vectors, self.embedding.model_name, [memory_id]))
+            self._flush_wakeup.set()
+        log.info("updated memory %s (%s)", memory_id, ", ".join(sorted(record)) or "no change")
+        return {"memory": memory.to_json()}
+
+    async def delete(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        db = self._require_store()
+        validate.check_keys(params, {"id"})
+        memory_id = validate.memory_id(params)
+        await self._db_thread.run(db.delete, memory_id, ctx.actor)
+        self._pending.pop(memory_id, None)
+        self._pending_deletes.add(memory_id)
+        self._flush_wakeup.set()
+        log.info("deleted memory %s", memory_id)
+        return {"id": memory_id, "deleted": True}
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        db = self._require_store()
+        validate.check_keys(params, {"id"})
+        memory_id = validate.memory_id(params)
+
+        def read() -> Memory:
+            db.get(memory_id)  # not_found before touching
+            db.touch(memory_id)
+            return db.get(memory_id)
+
+        return {"memory": (await self._db_thread.run(read)).to_json()}
+
+    async def list(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        db = self._require_store()
+        validate.check_keys(params, validate.FILTER_FIELDS | {"limit", "after"})
+        filters = validate.search_filters(params)
+        limit = validate.limit(params, 50, 1000)
+        rows = await self._db_thread.run(db.list, filters, limit + 1, validate.cursor(params))
+        page = rows[:limit]
+        return {"memories": [m.to_json() for m in page],
+                "next": page[-1].id if len(rows) > limit else None}
+
+    async def export(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        db = self._require_store()
+        validate.check_keys(params, {"namespace", "after", "limit"})
+        filters = SearchFilters(namespace=validate.namespace(params["namespace"])
+                                if params.get("namespace") is not None else None)
+        limit = validate.limit(params, 500, 5000)
+        rows = await self._db_thread.run(db.list, filters, limit + 1, validate.cursor(params),
+                                         False)
+        page = rows[:limit]
+        return {"memories": [m.to_json() for m in page],
+                "next": page[-1].id if len(rows) > limit else None}
+
+    async def history(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        db = self._require_store()
+        validate.check_keys(params, {"id"})
+        events = await self._db_thread.run(db.history, validate.memory_id(params))
+        for event in events:
+            event["at"] = format_time(event["at"])
+        return {"events": events}
+
+    async def search(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        db = self._require_store()
+        started = time.perf_counter()
+        validate.check_keys(params, validate.FILTER_FIELDS | {"query", "limit", "mode",
+                                                              "explain"})
+        query = validate.content(params.get("query"), "query", validate.MAX_QUERY_CHARS)
+        limit = validate.limit(params, self.settings.search.default_limit,
+                               self.settings.search.max_limit)
+        mode = params.get("mode", "hybrid")
+        if mode not in validate.SEARCH_MODES:
+            raise InvalidParams("mode must be one of hybrid, lexical, vector")
+        explain = validate.boolean(params.get("explain", False), "explain")
+        filters = validate.search_filters(params)
+        pool = max(limit * 4, 50)
+
+        lexical_scores: dict[str, float] = {}
+        if mode != "vector":
+            lexical_scores = dict(await self._db_thread.run(
+                db.lexical_search, lexical.terms(query), filters, pool))
+
+        query_vector = None
+        degraded = None
+        vector_ids: list[str] = []
+        if mode != "lexical":
+            query_vector = await self._query_vector(query)
+            if query_vector is None:
+                if mode == "vector":
+                    raise Unavailable(f"no embedding model ({self.embedding.state}); "
+                                      "vector search needs one")
+                degraded = f"no embedding model ({self.embedding.state})"
+            else:
+                vector_ids = await self._vector_candidates(query_vector, filters, pool)
+
+        candidates = list(dict.fromkeys([*lexical_scores, *vector_ids]))
+        rows = await self._db_thread.run(db.get_many, candidates, filters)
+        vector_scores: dict[str, float] = {}
+        if query_vector is not None:
+            wanted = set(vector_ids) if mode == "vector" else set(rows)
+            for memory_id, (_, blob) in rows.items():
+                if memory_id in wanted and blob is not None:
+                    vec = np.frombuffer(blob, dtype=np.float32)
+                    if vec.shape == query_vector.shape:
+                        vector_scores[memory_id] = float(np.dot(vec, query_vector))
+        lexical_scores = {k: v for k, v in lexical_scores.items() if k in rows}
+        ranked = fuse(lexical_scores, vector_scores, mode)[:limit]
+        hits = []
+        for r in ranked:
+            hit = rows[r.id][0].to_json()
+            hit["score"] = r.score
+            if explain:
+                hit["signals"] = r.signals()
+            hits.append(hit)
+        result: dict[str, Any] = {"hits": hits, "mode": mode,
+                                  "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+        if degraded:
+            result["degraded"] = degraded
+        return result
+
+    async def _query_vector(self, query: str) -> np.ndarray | None:
+        vectors = await self.embedding.embed([query])
+        return None if vectors is None else vectors[0]
+
+    async def _vector_candidates(self, query: np.ndarray, filters: SearchFilters,
+                                 pool: int) -> list[str]:
+        """Nearest ids from the index (over ciphertexts) plus pending vectors (exact)."""
+        assert self._dek is not None
+        ns_tag = (keys.namespace_tag(self._dek, filters.namespace)
+                  if filters.namespace is not None else None)
+        other_filters = bool(filters.tags or filters.kind or filters.thread or filters.since
+                             or filters.until or filters.metadata)
+        # Filters other than namespace are applied after the index: fetch more to keep k.
+        fetch = pool * (4 if other_filters else 2)
+        found: dict[str, float] = {}
+        if self._index is not None:
+            for memory_id, _ in await self._vec_thread.run(self._index.search, query, fetch,
+                                                             ns_tag):
+                found[memory_id] = 0.0
+        unindexed = {**self._flushing, **self._pending}
+        if unindexed:
+            ids = [i for i, (tag, _) in unindexed.items() if ns_tag is None or tag == ns_tag]
+            if ids:
+                matrix = np.stack([unindexed[i][1] for i in ids])
+                sims = matrix @ query
+                for n in np.argsort(-sims)[:fetch]:
+                    found.setdefault(ids[int(n)], 0.0)
+        return list(found)
+
+    # -- status, stats, keys ------------------------------------------------------------------
+
+    async def stats(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        db = self._require_store()
+        validate.check_keys(params, set())
+        stats = await self._db_thread.run(db.stats)
+        stats["disk_bytes"] = {"database": _size(self.paths.database) +
+                               _size(self.paths.database.with_suffix(".duckdb.wal")),
+                               "vectors": _size(self.paths.vector_dir)}
+        return stats
+
+    async def status(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        validate.check_keys(params, set())
+        out: dict[str, Any] = {
+            "locked": self.locked,
+            "version": __version__,
+            "data_dir": str(self.paths.data_dir),
+            "embedding": {"provider": self.settings.embedding.provider,
+                          "model": self.embedding.model_name or self.settings.embedding.model,
+                          "model_dir": self.settings.embedding.model_dir or None,
+                          "state": self.embedding.state, "error": self.embedding.error,
+                          "dim": self.embedding.dim},
+            "key": {"protected": bool(self._keyfile and self._keyfile.protected),
+                    "fingerprint": self._keyfile.fingerprint if self._keyfile else None,
+                    "file": str(self.paths.key_file)},
+        }
+        if self._db is not None:
+            db = self._db
+            out["memories"] = await self._db_thread.run(db.count)
+            out["waiting_for_embedding"] = await self._db_thread.run(
+                db.count_waiting, self.embedding.model_name)
+            rows = await self._vec_thread.run(self._index.count) if self._index else 0
+            out["vector_index"] = {"rows": rows,
+                                   "pending": len(self._pending) + len(self._flushing),
+                                   "ready": self._index is not None}
+        return out
+
+    async def unlock(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        validate.check_keys(params, {"passphrase"})
+        passphrase = params.get("passphrase")
+        if not isinstance(passphrase, str) or not passphrase:
+            raise InvalidParams("passphrase must be a non-empty string")
+        keyfile = keys.read_key_file(self.paths.key_file)
+        if keyfile is None:
+            raise KeyProblem(f"no key file at {self.paths.key_file}")
+        dek = await self._unwrap(keyfile, passphrase)
+        self._keyfile = keyfile
+        if self._db is None:
+            await self._open_store(dek)
+            log.info("unlocked")
+        return {"unlocked": True}
+
+    async def passwd(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        self._require_store()
+        validate.check_keys(params, {"new_passphrase", "old_passphrase"})
+        new = params.get("new_passphrase")
+        old = params.get("old_passphrase")
+        if new is not None and (not isinstance(new, str) or not new):
+            raise InvalidParams("new_passphrase must be a non-empty string, or null to remove")
+        keyfile = keys.read_key_file(self.paths.key_file)
+        if keyfile is None:
+            raise KeyProblem(f"no key file at {self.paths.key_file}")
+        if keyfile.protected:
+            if not isinstance(old, str) or not old:
+                raise InvalidParams("old_passphrase is required: the key is protected")
+            await self._unwrap(keyfile, old)  # bad_passphrase if wrong; nothing changed
+        assert self._dek is not None
+        loop = asyncio.get_running_loop()
+        if new is None:
+            await loop.run_in_executor(None, keys.remove_passphrase, self.paths.key_file,
+                                       self._dek)
+        else:
+            await loop.run_in_executor(None, keys.set_passphrase, self.paths.key_file,
+                                       self._dek, new)
+        self._keyfile = keys.read_key_file(self.paths.key_file)
+        log.info("data key re-wrapped (%s)", "passphrase" if new else "plain")
+        return {"protected": new is not None, "fingerprint": keys.fingerprint(self._dek)}
+
+    def take_notices(self) -> list[str]:
+        notices, self.notices = self.notices, []
+        return notices
+
+
+def _content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _size(path: Any) -> int:
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+__all__ = ["Context", "MemoryService", "NotFound"]

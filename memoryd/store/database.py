@@ -1,0 +1,512 @@
+"""The encrypted DuckDB database: memories, their postings, exact vectors and history.
+
+Every method here is synchronous and must run on the one thread that owns the connection
+(``memoryd.store.owner.OwnerThread``); callers await it from the event loop. Every write of
+more than one statement goes through ``transaction()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from memoryd.errors import KeyProblem, MemorydError, NotFound
+from memoryd.model import Memory, SearchFilters, utcnow
+from memoryd.store.migrations import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+MEMORY_COLUMNS = (
+    "id, content, namespace, kind, tags, metadata, importance, source, thread, position, "
+    "created_at, updated_at, accessed_at, access_count, expires_at, embedding_model"
+)
+
+
+def extension_path(name: str) -> Path:
+    """The .duckdb_extension file shipped in the pinned ``duckdb-extension-<name>`` wheel."""
+    import importlib
+
+    module = importlib.import_module(f"duckdb_extension_{name}")
+    root = Path(module.__file__ or "").parent / "extensions"
+    found = sorted(root.glob(f"v*/{name}.duckdb_extension"))
+    if not found:
+        raise MemorydError(f"the duckdb-extension-{name} wheel has no extension file")
+    return found[-1]
+
+
+@dataclass
+class PreparedMemory:
+    """A memory ready to write: validated, hashed, analysed and (maybe) embedded."""
+
+    id: str
+    content: str
+    content_hash: str
+    namespace: str
+    kind: str
+    tags: list[str]
+    metadata: dict[str, Any]
+    importance: float
+    source: str | None
+    thread: str | None
+    position: int | None
+    created_at: datetime
+    expires_at: datetime | None
+    term_counts: dict[str, int]
+    embedding: bytes | None = None
+    embedding_model: str | None = None
+    doc_len: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.doc_len = sum(self.term_counts.values())
+
+
+class Database:
+    def __init__(self, path: Path, key: str, temp_dir: Path):
+        self.path = path
+        self.temp_dir = temp_dir
+        self.con = self._connect(path, key, temp_dir)
+        self.migrate()
+
+    # -- connection and schema -------------------------------------------------------------
+
+    @staticmethod
+    def _connect(path: Path, key: str, temp_dir: Path) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(
+            ":memory:",
+            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+        )
+        # DuckDB's built-in crypto can only read encrypted files; httpfs brings OpenSSL,
+        # which it needs to write them. Loaded from the pinned wheel: never downloaded.
+        con.execute(f"LOAD '{extension_path('httpfs')}'")
+        temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = '{temp_dir}'")
+        try:
+            con.execute(f"ATTACH '{path}' AS store (ENCRYPTION_KEY '{key}')")
+        except duckdb.Error as exc:
+            con.close()
+            text = str(exc)
+            if "encryption key" in text.lower() or "without a key" in text.lower():
+                raise KeyProblem(
+                    f"the data key does not open {path} (was the key file replaced?)"
+                ) from None
+            raise KeyProblem(f"cannot open the database {path}: {text.splitlines()[0]}") from None
+        con.execute("USE store")
+        return con
+
+    def migrate(self, stop_before: str | None = None) -> list[str]:
+        """Apply pending migrations in order; returns the names applied."""
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR, applied_at TIMESTAMP)"
+        )
+        self.con.execute("CHECKPOINT")
+        done = {r[0] for r in self.con.execute("SELECT name FROM schema_migrations").fetchall()}
+        applied = []
+        for name, migration in MIGRATIONS:
+            if name == stop_before:
+                break
+            if name in done:
+                continue
+            with self.transaction() as con:
+                migration(con)
+                con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [name, utcnow()])
+            self.con.execute("CHECKPOINT")
+            log.info("applied migration %s", name)
+            applied.append(name)
+        return applied
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def close(self) -> None:
+        with contextlib.suppress(duckdb.Error):
+            self.con.execute("CHECKPOINT")
+        self.con.close()
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def find_duplicate(self, namespace: str, content_hash: str) -> str | None:
+        row = self.con.execute(
+            "SELECT id FROM memories WHERE namespace = ? AND content_hash = ? LIMIT 1",
+            [namespace, content_hash],
+        ).fetchone()
+        return row[0] if row else None
+
+    def insert(self, items: Sequence[PreparedMemory], actor: str) -> list[tuple[str, bool]]:
+        """Store new memories in one transaction; exact duplicates in a namespace return the
+        existing id instead (also within the batch). Returns (id, duplicate) per item."""
+        results: list[tuple[str, bool]] = []
+        fresh: list[PreparedMemory] = []
+        seen: dict[tuple[str, str], str] = {}
+        with self.transaction() as con:
+            for item in items:
+                key = (item.namespace, item.content_hash)
+                existing = seen.get(key) or self.find_duplicate(*key)
+                if existing:
+                    results.append((existing, True))
+                    continue
+                seen[key] = item.id
+                fresh.append(item)
+                results.append((item.id, False))
+            if fresh:
+                self._insert_rows(con, fresh, actor)
+        return results
+
+    def _insert_rows(self, con: Any, items: list[PreparedMemory], actor: str) -> None:
+        now = utcnow()
+        memories = pa.table({
+            "id": [m.id for m in items],
+            "content": [m.content for m in items],
+            "content_hash": [m.content_hash for m in items],
+            "namespace": [m.namespace for m in items],
+            "kind": [m.kind for m in items],
+            "tags": pa.array([m.tags for m in items], pa.list_(pa.string())),
+            "metadata": [json.dumps(m.metadata, ensure_ascii=False) for m in items],
+            "importance": pa.array([m.importance for m in items], pa.float64()),
+            "source": pa.array([m.source for m in items], pa.string()),
+            "thread": pa.array([m.thread for m in items], pa.string()),
+            "position": pa.array([m.position for m in items], pa.int64()),
+            "created_at": pa.array([m.created_at for m in items], pa.timestamp("us")),
+            "updated_at": pa.array([now] * len(items), pa.timestamp("us")),
+            "expires_at": pa.array([m.expires_at for m in items], pa.timestamp("us")),
+            "doc_len": pa.array([m.doc_len for m in items], pa.int32()),
+            "embedding": pa.array([m.embedding for m in items], pa.binary()),
+            "embedding_model": pa.array([m.embedding_model for m in items], pa.string()),
+        })
+        con.register("new_memories", memories)
+        try:
+            con.execute(
+                """
+                INSERT INTO memories (id, content, content_hash, namespace, kind, tags, metadata,
+                    importance, source, thread, position, created_at, updated_at, accessed_at,
+                    access_count, expires_at, doc_len, embedding, embedding_model)
+                SELECT id, content, content_hash, namespace, kind, tags, metadata::JSON,
+                    importance, source, thread, position, created_at, updated_at, NULL, 0,
+                    expires_at, doc_len, embedding, embedding_model
+                FROM new_memories
+                """
+            )
+        finally:
+            con.unregister("new_memories")
+        self._insert_postings(con, items)
+        history = pa.table({
+            "memory_id": [m.id for m in items],
+            "changes": [json.dumps({"content": m.content, "namespace": m.namespace,
+                                    "kind": m.kind, "tags": m.tags, "metadata": m.metadata,
+                                    "importance": m.importance}, ensure_ascii=False)
+                        for m in items],
+        })
+        con.register("new_history", history)
+        try:
+            con.execute(
+                "INSERT INTO history (memory_id, changed_at, actor, action, changes) "
+                "SELECT memory_id, ?, ?, 'add', changes::JSON FROM new_history",
+                [now, actor],
+            )
+        finally:
+            con.unregister("new_history")
+
+    @staticmethod
+    def _insert_postings(con: Any, items: Sequence[PreparedMemory]) -> None:
+        term_col: list[str] = []
+        id_col: list[str] = []
+        tf_col: list[int] = []
+        for m in items:
+            for term, tf in m.term_counts.items():
+                term_col.append(term)
+                id_col.append(m.id)
+                tf_col.append(tf)
+        if not term_col:
+            return
+        postings = pa.table({"term": term_col, "memory_id": id_col,
+                             "tf": pa.array(tf_col, pa.int32())})
+        con.register("new_postings", postings)
+        try:
+            con.execute("INSERT INTO postings SELECT term, memory_id, tf FROM new_postings")
+        finally:
+            con.unregister("new_postings")
+
+    def update(self, memory_id: str, changes: dict[str, Any], actor: str,
+               prepared: PreparedMemory | None = None) -> dict[str, Any]:
+        """Apply field changes; a content change comes with ``prepared`` (new postings,
+        hash and embedding). Returns the {field: {old, new}} record written to history."""
+        current = self.get(memory_id)
+        record: dict[str, Any] = {}
+        assignments: list[str] = []
+        params: list[Any] = []
+        for name, new in changes.items():
+            old = getattr(current, name)
+            if old == new:
+                continue
+            record[name] = {"old": _jsonable(old), "new": _jsonable(new)}
+            assignments.append(f"{name} = ?")
+            params.append(json.dumps(new, ensure_ascii=False) if name == "metadata" else new)
+        if not record:
+            return {}
+        now = utcnow()
+        with self.transaction() as con:
+            if prepared is not None and "content" in record:
+                assignments += ["content_hash = ?", "doc_len = ?", "embedding = ?",
+                                "embedding_model = ?"]
+                params += [prepared.content_hash, prepared.doc_len, prepared.embedding,
+                           prepared.embedding_model]
+                con.execute("DELETE FROM postings WHERE memory_id = ?", [memory_id])
+                self._insert_postings(con, [prepared])
+            assignments.append("updated_at = ?")
+            params.append(now)
+            con.execute(f"UPDATE memories SET {', '.join(assignments)} WHERE id = ?",
+                        [*params, memory_id])
+            con.execute(
+                "INSERT INTO history (memory_id, changed_at, actor, action, changes) "
+                "VALUES (?, ?, ?, 'update', ?)",
+                [memory_id, now, actor, json.dumps(record, ensure_ascii=False)],
+            )
+        return record
+
+    def delete(self, memory_id: str, actor: str) -> None:
+        """Erase a memory: its row, postings, vector and the content its history holds.
+        A content-free record of the deletion stays in history."""
+        with self.transaction() as con:
+            row = con.execute("SELECT 1 FROM memories WHERE id = ?", [memory_id]).fetchone()
+            if row is None:
+                raise NotFound(f"no memory with id {memory_id}")
+            con.execute("DELETE FROM postings WHERE memory_id = ?", [memory_id])
+            con.execute("DELETE FROM memories WHERE id = ?", [memory_id])
+            con.execute("UPDATE history SET changes = NULL WHERE memory_id = ?", [memory_id])
+            con.execute(
+                "INSERT INTO history (memory_id, changed_at, actor, action, changes) "
+                "VALUES (?, ?, ?, 'delete', NULL)",
+                [memory_id, utcnow(), actor],
+            )
+
+    def touch(self, memory_id: str) -> None:
+        self.con.execute(
+            "UPDATE memories SET accessed_at = ?, access_count = access_count + 1 WHERE id = ?",
+            [utcnow(), memory_id],
+        )
+
+    def purge_expired(self, actor: str = "memoryd") -> list[str]:
+        ids = [r[0] for r in self.con.execute(
+            "SELECT id FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ?",
+            [utcnow()]).fetchall()]
+        for memory_id in ids:
+            self.delete(memory_id, actor)
+        return ids
+
+    def set_embeddings(self, rows: Sequence[tuple[str, bytes]], model: str) -> None:
+        if not rows:
+            return
+        table = pa.table({"id": [r[0] for r in rows],
+                          "embedding": pa.array([r[1] for r in rows], pa.binary())})
+        with self.transaction() as con:
+            con.register("new_embeddings", table)
+            try:
+                con.execute(
+                    "UPDATE memories SET embedding = n.embedding, embedding_model = ? "
+                    "FROM new_embeddings n WHERE memories.id = n.id",
+                    [model],
+                )
+            finally:
+                con.unregister("new_embeddings")
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, memory_id: str) -> Memory:
+        row = self.con.execute(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = ?", [memory_id]
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no memory with id {memory_id}")
+        return _memory(row)
+
+    def list(self, filters: SearchFilters, limit: int, after: str | None,
+             newest_first: bool = True) -> list[Memory]:
+        where, params = filter_sql(filters)
+        if after:
+            where.append("id < ?" if newest_first else "id > ?")
+            params.append(after)
+        order = "DESC" if newest_first else "ASC"
+        rows = self.con.execute(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {' AND '.join(where)} "
+            f"ORDER BY id {order} LIMIT ?",
+            [*params, limit],
+        ).fetchall()
+        return [_memory(r) for r in rows]
+
+    def get_many(self, ids: Sequence[str], filters: SearchFilters,
+                 ) -> dict[str, tuple[Memory, bytes | None]]:
+        """Rows and exact vectors for candidate ids that pass the filters."""
+        if not ids:
+            return {}
+        where, params = filter_sql(filters)
+        rows = self.con.execute(
+            f"SELECT {MEMORY_COLUMNS}, embedding FROM memories "
+            f"WHERE id IN (SELECT unnest(?)) AND {' AND '.join(where)}",
+            [list(ids), *params],
+        ).fetchall()
+        return {r[0]: (_memory(r[:-1]), r[-1]) for r in rows}
+
+    def lexical_search(self, query_terms: Sequence[str], filters: SearchFilters, limit: int,
+                       k1: float = 1.2, b: float = 0.75) -> list[tuple[str, float]]:
+        """BM25 over the postings tables: (id, score) best first."""
+        unique = sorted(set(query_terms))
+        if not unique:
+            return []
+        where, params = filter_sql(filters, alias="m")
+        rows = self.con.execute(
+            f"""
+            WITH q AS (SELECT unnest(?::VARCHAR[]) AS term),
+            stats AS (SELECT count(*)::DOUBLE AS n, greatest(avg(doc_len), 1)::DOUBLE AS avgdl
+                      FROM memories),
+            hits AS (SELECT p.term, p.memory_id, p.tf FROM postings p
+                     WHERE p.term IN (SELECT term FROM q)),
+            df AS (SELECT term, count(*)::DOUBLE AS df FROM hits GROUP BY term)
+            SELECT h.memory_id,
+                   sum(ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5))
+                       * h.tf * ({k1} + 1)
+                       / (h.tf + {k1} * (1 - {b} + {b} * m.doc_len / stats.avgdl))) AS score
+            FROM hits h JOIN df USING (term) JOIN memories m ON m.id = h.memory_id, stats
+            WHERE {' AND '.join(where)}
+            GROUP BY h.memory_id
+            ORDER BY score DESC, h.memory_id
+            LIMIT ?
+            """,
+            [unique, *params, limit],
+        ).fetchall()
+        return [(r[0], float(r[1])) for r in rows]
+
+    def history(self, memory_id: str) -> list[dict[str, Any]]:
+        rows = self.con.execute(
+            "SELECT seq, changed_at, actor, action, changes FROM history WHERE memory_id = ? "
+            "ORDER BY seq",
+            [memory_id],
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"no memory with id {memory_id}")
+        return [{"seq": r[0], "at": r[1], "actor": r[2], "action": r[3],
+                 "changes": json.loads(r[4]) if r[4] is not None else None} for r in rows]
+
+    def waiting_for_embedding(self, model: str, limit: int) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self.con.execute(
+            "SELECT id, content FROM memories WHERE embedding_model IS DISTINCT FROM ? "
+            "ORDER BY id LIMIT ?", [model, limit]).fetchall()]
+
+    def count_waiting(self, model: str | None) -> int:
+        row = self.con.execute(
+            "SELECT count(*) FROM memories WHERE embedding_model IS DISTINCT FROM ?", [model]
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def embedded_vectors(self, model: str, ids: Sequence[str] | None = None,
+                         ) -> list[tuple[str, str, bytes]]:
+        """(id, namespace, vector) for memories embedded by ``model`` (all, or ``ids``)."""
+        sql = ("SELECT id, namespace, embedding FROM memories WHERE embedding_model = ?")
+        params: list[Any] = [model]
+        if ids is not None:
+            sql += " AND id IN (SELECT unnest(?))"
+            params.append(list(ids))
+        return [(r[0], r[1], r[2]) for r in self.con.execute(sql, params).fetchall()]
+
+    def embedded_ids(self, model: str) -> set[str]:
+        return {r[0] for r in self.con.execute(
+            "SELECT id FROM memories WHERE embedding_model = ?", [model]).fetchall()}
+
+    def stats(self) -> dict[str, Any]:
+        con = self.con
+        total = con.execute("SELECT count(*) FROM memories").fetchone()
+        return {
+            "memories": int(total[0]) if total else 0,
+            "namespaces": dict(con.execute(
+                "SELECT namespace, count(*) FROM memories GROUP BY 1 ORDER BY 2 DESC").fetchall()),
+            "kinds": dict(con.execute(
+                "SELECT kind, count(*) FROM memories GROUP BY 1 ORDER BY 2 DESC").fetchall()),
+            "tags": dict(con.execute(
+                "SELECT tag, count(*) FROM (SELECT unnest(tags) AS tag FROM memories) "
+                "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 100").fetchall()),
+            "threads": int(con.execute(
+                "SELECT count(DISTINCT thread) FROM memories").fetchone()[0]),  # type: ignore[index]
+            "history_events": int(con.execute(
+                "SELECT count(*) FROM history").fetchone()[0]),  # type: ignore[index]
+        }
+
+    def count(self) -> int:
+        row = self.con.execute("SELECT count(*) FROM memories").fetchone()
+        return int(row[0]) if row else 0
+
+    def checkpoint(self) -> None:
+        self.con.execute("CHECKPOINT")
+
+
+def filter_sql(filters: SearchFilters, alias: str | None = None) -> tuple[list[str], list[Any]]:
+    """SQL conditions (joined by AND) and their parameters for the common filters."""
+    p = f"{alias}." if alias else ""
+    where = [f"({p}expires_at IS NULL OR {p}expires_at > ?)"]
+    params: list[Any] = [utcnow()]
+    if filters.namespace is not None:
+        where.append(f"{p}namespace = ?")
+        params.append(filters.namespace)
+    if filters.kind is not None:
+        where.append(f"{p}kind = ?")
+        params.append(filters.kind)
+    if filters.thread is not None:
+        where.append(f"{p}thread = ?")
+        params.append(filters.thread)
+    if filters.tags:
+        where.append(f"list_has_all({p}tags, ?::VARCHAR[])")
+        params.append(list(filters.tags))
+    if filters.since is not None:
+        where.append(f"{p}created_at >= ?")
+        params.append(filters.since)
+    if filters.until is not None:
+        where.append(f"{p}created_at < ?")
+        params.append(filters.until)
+    for key, value in filters.metadata.items():
+        # The JSON path is a parameter, never spliced: keys may hold any character.
+        path = "$." + json.dumps(key)
+        if value is None:
+            where.append(f"json_type({p}metadata, ?) = 'NULL'")
+            params.append(path)
+        else:
+            where.append(f"json_extract({p}metadata, ?) = ?::JSON")
+            params += [path, json.dumps(value)]
+    return where, params
+
+
+def _memory(row: Sequence[Any]) -> Memory:
+    return Memory(
+        id=row[0], content=row[1], namespace=row[2], kind=row[3], tags=list(row[4] or []),
+        metadata=json.loads(row[5]) if row[5] else {}, importance=row[6], source=row[7],
+        thread=row[8], position=row[9], created_at=row[10], updated_at=row[11],
+        accessed_at=row[12], access_count=row[13], expires_at=row[14],
+        embedded=row[15] is not None,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        from memoryd.model import format_time
+
+        return format_time(value)
+    return value

@@ -1,0 +1,61 @@
+"""Schema migrations: named, ordered functions applied at start and recorded.
+
+Each runs in its own transaction and is followed by a CHECKPOINT: DuckDB 1.4-1.5.5 can fail
+to replay a WAL in which DDL and data writes interleave (duckdb/duckdb#25928), so no DDL is
+ever left in the WAL behind later writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Migration = tuple[str, Callable[[Any], None]]
+
+
+def m0001_initial(con: Any) -> None:
+    con.execute(
+        """
+        CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+        CREATE TABLE memories (
+            id VARCHAR PRIMARY KEY,
+            content VARCHAR NOT NULL,
+            content_hash VARCHAR NOT NULL,
+            namespace VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            tags VARCHAR[] NOT NULL,
+            metadata JSON NOT NULL,
+            importance DOUBLE NOT NULL,
+            source VARCHAR,
+            thread VARCHAR,
+            position BIGINT,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            accessed_at TIMESTAMP,
+            access_count BIGINT NOT NULL,
+            expires_at TIMESTAMP,
+            doc_len INTEGER NOT NULL,
+            embedding BLOB,
+            embedding_model VARCHAR
+        );
+        CREATE TABLE postings (
+            term VARCHAR NOT NULL,
+            memory_id VARCHAR NOT NULL,
+            tf INTEGER NOT NULL
+        );
+        CREATE SEQUENCE history_seq START 1;
+        CREATE TABLE history (
+            seq BIGINT NOT NULL DEFAULT nextval('history_seq'),
+            memory_id VARCHAR NOT NULL,
+            changed_at TIMESTAMP NOT NULL,
+            actor VARCHAR,
+            action VARCHAR NOT NULL,
+            changes JSON
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    ("0001_initial", m0001_initial),
+]

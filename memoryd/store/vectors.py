@@ -1,0 +1,115 @@
+"""The LanceDB vector index: derived from DuckDB, holding nothing readable.
+
+Each row is a memory id, a keyed pseudonym of its namespace (so searches can prefilter by
+namespace without the name on disk) and its SAP-encrypted vector. The index can always be
+rebuilt from the exact vectors in DuckDB, and is whenever it is missing, unreadable, or was
+built with another key, model or dimension. Methods are synchronous; one owner thread
+calls them.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+from memoryd.crypto.sap import SapCipher
+
+log = logging.getLogger(__name__)
+
+TABLE = "vectors"
+
+
+class VectorIndex:
+    def __init__(self, path: Path, cipher: SapCipher, dim: int, identity: dict[str, str]):
+        """``identity`` (key fingerprint, model, scheme) is kept in the table's schema
+        metadata; an index built under another identity is dropped and rebuilt."""
+        self.path = path
+        self.cipher = cipher
+        self.dim = dim
+        self.identity = {k: str(v) for k, v in identity.items()}
+        self.rebuilt = False
+        self.table = self._open()
+
+    def _schema(self) -> pa.Schema:
+        return pa.schema(
+            [pa.field("id", pa.string()), pa.field("ns", pa.string()),
+             pa.field("vector", pa.list_(pa.float32(), self.dim))],
+            metadata={f"memoryd.{k}": v for k, v in self.identity.items()},
+        )
+
+    def _open(self) -> lancedb.table.Table:
+        db = lancedb.connect(str(self.path))
+        try:
+            if TABLE in db.list_tables().tables:
+                table = db.open_table(TABLE)
+                meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+                wanted = {f"memoryd.{k}": v for k, v in self.identity.items()}
+                if all(meta.get(k) == v for k, v in wanted.items()):
+                    table.count_rows()  # reads the manifest: fails on a damaged index
+                    return table
+                log.warning("vector index was built with another key or model; rebuilding")
+            elif self.path.exists() and any(self.path.iterdir()):
+                log.warning("vector index folder has no table; rebuilding")
+        except Exception as exc:  # noqa: BLE001 - any failure to read means rebuild
+            log.warning("vector index unreadable (%s); rebuilding", type(exc).__name__)
+        return self._recreate()
+
+    def _recreate(self) -> lancedb.table.Table:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.rebuilt = True
+        db = lancedb.connect(str(self.path))
+        return db.create_table(TABLE, schema=self._schema())
+
+    def count(self) -> int:
+        return int(self.table.count_rows())
+
+    def ids(self) -> set[str]:
+        column = self.table.to_arrow().column("id") if self.count() else pa.array([])
+        return set(column.to_pylist())
+
+    def upsert(self, ids: Sequence[str], ns_tags: Sequence[str], vectors: np.ndarray) -> None:
+        if not len(ids):
+            return
+        self.delete(ids)
+        encrypted = self.cipher.encrypt(np.asarray(vectors, dtype=np.float32))
+        flat = pa.array(encrypted.reshape(-1), pa.float32())
+        self.table.add(pa.table({
+            "id": pa.array(list(ids), pa.string()),
+            "ns": pa.array(list(ns_tags), pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(flat, self.dim),
+        }))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if not len(ids):
+            return
+        quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+        self.table.delete(f"id IN ({quoted})")
+
+    def search(self, vector: np.ndarray, limit: int, ns_tag: str | None = None,
+               ) -> list[tuple[str, float]]:
+        """Candidate ids by L2 distance over ciphertexts, nearest first."""
+        if self.count() == 0:
+            return []
+        query = self.cipher.encrypt_query(np.asarray(vector, dtype=np.float32))
+        builder = self.table.search(query).distance_type("l2").limit(limit)
+        if ns_tag is not None:
+            builder = builder.where(f"ns = '{ns_tag}'", prefilter=True)
+        result = builder.select(["id"]).to_arrow()
+        return list(zip(result.column("id").to_pylist(),
+                        result.column("_distance").to_pylist(), strict=True))
+
+    def compact(self) -> None:
+        """Rewrite fragments and drop old versions, so deleted vectors leave the disk."""
+        with warnings.catch_warnings():
+            # Only this process touches the index, so dropping every old version is safe.
+            warnings.simplefilter("ignore", UserWarning)
+            self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
