@@ -62,6 +62,9 @@ class MemoryService:
         self._keyfile: keys.KeyFile | None = None
         self._index: VectorIndex | None = None
         self._index_ready = asyncio.Event()
+        # Set once the index holds (or has queued) every embedded memory: vector searches
+        # wait for it so that a restart never hides memories from them.
+        self._vectors_ready = asyncio.Event()
         # Vectors acknowledged in DuckDB but not yet written to the index; searches scan
         # them exactly, so a memory is findable by meaning as soon as add returns.
         self._pending: dict[str, tuple[str, np.ndarray]] = {}
@@ -160,19 +163,22 @@ class MemoryService:
     # -- vector index upkeep --------------------------------------------------------------------
 
     async def _prepare_vectors(self) -> None:
-        """Load the model, open (or rebuild) the index, then catch up: embed what waits
-        and index what DuckDB has that the index lacks. Runs in the background at start."""
-        embedder = await self.embedding.ensure_loaded()
-        if embedder is None or self._dek is None:
-            return
-        cipher = SapCipher(self._dek, embedder.dim, beta=SAP_BETA)
-        identity = {"key": keys.fingerprint(self._dek), "model": embedder.name,
-                    "dim": str(embedder.dim), "scheme": f"sap-beta{SAP_BETA}"}
-        self._index = await self._vec_thread.run(
-            VectorIndex, self.paths.vector_dir, cipher, embedder.dim, identity)
-        self._index_ready.set()
+        """Load the model, open (or rebuild) the index and reconcile it with DuckDB, then
+        embed what waits. Runs in the background at start."""
+        try:
+            embedder = await self.embedding.ensure_loaded()
+            if embedder is None or self._dek is None:
+                return
+            cipher = SapCipher(self._dek, embedder.dim, beta=SAP_BETA)
+            identity = {"key": keys.fingerprint(self._dek), "model": embedder.name,
+                        "dim": str(embedder.dim), "scheme": f"sap-beta{SAP_BETA}"}
+            self._index = await self._vec_thread.run(
+                VectorIndex, self.paths.vector_dir, cipher, embedder.dim, identity)
+            self._index_ready.set()
+            await self.reconcile_vector_index()
+        finally:
+            self._vectors_ready.set()
         await self._embed_waiting()
-        await self.reconcile_vector_index()
 
     async def _embed_waiting(self) -> None:
         db = self._require_store()
@@ -504,6 +510,7 @@ class MemoryService:
                                  pool: int) -> list[str]:
         """Nearest ids from the index (over ciphertexts) plus pending vectors (exact)."""
         assert self._dek is not None
+        await self._vectors_ready.wait()
         ns_tag = (keys.namespace_tag(self._dek, filters.namespace)
                   if filters.namespace is not None else None)
         other_filters = bool(filters.tags or filters.kind or filters.thread or filters.since

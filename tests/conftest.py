@@ -142,3 +142,18 @@ def _stop_any_daemon(paths: Paths) -> None:
         os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+@pytest.fixture
+def make_daemon(paths: Paths) -> Iterator[type[DaemonProcess]]:
+    """Build extra daemons on the test's home (each stopped at teardown)."""
+    made: list[DaemonProcess] = []
+
+    def factory(env: dict[str, str] | None = None) -> DaemonProcess:
+        proc = DaemonProcess(paths, env)
+        made.append(proc)
+        return proc
+
+    yield factory  # type: ignore[misc]
+    for proc in made:
+        proc.stop()

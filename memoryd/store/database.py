@@ -414,9 +414,13 @@ class Database:
             "ORDER BY id LIMIT ?", [model, limit]).fetchall()]
 
     def count_waiting(self, model: str | None) -> int:
-        row = self.con.execute(
-            "SELECT count(*) FROM memories WHERE embedding_model IS DISTINCT FROM ?", [model]
-        ).fetchone()
+        """Memories without a vector from ``model`` (with no model: without any vector)."""
+        if model is None:
+            sql, params = "SELECT count(*) FROM memories WHERE embedding_model IS NULL", []
+        else:
+            sql = "SELECT count(*) FROM memories WHERE embedding_model IS DISTINCT FROM ?"
+            params = [model]
+        row = self.con.execute(sql, params).fetchone()
         return int(row[0]) if row else 0
 
     def embedded_vectors(self, model: str, ids: Sequence[str] | None = None,

@@ -1,0 +1,269 @@
+"""The appliance end to end: a real daemon, real socket, real DuckDB and LanceDB files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import time
+
+import pytest
+
+from memoryd.client import Client, RemoteError
+
+PARAPHRASE_MEMORIES = [
+    "Alice is allergic to peanuts",
+    "The quarterly report is due on Friday",
+    "Bob's favourite band is Radiohead",
+]
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def test_paraphrase_finds_target_first(client: Client):
+    ids = {text: client.add(text)["memory"]["id"] for text in PARAPHRASE_MEMORIES}
+    hits = client.search("Which foods should I avoid when cooking for Alice?")["hits"]
+    assert hits[0]["id"] == ids["Alice is allergic to peanuts"]
+
+
+def test_paraphrase_with_no_shared_words_uses_meaning(client: Client):
+    ids = {text: client.add(text)["memory"]["id"] for text in PARAPHRASE_MEMORIES}
+    # Not one word in common with any stored memory: only the vector signal can find it.
+    hits = client.search("nut allergy", mode="vector")["hits"]
+    assert hits[0]["id"] == ids["Alice is allergic to peanuts"]
+    result = client.search("what music does he like?", explain=True)
+    assert result["hits"][0]["id"] == ids["Bob's favourite band is Radiohead"]
+    assert result["hits"][0]["signals"]["lexical"]["score"] is None
+
+
+def test_rare_keyword_found_first(client: Client):
+    for text in PARAPHRASE_MEMORIES:
+        client.add(text)
+    target = client.add("Deploy failed with error ERR_7731 on the staging cluster")["memory"]
+    client.add("Deploy succeeded on the production cluster after a retry")
+    hits = client.search("ERR_7731")["hits"]
+    assert hits[0]["id"] == target["id"]
+
+
+def test_everything_survives_restart(daemon, client: Client):
+    memory = client.add("The spare key is under the blue flowerpot", tags=["home"],
+                        metadata={"room": "porch"}, namespace="house")["memory"]
+    client.update(memory["id"], importance=0.9)
+    client.close()
+    daemon.restart()
+    with daemon.client() as again:
+        stored = again.get(memory["id"])
+        assert stored["content"] == memory["content"]
+        assert stored["tags"] == ["home"] and stored["metadata"] == {"room": "porch"}
+        assert stored["importance"] == 0.9
+        hits = again.search("where is the spare key hidden?", namespace="house")["hits"]
+        assert hits[0]["id"] == memory["id"]
+        assert [e["action"] for e in again.history(memory["id"])] == ["add", "update"]
+
+
+def test_kill_9_after_acknowledged_add_loses_nothing(daemon, client: Client):
+    memory = client.add("Acknowledged memories survive a crash")["memory"]
+    daemon.kill9()  # no chance to flush the vector index or checkpoint
+    daemon.start()
+    with daemon.client() as again:
+        assert again.get(memory["id"])["content"] == memory["content"]
+        hits = again.search("what survives a crash?", mode="vector")["hits"]
+        assert hits and hits[0]["id"] == memory["id"]
+        status = wait_for(lambda: (s := again.status())["vector_index"]["rows"] == 1 and s)
+        assert status["waiting_for_embedding"] == 0
+
+
+def test_deleted_vector_folder_is_rebuilt(daemon, client: Client, paths):
+    ids = [client.add(text)["memory"]["id"] for text in PARAPHRASE_MEMORIES]
+    wait_for(lambda: client.status()["vector_index"]["rows"] == 3)
+    client.close()
+    daemon.stop()
+    shutil.rmtree(paths.vector_dir)
+    daemon.start()
+    with daemon.client() as again:
+        wait_for(lambda: again.status()["vector_index"]["rows"] == 3)
+        hits = again.search("peanut allergy", mode="vector")["hits"]
+        assert hits[0]["id"] == ids[0]
+
+
+def test_corrupt_vector_index_is_rebuilt(daemon, client: Client, paths):
+    target = client.add("Alice is allergic to peanuts")["memory"]["id"]
+    wait_for(lambda: client.status()["vector_index"]["rows"] == 1)
+    client.close()
+    daemon.stop()
+    for manifest in paths.vector_dir.rglob("*.manifest"):
+        manifest.write_bytes(b"garbage")
+    daemon.start()
+    with daemon.client() as again:
+        wait_for(lambda: again.status()["vector_index"]["rows"] == 1)
+        assert again.search("nut allergy", mode="vector")["hits"][0]["id"] == target
+
+
+def test_socket_and_directory_modes(daemon, paths):
+    assert stat.S_IMODE(os.stat(paths.runtime_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(paths.socket).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(paths.key_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(paths.config_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(paths.data_dir).st_mode) == 0o700
+    for path in paths.data_dir.rglob("*"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_second_daemon_on_same_data_dir_refused(daemon, make_daemon):
+    second = make_daemon().start(wait=False)
+    assert second.proc is not None
+    assert second.proc.wait(60) == 1
+    assert "already running" in second.stderr_text()
+    # The first one is untouched.
+    with daemon.client() as c:
+        assert c.call("rpc.hello")["name"] == "memoryd"
+
+
+def test_stale_socket_is_replaced(paths, make_daemon):
+    first = make_daemon().start()
+    first.kill9()
+    assert paths.socket.exists()  # left behind by the crash
+    second = make_daemon().start()
+    with second.client() as c:
+        assert c.call("rpc.hello")["locked"] is False
+
+
+def test_sigterm_finishes_inflight_writes(daemon):
+    import threading
+
+    ids: list[str] = []
+
+    def writer():
+        with daemon.client() as c:
+            items = [{"content": f"bulk memory number {n}"} for n in range(400)]
+            ids.extend(r["id"] for r in c.import_items(items)["results"])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(0.3)  # the import is under way
+    assert daemon.stop() == 0
+    thread.join(30)
+    daemon.start()
+    with daemon.client() as c:
+        stored = c.stats()["memories"]
+        # Whatever was acknowledged is there; the import either finished or never started.
+        assert stored == len(ids)
+
+
+def test_history_records_every_change(client: Client):
+    memory = client.add("first version", tags=["a"])["memory"]
+    client.update(memory["id"], content="second version", tags=["a", "b"])
+    events = client.history(memory["id"])
+    assert [e["action"] for e in events] == ["add", "update"]
+    assert events[0]["actor"] == "pytest"
+    assert events[1]["changes"]["content"] == {"old": "first version", "new": "second version"}
+    assert events[1]["changes"]["tags"] == {"old": ["a"], "new": ["a", "b"]}
+    client.delete(memory["id"])
+    events = client.history(memory["id"])
+    assert [e["action"] for e in events] == ["add", "update", "delete"]
+    # Deleting erases the content the history held.
+    assert all(e["changes"] is None for e in events)
+    with pytest.raises(RemoteError) as err:
+        client.get(memory["id"])
+    assert err.value.name == "not_found"
+
+
+def test_edit_reindexes_words_and_meaning(client: Client):
+    memory = client.add("The meeting is in room 101")["memory"]
+    client.update(memory["id"], content="The dentist appointment moved to Tuesday")
+    assert client.search("room 101", mode="lexical")["hits"] == []
+    assert client.search("dentist", mode="lexical")["hits"][0]["id"] == memory["id"]
+    hits = client.search("when do I see the dentist?", mode="vector")["hits"]
+    assert hits[0]["id"] == memory["id"]
+
+
+def test_duplicate_in_same_namespace_returns_existing(client: Client):
+    first = client.add("Remember the milk")
+    again = client.add("Remember the milk")
+    elsewhere = client.add("Remember the milk", namespace="other")
+    assert again["duplicate"] is True and again["memory"]["id"] == first["memory"]["id"]
+    assert elsewhere["duplicate"] is False and elsewhere["memory"]["id"] != first["memory"]["id"]
+    assert client.stats()["memories"] == 2
+
+
+def test_created_at_settable_and_filters(client: Client):
+    old = client.add("Trip to Lisbon", created_at="2023-05-07T10:00:00Z", kind="event",
+                     tags=["travel"], metadata={"speaker": "Ana", "n": 3}, namespace="trips",
+                     thread="s1", position=4)["memory"]
+    new = client.add("Trip to Porto", created_at="2024-02-01", kind="event",
+                     tags=["travel", "family"], metadata={"speaker": "Rui"},
+                     namespace="trips")["memory"]
+    assert old["created_at"] == "2023-05-07T10:00:00.000Z"
+    assert old["thread"] == "s1" and old["position"] == 4
+
+    def found(**filters):
+        return [h["id"] for h in client.search("trip", mode="lexical", **filters)["hits"]]
+
+    assert set(found(namespace="trips")) == {old["id"], new["id"]}
+    assert found(since="2024-01-01") == [new["id"]]
+    assert found(until="2024-01-01") == [old["id"]]
+    assert found(tags=["family"]) == [new["id"]]
+    assert found(metadata={"speaker": "Ana"}) == [old["id"]]
+    assert found(metadata={"n": 3}) == [old["id"]]
+    assert found(thread="s1") == [old["id"]]
+    assert found(kind="note") == []
+    assert found(namespace="elsewhere") == []
+
+
+def test_list_and_export_page_through_everything(client: Client):
+    ids = [r["id"] for r in client.import_items(
+        [{"content": f"memory {n}", "namespace": "pages"} for n in range(23)])["results"]]
+    seen, after = [], None
+    while True:
+        page = client.list(namespace="pages", limit=10, after=after)
+        seen += [m["id"] for m in page["memories"]]
+        after = page["next"]
+        if not after:
+            break
+    assert seen == list(reversed(ids))  # newest first
+    assert [m["id"] for m in client.export(namespace="pages", page_size=7)] == ids
+
+
+def test_import_keeps_good_items_and_reports_bad_ones(client: Client):
+    result = client.import_items([
+        {"content": "good one"},
+        {"content": ""},
+        {"content": "good two", "created_at": "not a date"},
+        {"content": "good three", "tags": ["x"], "importance": 0.2},
+        "not an object",
+        {"text": "wrong field"},
+    ])
+    assert (result["added"], result["duplicates"], result["failed"]) == (2, 0, 4)
+    errors = {r["index"]: r["error"]["data"]["name"] for r in result["results"] if "error" in r}
+    assert errors == {1: "invalid_params", 2: "invalid_params", 4: "invalid_params",
+                      5: "invalid_params"}
+    assert client.stats()["memories"] == 2
+
+
+def test_expired_memories_are_not_found(client: Client):
+    client.add("This offer expires", expires_at="2000-01-01T00:00:00Z")
+    keep = client.add("This offer stays")["memory"]
+    hits = client.search("offer", mode="lexical")["hits"]
+    assert [h["id"] for h in hits] == [keep["id"]]
+
+
+def test_search_modes_and_explain(client: Client):
+    ids = {text: client.add(text)["memory"]["id"] for text in PARAPHRASE_MEMORIES}
+    lexical = client.search("report due", mode="lexical", explain=True)
+    assert lexical["mode"] == "lexical"
+    hit = lexical["hits"][0]
+    assert hit["id"] == ids["The quarterly report is due on Friday"]
+    assert hit["signals"]["lexical"]["rank"] == 1 and hit["signals"]["vector"]["score"] is None
+    vector = client.search("peanut allergy", mode="vector", explain=True, limit=1)
+    assert len(vector["hits"]) == 1 and vector["hits"][0]["signals"]["vector"]["rank"] == 1
+    hybrid = client.search("report due", explain=True)["hits"][0]
+    assert hybrid["signals"]["lexical"]["score"] > 0 and hybrid["signals"]["vector"]["score"] > 0
+    assert 0 < hybrid["signals"]["fused"] <= 1

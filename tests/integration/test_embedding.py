@@ -1,0 +1,70 @@
+"""Embeddings: the real model matches its reference vectors; without a model the daemon
+keeps working by words and catches up once a model is configured."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from conftest import MODEL_DIR
+
+from memoryd.client import RemoteError
+from memoryd.config import EmbeddingSettings
+from memoryd.embed.base import FastEmbedder, HashEmbedder
+
+
+def test_model_matches_reference_vectors():
+    rows = [json.loads(line) for line in (MODEL_DIR / "reference.jsonl").read_text().splitlines()
+            if line.strip()]
+    embedder = FastEmbedder(EmbeddingSettings(model_dir=str(MODEL_DIR)))
+    got = embedder.embed([r["text"] for r in rows])
+    want = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+    cosines = np.sum(got * want, axis=1) / (np.linalg.norm(got, axis=1)
+                                            * np.linalg.norm(want, axis=1))
+    assert len(rows) == 40
+    assert cosines.min() >= 0.97
+    assert cosines.mean() >= 0.99
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)
+
+
+def test_hash_embedder_is_deterministic_and_normalised():
+    a = HashEmbedder().embed(["the cat sat", "the cat sat", "dogs bark"])
+    assert np.allclose(a[0], a[1]) and not np.allclose(a[0], a[2])
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0)
+
+
+def test_missing_model_dir_fails_clearly(tmp_path):
+    from memoryd.errors import Unavailable
+
+    with pytest.raises(Unavailable, match="no model.onnx"):
+        FastEmbedder(EmbeddingSettings(model_dir=str(tmp_path)))
+
+
+def test_without_model_memories_wait_then_catch_up(make_daemon, tmp_path):
+    no_model = make_daemon({"MEMORYD_MODEL_DIR": str(tmp_path / "no-such-model")}).start()
+    with no_model.client() as c:
+        memory = c.add("Alice is allergic to peanuts")["memory"]
+        assert memory["embedded"] is False
+        # Still found by words, straight away.
+        assert c.search("peanuts")["hits"][0]["id"] == memory["id"]
+        result = c.search("peanuts")
+        assert "no embedding model" in result["degraded"]
+        with pytest.raises(RemoteError) as err:
+            c.search("nut allergy", mode="vector")
+        assert err.value.name == "unavailable"
+        status = c.status()
+        assert status["waiting_for_embedding"] == 1
+        assert status["embedding"]["state"] == "unavailable"
+        assert "no model.onnx" in status["embedding"]["error"]
+    no_model.stop()
+
+    with_model = make_daemon().start()
+    with with_model.client() as c:
+        deadline = time.monotonic() + 30
+        while c.status()["waiting_for_embedding"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.status()["waiting_for_embedding"] == 0
+        assert c.get(memory["id"])["embedded"] is True
+        assert c.search("nut allergy", mode="vector")["hits"][0]["id"] == memory["id"]

@@ -1,0 +1,155 @@
+"""Nothing readable on disk; wrong keys and passphrases are refused and change nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memoryd.client import RemoteError
+from memoryd.crypto import keys
+
+CANARY = "CANARY-7f3a9c-zebra-quokka"
+CANARY_EDIT = "CANARY-EDITED-51b2-walrus"
+
+
+def files_under(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def assert_not_on_disk(root: Path, needles: list[bytes]) -> int:
+    checked = 0
+    for path in files_under(root):
+        data = path.read_bytes()
+        checked += 1
+        for needle in needles:
+            assert needle not in data, f"{needle[:20]!r} found in {path}"
+    return checked
+
+
+def canary_needles(*texts: str) -> list[bytes]:
+    needles = []
+    for text in texts:
+        needles += [text.encode(), text.encode("utf-16-le"), text.lower().encode()]
+        needles += [part.encode() for part in text.split("-") if len(part) >= 5]
+    return needles
+
+
+def test_canary_never_reaches_disk(daemon, client, memoryd_home: Path, paths):
+    memory = client.add(f"My secret is {CANARY}", tags=[CANARY], namespace="private",
+                        metadata={"note": CANARY, "path": f"/home/me/{CANARY}.md"},
+                        thread=CANARY)["memory"]
+    client.search(CANARY)
+    client.search(f"what is {CANARY}?", mode="vector")
+    client.update(memory["id"], content=f"Now it is {CANARY_EDIT}")
+    # While running: database, WAL, vector index, logs, temp files.
+    time.sleep(1.0)  # let the vector index flush
+    needles = canary_needles(CANARY, CANARY_EDIT)
+    assert assert_not_on_disk(memoryd_home, needles) >= 4
+    client.delete(memory["id"])
+    client.close()
+    daemon.stop()
+    assert_not_on_disk(memoryd_home, needles)
+    assert list(paths.vector_dir.rglob("*.lance")), "the vector index was written"
+
+
+def test_vectors_on_disk_are_not_the_plain_embedding(daemon, client, paths):
+    from memoryd.config import EmbeddingSettings
+    from memoryd.embed.base import FastEmbedder
+    from conftest import MODEL_DIR
+
+    text = "The lighthouse keeper feeds the cats at dawn"
+    client.add(text)
+    deadline = time.monotonic() + 20
+    while client.status()["vector_index"]["rows"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.close()
+    daemon.stop()
+    vector = FastEmbedder(EmbeddingSettings(model_dir=str(MODEL_DIR))).embed([text])[0]
+    # Any run of 3 consecutive float32 components of the true vector would give it away.
+    windows = [vector[i:i + 3].astype(np.float32).tobytes() for i in range(0, 384, 24)]
+    for path in files_under(paths.vector_dir):
+        data = path.read_bytes()
+        for window in windows:
+            assert window not in data, path
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files_under(root) if p.suffix != ".lock"}
+
+
+def test_wrong_key_is_refused_and_data_unchanged(daemon, client, paths, make_daemon):
+    memory = client.add("Kept safe under the right key")["memory"]
+    client.close()
+    daemon.stop()
+    before = snapshot(paths.data_dir)
+    right_key = paths.key_file.read_bytes()
+    paths.key_file.unlink()
+    keys.create_key_file(paths.key_file)  # a different, valid key
+
+    other = make_daemon().start(wait=False)
+    assert other.proc is not None and other.proc.wait(60) == 1
+    assert "data key does not open" in other.stderr_text()
+    assert snapshot(paths.data_dir) == before
+
+    paths.key_file.unlink()
+    paths.key_file.write_bytes(right_key)
+    paths.key_file.chmod(0o600)
+    daemon.start()
+    with daemon.client() as again:
+        assert again.get(memory["id"])["content"] == "Kept safe under the right key"
+
+
+def test_missing_key_file_with_existing_data_is_refused(daemon, client, paths, make_daemon):
+    client.add("Needs its key")
+    client.close()
+    daemon.stop()
+    paths.key_file.rename(paths.key_file.with_suffix(".bak"))
+    other = make_daemon().start(wait=False)
+    assert other.proc is not None and other.proc.wait(60) == 1
+    assert "key file" in other.stderr_text() and "missing" in other.stderr_text()
+    assert not paths.key_file.exists()  # no new key was made over the old data
+
+
+def test_passphrase_lock_unlock_and_wrong_passphrase(daemon, client, paths, make_daemon):
+    memory = client.add("Behind a passphrase")["memory"]
+    result = client.call("key.passwd", {"new_passphrase": "correct horse"})
+    assert result["protected"] is True
+    assert "key" not in json.loads(paths.key_file.read_text())  # no plain key left
+    client.close()
+    daemon.stop()
+
+    daemon.start()
+    with daemon.client() as locked:
+        assert locked.call("rpc.hello")["locked"] is True
+        with pytest.raises(RemoteError) as err:
+            locked.get(memory["id"])
+        assert err.value.name == "locked"
+        before = snapshot(paths.data_dir)
+        key_before = paths.key_file.read_bytes()
+        with pytest.raises(RemoteError) as err:
+            locked.unlock("wrong horse")
+        assert err.value.name == "bad_passphrase"
+        assert snapshot(paths.data_dir) == before
+        assert paths.key_file.read_bytes() == key_before
+        assert locked.unlock("correct horse") == {"unlocked": True}
+        assert locked.get(memory["id"])["content"] == "Behind a passphrase"
+        # Changing the passphrase needs the old one.
+        with pytest.raises(RemoteError) as err:
+            locked.call("key.passwd", {"new_passphrase": "x", "old_passphrase": "nope"})
+        assert err.value.name == "bad_passphrase"
+        assert paths.key_file.read_bytes() == key_before
+    daemon.stop()
+
+    # MEMORYD_PASSPHRASE unlocks at start.
+    auto = make_daemon({"MEMORYD_PASSPHRASE": "correct horse"}).start()
+    with auto.client() as c:
+        assert c.call("rpc.hello")["locked"] is False
+        assert c.get(memory["id"])["content"] == "Behind a passphrase"
+        c.call("key.passwd", {"new_passphrase": None, "old_passphrase": "correct horse"})
+        assert json.loads(paths.key_file.read_text())["kind"] == "plain"

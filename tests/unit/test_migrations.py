@@ -1,0 +1,45 @@
+"""Migrations are named, ordered, recorded, and applied once."""
+
+from __future__ import annotations
+
+import os
+
+from memoryd.store import migrations
+from memoryd.store.database import Database
+
+
+def tables(db: Database) -> set[str]:
+    return {r[0] for r in db.con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'store'"
+    ).fetchall()}
+
+
+def test_stop_before_then_finish(tmp_path, monkeypatch):
+    def m0002_add_pinned(con):
+        con.execute("ALTER TABLE memories ADD COLUMN pinned BOOLEAN DEFAULT false")
+
+    monkeypatch.setattr(migrations, "MIGRATIONS",
+                        [*migrations.MIGRATIONS, ("0002_add_pinned", m0002_add_pinned)])
+    from memoryd.store import database
+
+    monkeypatch.setattr(database, "MIGRATIONS", migrations.MIGRATIONS)
+    key = os.urandom(32).hex()
+    db = Database.__new__(Database)
+    db.path, db.temp_dir = tmp_path / "m.duckdb", tmp_path / "tmp"
+    db.con = Database._connect(db.path, key, db.temp_dir)
+    assert db.migrate(stop_before="0002_add_pinned") == ["0001_initial"]
+    db.con.execute(
+        "INSERT INTO memories (id, content, content_hash, namespace, kind, tags, metadata, "
+        "importance, created_at, updated_at, access_count, doc_len) VALUES "
+        "('a', 'old row', 'h', 'default', 'note', [], '{}', 0.5, now(), now(), 0, 2)")
+    db.close()
+
+    reopened = Database(tmp_path / "m.duckdb", key, tmp_path / "tmp")
+    assert reopened.con.execute("SELECT pinned FROM memories WHERE id = 'a'").fetchone() == (
+        False,)
+    names = [r[0] for r in reopened.con.execute(
+        "SELECT name FROM schema_migrations ORDER BY applied_at").fetchall()]
+    assert names == ["0001_initial", "0002_add_pinned"]
+    assert reopened.migrate() == []  # nothing left to apply
+    assert {"memories", "postings", "history", "meta"} <= tables(reopened)
+    reopened.close()
