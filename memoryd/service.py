@@ -40,6 +40,9 @@ FLUSH_INTERVAL_S = 0.2
 COMPACT_AFTER_FLUSHES = 50
 COMPACT_DELAY_AFTER_DELETE_S = 5.0
 SAP_BETA = 0.3
+# How long a request waits for a model that is still loading before it goes on without
+# it (a local model loads in well under a second; a hub download may take minutes).
+MODEL_WAIT_S = 10.0
 
 
 @dataclass
@@ -120,6 +123,7 @@ class MemoryService:
         self._db = await self._db_thread.run(
             Database, self.paths.database, keys.duckdb_key(dek), self.paths.temp_dir)
         self._dek = dek
+        self.embedding.start_loading()
         log.info("store open: %d memories", await self._db_thread.run(self._db.count))
         self._spawn(self._prepare_vectors())
         self._spawn(self._flush_loop())
@@ -321,7 +325,8 @@ class MemoryService:
         known = await self._db_thread.run(
             lambda: [db.find_duplicate(ns, h) for ns, h in hashes])
         fresh = [item for item, dup in zip(items, known, strict=True) if dup is None]
-        vectors = await self.embedding.embed([i.content for i in fresh]) if fresh else None
+        vectors = (await self.embedding.embed([i.content for i in fresh], wait=MODEL_WAIT_S)
+                   if fresh else None)
         vector_of = {id(item): (vectors[n] if vectors is not None else None)
                      for n, item in enumerate(fresh)}
         prepared = [self._prepare(item, vector_of.get(id(item))) for item in items]
@@ -372,7 +377,7 @@ class MemoryService:
         current = await self._db_thread.run(db.get, memory_id)
         prepared = None
         if "content" in changes and changes["content"] != current.content:
-            vectors = await self.embedding.embed([changes["content"]])
+            vectors = await self.embedding.embed([changes["content"]], wait=MODEL_WAIT_S)
             item = NewMemory(content=changes["content"], namespace=changes.get(
                 "namespace", current.namespace))
             prepared = self._prepare(item, None if vectors is None else vectors[0])
@@ -503,7 +508,7 @@ class MemoryService:
         return result
 
     async def _query_vector(self, query: str) -> np.ndarray | None:
-        vectors = await self.embedding.embed([query])
+        vectors = await self.embedding.embed([query], wait=MODEL_WAIT_S)
         return None if vectors is None else vectors[0]
 
     async def _vector_candidates(self, query: np.ndarray, filters: SearchFilters,

@@ -147,7 +147,10 @@ def make_embedder(settings: EmbeddingSettings) -> Embedder | None:
 
 
 class EmbeddingRuntime:
-    """Owns the embedder and its thread; loads it on first use, never on the event loop."""
+    """Owns the embedder and its thread; loads it once, in the background, never on the
+    event loop. Callers say how long they will wait for a model that is still loading:
+    a fetch from a model hub can take minutes (or fail slowly offline), and a write must
+    not hang on it; it is stored as waiting and embedded when the model is ready."""
 
     def __init__(self, settings: EmbeddingSettings):
         self.settings = settings
@@ -155,7 +158,7 @@ class EmbeddingRuntime:
         self.state = "not loaded"  # not loaded | loading | ready | unavailable | disabled
         self.error: str | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
-        self._load_lock = asyncio.Lock()
+        self._loading: asyncio.Task[Embedder | None] | None = None
         if settings.provider.lower() == "none":
             self.state = "disabled"
 
@@ -167,33 +170,48 @@ class EmbeddingRuntime:
     def dim(self) -> int | None:
         return self.embedder.dim if self.embedder else None
 
-    async def ensure_loaded(self) -> Embedder | None:
-        """The embedder, loading it if needed; None when no model can be had."""
-        if self.embedder is not None or self.state in {"unavailable", "disabled"}:
-            return self.embedder
-        async with self._load_lock:
-            if self.embedder is None and self.state == "not loaded":
-                self.state = "loading"
-                loop = asyncio.get_running_loop()
-                try:
-                    self.embedder = await loop.run_in_executor(
-                        self._executor, make_embedder, self.settings)
-                    self.state = "ready" if self.embedder else "disabled"
-                    if self.embedder:
-                        log.info("embedding model ready: %s (dim %d)",
-                                 self.embedder.name, self.embedder.dim)
-                except Exception as exc:  # noqa: BLE001 - any load failure degrades, never kills
-                    self.state = "unavailable"
-                    self.error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-                    log.warning("embedding model unavailable: %s", self.error)
+    def start_loading(self) -> asyncio.Task[Embedder | None]:
+        if self._loading is None:
+            self._loading = asyncio.get_running_loop().create_task(self._load())
+        return self._loading
+
+    async def _load(self) -> Embedder | None:
+        if self.state == "disabled":
+            return None
+        self.state = "loading"
+        loop = asyncio.get_running_loop()
+        try:
+            self.embedder = await loop.run_in_executor(self._executor, make_embedder,
+                                                       self.settings)
+        except Exception as exc:  # noqa: BLE001 - any load failure degrades, never kills
+            self.state = "unavailable"
+            self.error = (str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+            log.warning("embedding model unavailable: %s", self.error)
+            return None
+        self.state = "ready" if self.embedder else "disabled"
+        if self.embedder:
+            log.info("embedding model ready: %s (dim %d)", self.embedder.name,
+                     self.embedder.dim)
         return self.embedder
 
-    async def embed(self, texts: Sequence[str]) -> np.ndarray | None:
-        embedder = await self.ensure_loaded()
+    async def ensure_loaded(self, wait: float | None = None) -> Embedder | None:
+        """The embedder; None if there is none, or it is not ready within ``wait`` s."""
+        if self.embedder is not None:
+            return self.embedder
+        task = self.start_loading()
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), wait)
+        except TimeoutError:
+            return None
+
+    async def embed(self, texts: Sequence[str], wait: float | None = None) -> np.ndarray | None:
+        embedder = await self.ensure_loaded(wait)
         if embedder is None:
             return None
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, embedder.embed, list(texts))
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._loading is not None:
+            self._loading.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
