@@ -190,11 +190,14 @@ def unlock(keyfile: KeyFile, passphrase: str | None) -> bytes:
     were altered: AES-GCM cannot tell those apart).
     """
     fields = _parse(keyfile)
+    dek: bytes
     if keyfile.kind == PLAIN:
         dek = fields["key"]
     else:
         if not passphrase:
-            raise Locked("the data key is protected by a passphrase; unlock it with `memory unlock`")
+            raise Locked(
+                "the data key is protected by a passphrase; unlock it with `memory unlock`"
+            )
         kek = _scrypt(passphrase, fields["salt"], fields["n"], fields["r"], fields["p"])
         try:
             dek = AESGCM(kek).decrypt(fields["nonce"], fields["wrapped"], _aad(keyfile.raw))
@@ -324,8 +327,13 @@ def _aad(document: dict[str, Any]) -> bytes:
         "version": document["version"],
         "kind": document["kind"],
         "cipher": document["cipher"],
-        "kdf": {"name": kdf["name"], "salt": kdf["salt"], "n": kdf["n"], "r": kdf["r"],
-                "p": kdf["p"]},
+        "kdf": {
+            "name": kdf["name"],
+            "salt": kdf["salt"],
+            "n": kdf["n"],
+            "r": kdf["r"],
+            "p": kdf["p"],
+        },
     }
     return _AAD_LABEL + json.dumps(bound, sort_keys=True, separators=(",", ":")).encode("ascii")
 
@@ -405,7 +413,7 @@ def _write_atomic(path: Path, data: bytes, *, replace: bool) -> None:
             os.fchmod(fd, 0o600)
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -14,10 +14,20 @@ distance between two ciphertexts is ``s`` times the plaintext distance, give or 
 ``s * beta / 2``: if ``|m - q| < |m' - q| - beta``, the ciphertexts compare the same way.
 A nearest-neighbour search over ciphertexts therefore finds good candidates, and the exact
 vectors (held only in the encrypted DuckDB file) re-rank them. On top of the paper's scheme
-the dimensions are permuted by a secret permutation; the permutation is an isometry, so it
-changes no distance.
+every vector is turned by a secret random rotation (an orthogonal matrix drawn from the
+key); a rotation is an isometry, so it changes no distance.
 
-Queries are never stored, so :meth:`SapCipher.encrypt_query` only scales and permutes.
+Why a rotation and not the permutation of dimensions DESIGN.md first suggested: sentence
+embeddings are unit vectors, so ``c / |c|`` is the (permuted) plaintext up to the small
+perturbation, and each embedding dimension has a statistical signature of its own (mean,
+spread, correlations). With a few thousand ciphertexts and public text embedded by the same
+model, matching those signatures recovered 99-100% of a secret permutation here, and with
+it vectors at cosine 0.997 to the truth. A random rotation mixes every dimension into every
+other one, leaving no per-coordinate signature to align; an eigenvector-alignment attempt
+on it reached cosine 0.18. (That is evidence, not a proof: docs/security.md says what SAP
+does and does not hide.)
+
+Queries are never stored, so :meth:`SapCipher.encrypt_query` only scales and rotates.
 Ciphertexts are never decrypted, so the nonces are not kept.
 
 How the coins are drawn (and why it is as good as one nonce per vector): each call to
@@ -30,10 +40,12 @@ coins never overlap. Normals come from the stream by Box-Muller. AES-CTR rather 
 numpy's PCG64 because PCG64 is not a cryptographic generator, and the AES path is fast
 enough (10,000 x 384 in about a tenth of a second).
 
-Key material comes from :func:`memoryd.crypto.keys.derive`. The scale and the permutation
-are derived with our own code (HKDF, then rejection sampling on HMAC output), never with
-numpy's generators, whose streams may change between numpy versions: a changed permutation
-would silently make every stored ciphertext incomparable with new queries.
+Key material comes from :func:`memoryd.crypto.keys.derive`. The scale and the rotation are
+derived with our own code (HKDF; the rotation from an AES-CTR stream of normals, then a QR
+decomposition with its signs fixed), never with numpy's generators, whose streams may change
+between numpy versions: a changed rotation would silently make every stored ciphertext
+incomparable with new queries. LAPACK builds may differ in the last bits of the QR; that
+moves distances by ~1e-15 and is harmless.
 """
 
 from __future__ import annotations
@@ -49,7 +61,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from memoryd.crypto.keys import derive, fingerprint
 
-SCHEME_VERSION = 1
+SCHEME_VERSION = 2  # 1: permutation of dimensions; 2: random rotation
 DEFAULT_BETA = 0.3
 MIN_SCALE = 16.0
 MAX_SCALE = 4096.0
@@ -62,7 +74,7 @@ class SapCipher:
     """Encrypts vectors of one dimension under one data key.
 
     Two ciphers built from the same key and dimension produce comparable ciphertexts
-    (the same scale and permutation), across processes and numpy versions.
+    (the same scale and rotation), across processes and numpy versions.
     """
 
     def __init__(self, dek: bytes, dim: int, beta: float = DEFAULT_BETA) -> None:
@@ -76,7 +88,7 @@ class SapCipher:
         self.beta = beta
         self._scale = _scale(derive(dek, "sap-scale", 8))
         self._prf_key = derive(dek, "sap-prf")
-        self._perm = _permutation(derive(dek, "sap-perm"), dim)
+        self._rotation = _rotation(derive(dek, "sap-rotation"), dim)
         self._radius = self._scale * beta / 4.0
         # Changes whenever ciphertexts made by this cipher stop being comparable with
         # (or as accurate as) ones made before: another key, dimension, beta or scheme.
@@ -95,18 +107,18 @@ class SapCipher:
         rows = m.reshape(-1, self.dim)
         out = np.empty(rows.shape, dtype=np.float32)
         for start in range(0, rows.shape[0], _BLOCK_ROWS):
-            block = rows[start:start + _BLOCK_ROWS]
+            block = rows[start : start + _BLOCK_ROWS]
             c = self._scale * block + self._perturbation(block.shape[0])
-            out[start:start + block.shape[0]] = c[:, self._perm]
+            out[start : start + block.shape[0]] = c @ self._rotation
         return out.reshape(m.shape)
 
     def encrypt_query(self, vector: np.ndarray) -> np.ndarray:
-        """Transform a query for search over ciphertexts: ``s * permuted(q)``, no noise.
+        """Transform a query for search over ciphertexts: ``s * rotated(q)``, no noise.
 
         1-D in, 1-D out; a 2-D batch of queries is accepted too. Float32.
         """
         q = self._validated(vector)
-        return (self._scale * q[..., self._perm]).astype(np.float32)
+        return (self._scale * (q @ self._rotation)).astype(np.float32)
 
     def _perturbation(self, rows: int) -> np.ndarray:
         """``rows`` points drawn uniformly from the ball of radius ``s * beta / 4``."""
@@ -168,32 +180,15 @@ def _scale(derived: bytes) -> float:
     return MIN_SCALE + (MAX_SCALE - MIN_SCALE) * fraction
 
 
-def _permutation(key: bytes, dim: int) -> np.ndarray:
-    """A uniformly random permutation of ``range(dim)`` determined by ``key``.
+def _rotation(key: bytes, dim: int) -> np.ndarray:
+    """A random orthogonal ``dim x dim`` matrix (Haar-distributed) determined by ``key``.
 
-    Fisher-Yates over 32-bit words from HMAC-SHA256 in counter mode, with rejection
-    sampling so every permutation is equally likely. Pure Python on purpose: the result
-    must never change, or stored ciphertexts stop matching queries.
+    A Gaussian matrix from the key's AES-CTR stream, orthogonalised by QR; multiplying each
+    column by the sign of R's diagonal makes the result unique and uniformly distributed.
     """
-    words = _hmac_words(key)
-    perm = list(range(dim))
-    for i in range(dim - 1, 0, -1):
-        bound = i + 1
-        limit = (1 << 32) - (1 << 32) % bound
-        word = next(words)
-        while word >= limit:
-            word = next(words)
-        j = word % bound
-        perm[i], perm[j] = perm[j], perm[i]
-    return np.array(perm, dtype=np.intp)
-
-
-def _hmac_words(key: bytes) -> Iterator[int]:
-    counter = 0
-    while True:
-        block = hmac.new(
-            key, b"memoryd/sap-perm/v1" + counter.to_bytes(8, "big"), hashlib.sha256
-        ).digest()
-        for offset in range(0, len(block), 4):
-            yield int.from_bytes(block[offset:offset + 4], "big")
-        counter += 1
+    normals = _CoinStream(key, b"rotation").normals(dim * dim).reshape(dim, dim)
+    q, r = np.linalg.qr(normals)
+    signs = np.sign(np.diag(r))
+    signs[signs == 0] = 1.0
+    rotation: np.ndarray = q * signs
+    return rotation
