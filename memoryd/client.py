@@ -127,8 +127,9 @@ class Client:
             raise ClientError("memoryd sent an answer that is not JSON") from None
         if "error" in message:
             err = message["error"] or {}
-            raise RemoteError(int(err.get("code", -32603)), str(err.get("message", "error")),
-                              err.get("data"))
+            raise RemoteError(
+                int(err.get("code", -32603)), str(err.get("message", "error")), err.get("data")
+            )
         return message.get("result")
 
     def _read_line(self) -> bytes:
@@ -136,7 +137,7 @@ class Client:
         while True:
             newline = self._buffer.find(b"\n")
             if newline >= 0:
-                line, self._buffer = self._buffer[:newline], self._buffer[newline + 1:]
+                line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
                 return line
             chunk = self._sock.recv(_READ_CHUNK)
             if not chunk:
@@ -172,8 +173,9 @@ class Client:
     def export(self, namespace: str | None = None, page_size: int = 500) -> Iterator[dict]:
         after = None
         while True:
-            page = self.call("memory.export",
-                             {"namespace": namespace, "after": after, "limit": page_size})
+            page = self.call(
+                "memory.export", {"namespace": namespace, "after": after, "limit": page_size}
+            )
             yield from page["memories"]
             after = page.get("next")
             if not after:
@@ -188,10 +190,12 @@ class Client:
     def unlock(self, passphrase: str) -> dict[str, Any]:
         return self.call("key.unlock", {"passphrase": passphrase})
 
-    def passwd(self, new_passphrase: str | None,
-               old_passphrase: str | None = None) -> dict[str, Any]:
-        return self.call("key.passwd", {"new_passphrase": new_passphrase,
-                                        "old_passphrase": old_passphrase})
+    def passwd(
+        self, new_passphrase: str | None, old_passphrase: str | None = None
+    ) -> dict[str, Any]:
+        return self.call(
+            "key.passwd", {"new_passphrase": new_passphrase, "old_passphrase": old_passphrase}
+        )
 
     def daemon_status(self) -> dict[str, Any]:
         return self.call("daemon.status")
@@ -232,8 +236,12 @@ def start_daemon(paths: Paths | None = None, timeout: float = START_TIMEOUT_S) -
     err_path = paths.log_dir / "daemon-start.err"
     with open(os.devnull, "rb") as devnull, open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            daemon_command(), stdin=devnull, stdout=err, stderr=err,
-            start_new_session=True, close_fds=True,
+            daemon_command(),
+            stdin=devnull,
+            stdout=err,
+            stderr=err,
+            start_new_session=True,
+            close_fds=True,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

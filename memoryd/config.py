@@ -63,8 +63,18 @@ class Paths:
         return self.log_dir / "memoryd.log"
 
     def as_dict(self) -> dict[str, str]:
-        names = ["config_dir", "data_dir", "runtime_dir", "log_dir", "config_file", "key_file",
-                 "database", "vector_dir", "socket", "log_file"]
+        names = [
+            "config_dir",
+            "data_dir",
+            "runtime_dir",
+            "log_dir",
+            "config_file",
+            "key_file",
+            "database",
+            "vector_dir",
+            "socket",
+            "log_file",
+        ]
         return {name: str(getattr(self, name)) for name in names}
 
 
@@ -85,9 +95,14 @@ def resolve_paths(env: dict[str, str] | None = None) -> Paths:
 
 
 def _runtime_dir() -> Path:
+    import warnings
+
     import platformdirs
 
-    candidate = Path(platformdirs.user_runtime_dir(APP_NAME))
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback below handles it.
+        warnings.simplefilter("ignore")
+        candidate = Path(platformdirs.user_runtime_dir(APP_NAME))
     # /run/user/<uid> only exists inside a logind session; root shells, containers and
     # cron jobs often lack it. A per-uid folder in the temp dir is the usual fallback.
     if candidate.parent.is_dir() and os.access(candidate.parent, os.W_OK):
@@ -134,8 +149,6 @@ class Settings:
         return dataclasses.asdict(self)
 
 
-
-
 def load_settings(paths: Paths, env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ) if env is None else env
     values: dict[str, dict[str, Any]] = {}
@@ -163,10 +176,10 @@ def load_settings(paths: Paths, env: dict[str, str] | None = None) -> Settings:
 def _env_key(name: str) -> str | None:
     if not name.startswith(ENV_PREFIX):
         return None
-    rest = name[len(ENV_PREFIX):].lower()
+    rest = name[len(ENV_PREFIX) :].lower()
     for section in _section_classes():
         if rest.startswith(section + "_"):
-            key = rest[len(section) + 1:]
+            key = rest[len(section) + 1 :]
             if key in {f.name for f in dataclasses.fields(_section_classes()[section])}:
                 return f"{section}.{key}"
     return None

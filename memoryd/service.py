@@ -121,7 +121,8 @@ class MemoryService:
     async def _open_store(self, dek: bytes) -> None:
         self.paths.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._db = await self._db_thread.run(
-            Database, self.paths.database, keys.duckdb_key(dek), self.paths.temp_dir)
+            Database, self.paths.database, keys.duckdb_key(dek), self.paths.temp_dir
+        )
         self._dek = dek
         self.embedding.start_loading()
         log.info("store open: %d memories", await self._db_thread.run(self._db.count))
@@ -137,8 +138,9 @@ class MemoryService:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed: %s", redacted_traceback(task.exception()))
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            log.error("background task failed: %s", redacted_traceback(exc))
 
     async def close(self) -> None:
         """Flush the vector index, checkpoint DuckDB, stop the threads."""
@@ -174,10 +176,15 @@ class MemoryService:
             if embedder is None or self._dek is None:
                 return
             cipher = SapCipher(self._dek, embedder.dim, beta=SAP_BETA)
-            identity = {"key": keys.fingerprint(self._dek), "model": embedder.name,
-                        "dim": str(embedder.dim), "scheme": f"sap-beta{SAP_BETA}"}
+            identity = {
+                "key": keys.fingerprint(self._dek),
+                "model": embedder.name,
+                "dim": str(embedder.dim),
+                "scheme": f"sap-beta{SAP_BETA}",
+            }
             self._index = await self._vec_thread.run(
-                VectorIndex, self.paths.vector_dir, cipher, embedder.dim, identity)
+                VectorIndex, self.paths.vector_dir, cipher, embedder.dim, identity
+            )
             self._index_ready.set()
             await self.reconcile_vector_index()
         finally:
@@ -198,8 +205,10 @@ class MemoryService:
             if vectors is None:
                 return
             await self._db_thread.run(
-                db.set_embeddings, [(i, v.tobytes()) for (i, _), v in zip(batch, vectors,
-                                                                          strict=True)], model)
+                db.set_embeddings,
+                [(i, v.tobytes()) for (i, _), v in zip(batch, vectors, strict=True)],
+                model,
+            )
             rows = await self._db_thread.run(db.embedded_vectors, model, [i for i, _ in batch])
             self._queue_vectors(rows)
             total += len(batch)
@@ -220,7 +229,7 @@ class MemoryService:
         if extra:
             self._pending_deletes |= extra
         for start in range(0, len(missing), 5000):
-            chunk = sorted(missing)[start:start + 5000]
+            chunk = sorted(missing)[start : start + 5000]
             self._queue_vectors(await self._db_thread.run(db.embedded_vectors, model, chunk))
         await self._flush_vectors()
         if missing or extra:
@@ -280,8 +289,7 @@ class MemoryService:
             await asyncio.sleep(COMPACT_DELAY_AFTER_DELETE_S)
             if self._index is None:
                 continue
-            if self._last_delete_at is None and \
-                    self._flushes_since_compact < COMPACT_AFTER_FLUSHES:
+            if self._last_delete_at is None and self._flushes_since_compact < COMPACT_AFTER_FLUSHES:
                 continue
             try:
                 await self._flush_vectors()
@@ -308,12 +316,23 @@ class MemoryService:
     # -- writes -----------------------------------------------------------------------------
 
     def _prepare(self, item: NewMemory, vector: np.ndarray | None) -> PreparedMemory:
+        now = utcnow()
         return PreparedMemory(
-            id=new_id(), content=item.content, content_hash=_content_hash(item.content),
-            namespace=item.namespace, kind=item.kind, tags=item.tags, metadata=item.metadata,
-            importance=item.importance, source=item.source, thread=item.thread,
-            position=item.position, created_at=item.created_at or utcnow(),
-            expires_at=item.expires_at, term_counts=dict(lexical.term_counts(item.content)),
+            id=new_id(),
+            content=item.content,
+            content_hash=_content_hash(item.content),
+            namespace=item.namespace,
+            kind=item.kind,
+            tags=item.tags,
+            metadata=item.metadata,
+            importance=item.importance,
+            source=item.source,
+            thread=item.thread,
+            position=item.position,
+            created_at=item.created_at or now,
+            updated_at=now,
+            expires_at=item.expires_at,
+            term_counts=dict(lexical.term_counts(item.content)),
             embedding=None if vector is None else np.asarray(vector, np.float32).tobytes(),
             embedding_model=None if vector is None else self.embedding.model_name,
         )
@@ -322,20 +341,27 @@ class MemoryService:
         db = self._require_store()
         # Skip the model for content that is already stored: duplicates cost nothing.
         hashes = [(i.namespace, _content_hash(i.content)) for i in items]
-        known = await self._db_thread.run(
-            lambda: [db.find_duplicate(ns, h) for ns, h in hashes])
+        known = await self._db_thread.run(lambda: [db.find_duplicate(ns, h) for ns, h in hashes])
         fresh = [item for item, dup in zip(items, known, strict=True) if dup is None]
-        vectors = (await self.embedding.embed([i.content for i in fresh], wait=MODEL_WAIT_S)
-                   if fresh else None)
-        vector_of = {id(item): (vectors[n] if vectors is not None else None)
-                     for n, item in enumerate(fresh)}
+        vectors = (
+            await self.embedding.embed([i.content for i in fresh], wait=MODEL_WAIT_S)
+            if fresh
+            else None
+        )
+        vector_of = {
+            id(item): (vectors[n] if vectors is not None else None) for n, item in enumerate(fresh)
+        }
         prepared = [self._prepare(item, vector_of.get(id(item))) for item in items]
         results = await self._db_thread.run(db.insert, prepared, ctx.actor)
-        added = [p for p, (_, dup) in zip(prepared, results, strict=True)
-                 if not dup and p.embedding is not None]
+        added = [
+            p
+            for p, (_, dup) in zip(prepared, results, strict=True)
+            if not dup and p.embedding is not None
+        ]
         if added:
-            self._queue_vectors([(p.id, p.namespace, p.embedding) for p in added
-                                 if p.embedding is not None])
+            self._queue_vectors(
+                [(p.id, p.namespace, p.embedding) for p in added if p.embedding is not None]
+            )
         return results
 
     async def add(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -364,10 +390,18 @@ class MemoryService:
             results[index] = {"index": index, "id": memory_id, "duplicate": duplicate}
         duplicates = sum(1 for r in results if r.get("duplicate"))
         failed = sum(1 for r in results if "error" in r)
-        log.info("import batch: %d added, %d duplicates, %d failed",
-                 len(items) - duplicates - failed, duplicates, failed)
-        return {"results": results, "added": len(items) - duplicates - failed,
-                "duplicates": duplicates, "failed": failed}
+        log.info(
+            "import batch: %d added, %d duplicates, %d failed",
+            len(items) - duplicates - failed,
+            duplicates,
+            failed,
+        )
+        return {
+            "results": results,
+            "added": len(items) - duplicates - failed,
+            "duplicates": duplicates,
+            "failed": failed,
+        }
 
     async def update(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
         db = self._require_store()
@@ -378,8 +412,9 @@ class MemoryService:
         prepared = None
         if "content" in changes and changes["content"] != current.content:
             vectors = await self.embedding.embed([changes["content"]], wait=MODEL_WAIT_S)
-            item = NewMemory(content=changes["content"], namespace=changes.get(
-                "namespace", current.namespace))
+            item = NewMemory(
+                content=changes["content"], namespace=changes.get("namespace", current.namespace)
+            )
             prepared = self._prepare(item, None if vectors is None else vectors[0])
             prepared.id = memory_id
         record = await self._db_thread.run(db.update, memory_id, changes, ctx.actor, prepared)
@@ -388,8 +423,11 @@ class MemoryService:
             self._pending_deletes.add(memory_id)
             self._pending.pop(memory_id, None)
             if memory.embedded and self.embedding.model_name:
-                self._queue_vectors(await self._db_thread.run(
-                    db.embedded_vectors, self.embedding.model_name, [memory_id]))
+                self._queue_vectors(
+                    await self._db_thread.run(
+                        db.embedded_vectors, self.embedding.model_name, [memory_id]
+                    )
+                )
             self._flush_wakeup.set()
         log.info("updated memory %s (%s)", memory_id, ", ".join(sorted(record)) or "no change")
         return {"memory": memory.to_json()}
@@ -419,27 +457,37 @@ class MemoryService:
 
         return {"memory": (await self._db_thread.run(read)).to_json()}
 
-    async def list(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    async def list_memories(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
         db = self._require_store()
         validate.check_keys(params, validate.FILTER_FIELDS | {"limit", "after"})
         filters = validate.search_filters(params)
         limit = validate.limit(params, 50, 1000)
-        rows = await self._db_thread.run(db.list, filters, limit + 1, validate.cursor(params))
+        rows = await self._db_thread.run(
+            db.list_memories, filters, limit + 1, validate.cursor(params)
+        )
         page = rows[:limit]
-        return {"memories": [m.to_json() for m in page],
-                "next": page[-1].id if len(rows) > limit else None}
+        return {
+            "memories": [m.to_json() for m in page],
+            "next": page[-1].id if len(rows) > limit else None,
+        }
 
     async def export(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
         db = self._require_store()
         validate.check_keys(params, {"namespace", "after", "limit"})
-        filters = SearchFilters(namespace=validate.namespace(params["namespace"])
-                                if params.get("namespace") is not None else None)
+        filters = SearchFilters(
+            namespace=validate.namespace(params["namespace"])
+            if params.get("namespace") is not None
+            else None
+        )
         limit = validate.limit(params, 500, 5000)
-        rows = await self._db_thread.run(db.list, filters, limit + 1, validate.cursor(params),
-                                         False)
+        rows = await self._db_thread.run(
+            db.list_memories, filters, limit + 1, validate.cursor(params), False
+        )
         page = rows[:limit]
-        return {"memories": [m.to_json() for m in page],
-                "next": page[-1].id if len(rows) > limit else None}
+        return {
+            "memories": [m.to_json() for m in page],
+            "next": page[-1].id if len(rows) > limit else None,
+        }
 
     async def history(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
         db = self._require_store()
@@ -452,11 +500,11 @@ class MemoryService:
     async def search(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
         db = self._require_store()
         started = time.perf_counter()
-        validate.check_keys(params, validate.FILTER_FIELDS | {"query", "limit", "mode",
-                                                              "explain"})
+        validate.check_keys(params, validate.FILTER_FIELDS | {"query", "limit", "mode", "explain"})
         query = validate.content(params.get("query"), "query", validate.MAX_QUERY_CHARS)
-        limit = validate.limit(params, self.settings.search.default_limit,
-                               self.settings.search.max_limit)
+        limit = validate.limit(
+            params, self.settings.search.default_limit, self.settings.search.max_limit
+        )
         mode = params.get("mode", "hybrid")
         if mode not in validate.SEARCH_MODES:
             raise InvalidParams("mode must be one of hybrid, lexical, vector")
@@ -466,8 +514,9 @@ class MemoryService:
 
         lexical_scores: dict[str, float] = {}
         if mode != "vector":
-            lexical_scores = dict(await self._db_thread.run(
-                db.lexical_search, lexical.terms(query), filters, pool))
+            lexical_scores = dict(
+                await self._db_thread.run(db.lexical_search, lexical.terms(query), filters, pool)
+            )
 
         query_vector = None
         degraded = None
@@ -476,8 +525,9 @@ class MemoryService:
             query_vector = await self._query_vector(query)
             if query_vector is None:
                 if mode == "vector":
-                    raise Unavailable(f"no embedding model ({self.embedding.state}); "
-                                      "vector search needs one")
+                    raise Unavailable(
+                        f"no embedding model ({self.embedding.state}); vector search needs one"
+                    )
                 degraded = f"no embedding model ({self.embedding.state})"
             else:
                 vector_ids = await self._vector_candidates(query_vector, filters, pool)
@@ -501,8 +551,11 @@ class MemoryService:
             if explain:
                 hit["signals"] = r.signals()
             hits.append(hit)
-        result: dict[str, Any] = {"hits": hits, "mode": mode,
-                                  "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+        result: dict[str, Any] = {
+            "hits": hits,
+            "mode": mode,
+            "took_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
         if degraded:
             result["degraded"] = degraded
         return result
@@ -511,21 +564,32 @@ class MemoryService:
         vectors = await self.embedding.embed([query], wait=MODEL_WAIT_S)
         return None if vectors is None else vectors[0]
 
-    async def _vector_candidates(self, query: np.ndarray, filters: SearchFilters,
-                                 pool: int) -> list[str]:
+    async def _vector_candidates(
+        self, query: np.ndarray, filters: SearchFilters, pool: int
+    ) -> list[str]:
         """Nearest ids from the index (over ciphertexts) plus pending vectors (exact)."""
         assert self._dek is not None
         await self._vectors_ready.wait()
-        ns_tag = (keys.namespace_tag(self._dek, filters.namespace)
-                  if filters.namespace is not None else None)
-        other_filters = bool(filters.tags or filters.kind or filters.thread or filters.since
-                             or filters.until or filters.metadata)
+        ns_tag = (
+            keys.namespace_tag(self._dek, filters.namespace)
+            if filters.namespace is not None
+            else None
+        )
+        other_filters = bool(
+            filters.tags
+            or filters.kind
+            or filters.thread
+            or filters.since
+            or filters.until
+            or filters.metadata
+        )
         # Filters other than namespace are applied after the index: fetch more to keep k.
         fetch = pool * (4 if other_filters else 2)
         found: dict[str, float] = {}
         if self._index is not None:
-            for memory_id, _ in await self._vec_thread.run(self._index.search, query, fetch,
-                                                             ns_tag):
+            for memory_id, _ in await self._vec_thread.run(
+                self._index.search, query, fetch, ns_tag
+            ):
                 found[memory_id] = 0.0
         unindexed = {**self._flushing, **self._pending}
         if unindexed:
@@ -543,9 +607,11 @@ class MemoryService:
         db = self._require_store()
         validate.check_keys(params, set())
         stats = await self._db_thread.run(db.stats)
-        stats["disk_bytes"] = {"database": _size(self.paths.database) +
-                               _size(self.paths.database.with_suffix(".duckdb.wal")),
-                               "vectors": _size(self.paths.vector_dir)}
+        stats["disk_bytes"] = {
+            "database": _size(self.paths.database)
+            + _size(self.paths.database.with_suffix(".duckdb.wal")),
+            "vectors": _size(self.paths.vector_dir),
+        }
         return stats
 
     async def status(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -554,24 +620,32 @@ class MemoryService:
             "locked": self.locked,
             "version": __version__,
             "data_dir": str(self.paths.data_dir),
-            "embedding": {"provider": self.settings.embedding.provider,
-                          "model": self.embedding.model_name or self.settings.embedding.model,
-                          "model_dir": self.settings.embedding.model_dir or None,
-                          "state": self.embedding.state, "error": self.embedding.error,
-                          "dim": self.embedding.dim},
-            "key": {"protected": bool(self._keyfile and self._keyfile.protected),
-                    "fingerprint": self._keyfile.fingerprint if self._keyfile else None,
-                    "file": str(self.paths.key_file)},
+            "embedding": {
+                "provider": self.settings.embedding.provider,
+                "model": self.embedding.model_name or self.settings.embedding.model,
+                "model_dir": self.settings.embedding.model_dir or None,
+                "state": self.embedding.state,
+                "error": self.embedding.error,
+                "dim": self.embedding.dim,
+            },
+            "key": {
+                "protected": bool(self._keyfile and self._keyfile.protected),
+                "fingerprint": self._keyfile.fingerprint if self._keyfile else None,
+                "file": str(self.paths.key_file),
+            },
         }
         if self._db is not None:
             db = self._db
             out["memories"] = await self._db_thread.run(db.count)
             out["waiting_for_embedding"] = await self._db_thread.run(
-                db.count_waiting, self.embedding.model_name)
+                db.count_waiting, self.embedding.model_name
+            )
             rows = await self._vec_thread.run(self._index.count) if self._index else 0
-            out["vector_index"] = {"rows": rows,
-                                   "pending": len(self._pending) + len(self._flushing),
-                                   "ready": self._index is not None}
+            out["vector_index"] = {
+                "rows": rows,
+                "pending": len(self._pending) + len(self._flushing),
+                "ready": self._index is not None,
+            }
         return out
 
     async def unlock(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -587,7 +661,8 @@ class MemoryService:
         if self._db is None:
             await self._open_store(dek)
             log.info("unlocked")
-        return {"unlocked": True}
+        # A plain key has no passphrase to check: say so rather than pretend one matched.
+        return {"unlocked": True, "protected": keyfile.protected}
 
     async def passwd(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
         self._require_store()
@@ -606,11 +681,11 @@ class MemoryService:
         assert self._dek is not None
         loop = asyncio.get_running_loop()
         if new is None:
-            await loop.run_in_executor(None, keys.remove_passphrase, self.paths.key_file,
-                                       self._dek)
+            await loop.run_in_executor(None, keys.remove_passphrase, self.paths.key_file, self._dek)
         else:
-            await loop.run_in_executor(None, keys.set_passphrase, self.paths.key_file,
-                                       self._dek, new)
+            await loop.run_in_executor(
+                None, keys.set_passphrase, self.paths.key_file, self._dek, new
+            )
         self._keyfile = keys.read_key_file(self.paths.key_file)
         log.info("data key re-wrapped (%s)", "passphrase" if new else "plain")
         return {"protected": new is not None, "fingerprint": keys.fingerprint(self._dek)}

@@ -24,8 +24,19 @@ KIND_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 TAG_RE = re.compile(r"^[^\s,]{1,128}$")
 SEARCH_MODES = ("hybrid", "lexical", "vector")
 
-MEMORY_FIELDS = {"content", "namespace", "kind", "tags", "metadata", "importance", "source",
-                 "thread", "position", "created_at", "expires_at"}
+MEMORY_FIELDS = {
+    "content",
+    "namespace",
+    "kind",
+    "tags",
+    "metadata",
+    "importance",
+    "source",
+    "thread",
+    "position",
+    "created_at",
+    "expires_at",
+}
 FILTER_FIELDS = {"namespace", "tags", "kind", "thread", "since", "until", "metadata"}
 
 

@@ -72,8 +72,9 @@ class FastEmbedder:
             self.dim, pooling, normalize = _describe_local_model(folder)
             model_name = f"memoryd-local/{_slug(folder.name)}"
             _register_local_model(model_name, self.dim, pooling, normalize)
-            self.model = TextEmbedding(model_name, specific_model_path=str(folder),
-                                       local_files_only=True, threads=threads)
+            self.model = TextEmbedding(
+                model_name, specific_model_path=str(folder), local_files_only=True, threads=threads
+            )
             size = (folder / "model.onnx").stat().st_size
             # The name identifies the vectors: a different model file means re-embedding.
             self.name = f"local:{folder.name}:{size}"
@@ -119,8 +120,9 @@ def _register_local_model(name: str, dim: int, pooling: str, normalize: bool) ->
     from fastembed import TextEmbedding
     from fastembed.common.model_description import ModelSource, PoolingType
 
-    if name in _registered or any(m["model"] == name for m in
-                                  TextEmbedding.list_supported_models()):
+    if name in _registered or any(
+        m["model"] == name for m in TextEmbedding.list_supported_models()
+    ):
         _registered.add(name)
         return
     TextEmbedding.add_custom_model(
@@ -142,8 +144,9 @@ def make_embedder(settings: EmbeddingSettings) -> Embedder | None:
         return HashEmbedder()
     if provider == "fastembed":
         return FastEmbedder(settings)
-    raise Unavailable(f"unknown embedding.provider {settings.provider!r} "
-                      "(use fastembed, hash or none)")
+    raise Unavailable(
+        f"unknown embedding.provider {settings.provider!r} (use fastembed, hash or none)"
+    )
 
 
 class EmbeddingRuntime:
@@ -181,17 +184,15 @@ class EmbeddingRuntime:
         self.state = "loading"
         loop = asyncio.get_running_loop()
         try:
-            self.embedder = await loop.run_in_executor(self._executor, make_embedder,
-                                                       self.settings)
+            self.embedder = await loop.run_in_executor(self._executor, make_embedder, self.settings)
         except Exception as exc:  # noqa: BLE001 - any load failure degrades, never kills
             self.state = "unavailable"
-            self.error = (str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+            self.error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             log.warning("embedding model unavailable: %s", self.error)
             return None
         self.state = "ready" if self.embedder else "disabled"
         if self.embedder:
-            log.info("embedding model ready: %s (dim %d)", self.embedder.name,
-                     self.embedder.dim)
+            log.info("embedding model ready: %s (dim %d)", self.embedder.name, self.embedder.dim)
         return self.embedder
 
     async def ensure_loaded(self, wait: float | None = None) -> Embedder | None:

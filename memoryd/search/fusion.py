@@ -32,8 +32,9 @@ def _ranks(scores: dict[str, float]) -> dict[str, int]:
     return {memory_id: rank for rank, memory_id in enumerate(ordered, start=1)}
 
 
-def fuse(lexical: dict[str, float], vector: dict[str, float], mode: str,
-         vector_weight: float = 0.5) -> list[Ranked]:
+def fuse(
+    lexical: dict[str, float], vector: dict[str, float], mode: str, vector_weight: float = 0.5
+) -> list[Ranked]:
     """Rank candidates; ``lexical`` holds BM25 scores, ``vector`` cosine similarities."""
     lex_rank, vec_rank = _ranks(lexical), _ranks(vector)
     if mode == "lexical":
@@ -62,7 +63,15 @@ def fuse(lexical: dict[str, float], vector: dict[str, float], mode: str,
                 vec_n = 1.0
             weight = vector_weight if vector else 0.0
             score = weight * vec_n + (1.0 - weight) * lex_n
-        out.append(Ranked(memory_id, round(score, 6), lex, lex_rank.get(memory_id),
-                          vec, vec_rank.get(memory_id)))
+        out.append(
+            Ranked(
+                memory_id,
+                round(score, 6),
+                lex,
+                lex_rank.get(memory_id),
+                vec,
+                vec_rank.get(memory_id),
+            )
+        )
     out.sort(key=lambda r: (-r.score, r.id))
     return out

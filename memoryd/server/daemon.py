@@ -35,8 +35,16 @@ log = logging.getLogger("memoryd")
 
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes on Linux, including the NUL
 SHUTDOWN_GRACE_S = 30.0
-CAPABILITIES = ["hybrid-search", "lexical-search", "vector-search", "explain", "import",
-                "export", "history", "passphrase"]
+CAPABILITIES = [
+    "hybrid-search",
+    "lexical-search",
+    "vector-search",
+    "explain",
+    "import",
+    "export",
+    "history",
+    "passphrase",
+]
 
 
 class StartupError(MemorydError):
@@ -84,8 +92,10 @@ class Daemon:
     def _prepare_runtime_dir(self) -> None:
         runtime = self.paths.runtime_dir
         if len(str(self.paths.socket).encode()) > SOCKET_PATH_MAX:
-            raise StartupError(f"socket path is too long for a Unix socket: {self.paths.socket}"
-                               " (use a shorter MEMORYD_HOME)")
+            raise StartupError(
+                f"socket path is too long for a Unix socket: {self.paths.socket}"
+                " (use a shorter MEMORYD_HOME)"
+            )
         runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = runtime.stat()
         if info.st_uid != os.getuid():
@@ -107,7 +117,8 @@ class Daemon:
         old_umask = os.umask(0o177)  # the socket is created 0600, never briefly wider
         try:
             server = await asyncio.start_unix_server(
-                self._handle_connection, path=str(self.paths.socket),
+                self._handle_connection,
+                path=str(self.paths.socket),
                 limit=self.settings.server.max_request_bytes + 1,
             )
         finally:
@@ -115,8 +126,12 @@ class Daemon:
         os.chmod(self.paths.socket, 0o600)
         pid_file = self.paths.runtime_dir / "memoryd.pid"
         pid_file.write_text(f"{os.getpid()}\n")
-        log.info("memoryd %s listening (pid %d, %s)", __version__, os.getpid(),
-                 "locked" if self.service.locked else "unlocked")
+        log.info(
+            "memoryd %s listening (pid %d, %s)",
+            __version__,
+            os.getpid(),
+            "locked" if self.service.locked else "unlocked",
+        )
         try:
             await self._stopping.wait()
         finally:
@@ -137,8 +152,9 @@ class Daemon:
 
     # -- connections ----------------------------------------------------------------------------
 
-    async def _handle_connection(self, reader: asyncio.StreamReader,
-                                 writer: asyncio.StreamWriter) -> None:
+    async def _handle_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         sock = writer.get_extra_info("socket")
         uid = _peer_uid(sock)
         if uid != os.getuid():
@@ -146,8 +162,9 @@ class Daemon:
             writer.close()
             return
         if self.connections >= self.settings.server.max_connections:
-            writer.write(error_reply(None, MemorydError(
-                "too many connections", code=errors.UNAVAILABLE)))
+            writer.write(
+                error_reply(None, MemorydError("too many connections", code=errors.UNAVAILABLE))
+            )
             writer.close()
             return
         self.connections += 1
@@ -158,8 +175,15 @@ class Daemon:
                     line = await reader.readline()
                 except (ValueError, asyncio.LimitOverrunError):
                     limit = self.settings.server.max_request_bytes
-                    writer.write(error_reply(None, MemorydError(
-                        f"request is larger than {limit} bytes", code=errors.REQUEST_TOO_LARGE)))
+                    writer.write(
+                        error_reply(
+                            None,
+                            MemorydError(
+                                f"request is larger than {limit} bytes",
+                                code=errors.REQUEST_TOO_LARGE,
+                            ),
+                        )
+                    )
                     await writer.drain()
                     break
                 if not line:
@@ -186,12 +210,14 @@ class Daemon:
         reply_id = None if request.is_notification else request.id
         method = self.methods.get(request.method)
         if method is None:
-            error = MemorydError(f"unknown method {request.method[:64]!r}",
-                                 code=errors.METHOD_NOT_FOUND)
+            error = MemorydError(
+                f"unknown method {request.method[:64]!r}", code=errors.METHOD_NOT_FOUND
+            )
             return None if request.is_notification else error_reply(reply_id, error)
         if self._stopping is not None and self._stopping.is_set():
-            return error_reply(reply_id, MemorydError("memoryd is shutting down",
-                                                      code=errors.SHUTTING_DOWN))
+            return error_reply(
+                reply_id, MemorydError("memoryd is shutting down", code=errors.SHUTTING_DOWN)
+            )
         started = time.perf_counter()
         task = asyncio.ensure_future(method.handler(request.params, ctx))
         self._inflight.add(task)
@@ -199,21 +225,30 @@ class Daemon:
         try:
             # shield: a request that times out keeps running to its end, so a write that
             # was under way is completed (or rolled back) rather than cut in half.
-            result = await asyncio.wait_for(asyncio.shield(task),
-                                            self.settings.server.request_timeout)
+            result = await asyncio.wait_for(
+                asyncio.shield(task), self.settings.server.request_timeout
+            )
         except TimeoutError:
             log.warning("%s timed out", request.method)
-            reply = error_reply(reply_id, MemorydError(
-                f"{request.method} took longer than {self.settings.server.request_timeout:g}s",
-                code=errors.TIMEOUT))
+            reply = error_reply(
+                reply_id,
+                MemorydError(
+                    f"{request.method} took longer than {self.settings.server.request_timeout:g}s",
+                    code=errors.TIMEOUT,
+                ),
+            )
         except MemorydError as exc:
             log.info("%s -> %s", request.method, exc.name)
             reply = error_reply(reply_id, exc)
         except Exception as exc:  # noqa: BLE001 - a bug must cost one request, never the daemon
             log.error("%s failed: %s", request.method, redacted_traceback(exc))
-            reply = error_reply(reply_id, MemorydError(
-                f"internal error in {request.method} (see the memoryd log)",
-                code=errors.INTERNAL_ERROR))
+            reply = error_reply(
+                reply_id,
+                MemorydError(
+                    f"internal error in {request.method} (see the memoryd log)",
+                    code=errors.INTERNAL_ERROR,
+                ),
+            )
         else:
             log.debug("%s ok in %.1f ms", request.method, (time.perf_counter() - started) * 1e3)
             reply = result_reply(reply_id, result)
@@ -228,18 +263,25 @@ class Daemon:
                 raise errors.InvalidParams("client must be a string of 1-128 characters")
             ctx.actor = client
         return {
-            "name": "memoryd", "version": __version__, "protocol": PROTOCOL_VERSION,
-            "locked": self.service.locked, "methods": sorted(self.methods),
-            "capabilities": CAPABILITIES, "notices": self.service.take_notices(),
+            "name": "memoryd",
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "locked": self.service.locked,
+            "methods": sorted(self.methods),
+            "capabilities": CAPABILITIES,
+            "notices": self.service.take_notices(),
         }
 
     async def status(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
         return {
-            "pid": os.getpid(), "version": __version__,
+            "pid": os.getpid(),
+            "version": __version__,
             "started_at": format_time(self.started_at),
             "uptime_s": round(time.monotonic() - self._started_mono, 1),
-            "socket": str(self.paths.socket), "data_dir": str(self.paths.data_dir),
-            "log_file": str(self.paths.log_file), "connections": self.connections,
+            "socket": str(self.paths.socket),
+            "data_dir": str(self.paths.data_dir),
+            "log_file": str(self.paths.log_file),
+            "connections": self.connections,
             "locked": self.service.locked,
         }
 
@@ -291,11 +333,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="memoryd",
         description="The memoryd daemon. Usually started for you by the `memory` CLI; "
-                    "`memoryd run` runs it in the foreground (for systemd or launchd).",
+        "`memoryd run` runs it in the foreground (for systemd or launchd).",
     )
     parser.add_argument("--version", action="version", version=f"memoryd {__version__}")
-    parser.add_argument("command", nargs="?", default="run", choices=["run"],
-                        help="run the daemon in the foreground (the default)")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="run",
+        choices=["run"],
+        help="run the daemon in the foreground (the default)",
+    )
     parser.parse_args(argv)
     sys.exit(run_foreground())
 

@@ -29,7 +29,7 @@ def method_table(daemon: Daemon) -> dict[str, Method]:
         Method("memory.add", service.add),
         Method("memory.import", service.import_items),
         Method("memory.get", service.get),
-        Method("memory.list", service.list),
+        Method("memory.list", service.list_memories),
         Method("memory.search", service.search),
         Method("memory.update", service.update),
         Method("memory.delete", service.delete),

@@ -80,7 +80,8 @@ def parse_request(line: bytes, max_depth: int) -> Request:
     request_id = message.get("id", _NO_ID)
     reply_id = None if request_id is _NO_ID else request_id
     if request_id is not _NO_ID and not (
-        request_id is None or isinstance(request_id, str)
+        request_id is None
+        or isinstance(request_id, str)
         or (isinstance(request_id, int) and not isinstance(request_id, bool))
     ):
         raise RpcError(errors.INVALID_REQUEST, "id must be a string, an integer or null")
@@ -113,5 +114,7 @@ def error_reply(request_id: Any, error: MemorydError) -> bytes:
 
 
 def _encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"),
-                      default=str).encode("utf-8") + b"\n"
+    return (
+        json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+        + b"\n"
+    )

@@ -61,6 +61,7 @@ class PreparedMemory:
     created_at: datetime
     expires_at: datetime | None
     term_counts: dict[str, int]
+    updated_at: datetime
     embedding: bytes | None = None
     embedding_model: str | None = None
     doc_len: int = field(init=False)
@@ -89,6 +90,9 @@ class Database:
         con.execute(f"LOAD '{extension_path('httpfs')}'")
         temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         con.execute(f"SET temp_directory = '{temp_dir}'")
+        # Off by default even with an encrypted database: sorts and joins that spill would
+        # write plaintext rows to temp_directory.
+        con.execute("SET temp_file_encryption = true")
         try:
             con.execute(f"ATTACH '{path}' AS store (ENCRYPTION_KEY '{key}')")
         except duckdb.Error as exc:
@@ -176,25 +180,27 @@ class Database:
 
     def _insert_rows(self, con: Any, items: list[PreparedMemory], actor: str) -> None:
         now = utcnow()
-        memories = pa.table({
-            "id": [m.id for m in items],
-            "content": [m.content for m in items],
-            "content_hash": [m.content_hash for m in items],
-            "namespace": [m.namespace for m in items],
-            "kind": [m.kind for m in items],
-            "tags": pa.array([m.tags for m in items], pa.list_(pa.string())),
-            "metadata": [json.dumps(m.metadata, ensure_ascii=False) for m in items],
-            "importance": pa.array([m.importance for m in items], pa.float64()),
-            "source": pa.array([m.source for m in items], pa.string()),
-            "thread": pa.array([m.thread for m in items], pa.string()),
-            "position": pa.array([m.position for m in items], pa.int64()),
-            "created_at": pa.array([m.created_at for m in items], pa.timestamp("us")),
-            "updated_at": pa.array([now] * len(items), pa.timestamp("us")),
-            "expires_at": pa.array([m.expires_at for m in items], pa.timestamp("us")),
-            "doc_len": pa.array([m.doc_len for m in items], pa.int32()),
-            "embedding": pa.array([m.embedding for m in items], pa.binary()),
-            "embedding_model": pa.array([m.embedding_model for m in items], pa.string()),
-        })
+        memories = pa.table(
+            {
+                "id": [m.id for m in items],
+                "content": [m.content for m in items],
+                "content_hash": [m.content_hash for m in items],
+                "namespace": [m.namespace for m in items],
+                "kind": [m.kind for m in items],
+                "tags": pa.array([m.tags for m in items], pa.list_(pa.string())),
+                "metadata": [json.dumps(m.metadata, ensure_ascii=False) for m in items],
+                "importance": pa.array([m.importance for m in items], pa.float64()),
+                "source": pa.array([m.source for m in items], pa.string()),
+                "thread": pa.array([m.thread for m in items], pa.string()),
+                "position": pa.array([m.position for m in items], pa.int64()),
+                "created_at": pa.array([m.created_at for m in items], pa.timestamp("us")),
+                "updated_at": pa.array([m.updated_at for m in items], pa.timestamp("us")),
+                "expires_at": pa.array([m.expires_at for m in items], pa.timestamp("us")),
+                "doc_len": pa.array([m.doc_len for m in items], pa.int32()),
+                "embedding": pa.array([m.embedding for m in items], pa.binary()),
+                "embedding_model": pa.array([m.embedding_model for m in items], pa.string()),
+            }
+        )
         con.register("new_memories", memories)
         try:
             con.execute(
@@ -211,13 +217,25 @@ class Database:
         finally:
             con.unregister("new_memories")
         self._insert_postings(con, items)
-        history = pa.table({
-            "memory_id": [m.id for m in items],
-            "changes": [json.dumps({"content": m.content, "namespace": m.namespace,
-                                    "kind": m.kind, "tags": m.tags, "metadata": m.metadata,
-                                    "importance": m.importance}, ensure_ascii=False)
-                        for m in items],
-        })
+        history = pa.table(
+            {
+                "memory_id": [m.id for m in items],
+                "changes": [
+                    json.dumps(
+                        {
+                            "content": m.content,
+                            "namespace": m.namespace,
+                            "kind": m.kind,
+                            "tags": m.tags,
+                            "metadata": m.metadata,
+                            "importance": m.importance,
+                        },
+                        ensure_ascii=False,
+                    )
+                    for m in items
+                ],
+            }
+        )
         con.register("new_history", history)
         try:
             con.execute(
@@ -240,16 +258,22 @@ class Database:
                 tf_col.append(tf)
         if not term_col:
             return
-        postings = pa.table({"term": term_col, "memory_id": id_col,
-                             "tf": pa.array(tf_col, pa.int32())})
+        postings = pa.table(
+            {"term": term_col, "memory_id": id_col, "tf": pa.array(tf_col, pa.int32())}
+        )
         con.register("new_postings", postings)
         try:
             con.execute("INSERT INTO postings SELECT term, memory_id, tf FROM new_postings")
         finally:
             con.unregister("new_postings")
 
-    def update(self, memory_id: str, changes: dict[str, Any], actor: str,
-               prepared: PreparedMemory | None = None) -> dict[str, Any]:
+    def update(
+        self,
+        memory_id: str,
+        changes: dict[str, Any],
+        actor: str,
+        prepared: PreparedMemory | None = None,
+    ) -> dict[str, Any]:
         """Apply field changes; a content change comes with ``prepared`` (new postings,
         hash and embedding). Returns the {field: {old, new}} record written to history."""
         current = self.get(memory_id)
@@ -268,16 +292,25 @@ class Database:
         now = utcnow()
         with self.transaction() as con:
             if prepared is not None and "content" in record:
-                assignments += ["content_hash = ?", "doc_len = ?", "embedding = ?",
-                                "embedding_model = ?"]
-                params += [prepared.content_hash, prepared.doc_len, prepared.embedding,
-                           prepared.embedding_model]
+                assignments += [
+                    "content_hash = ?",
+                    "doc_len = ?",
+                    "embedding = ?",
+                    "embedding_model = ?",
+                ]
+                params += [
+                    prepared.content_hash,
+                    prepared.doc_len,
+                    prepared.embedding,
+                    prepared.embedding_model,
+                ]
                 con.execute("DELETE FROM postings WHERE memory_id = ?", [memory_id])
                 self._insert_postings(con, [prepared])
             assignments.append("updated_at = ?")
             params.append(now)
-            con.execute(f"UPDATE memories SET {', '.join(assignments)} WHERE id = ?",
-                        [*params, memory_id])
+            con.execute(
+                f"UPDATE memories SET {', '.join(assignments)} WHERE id = ?", [*params, memory_id]
+            )
             con.execute(
                 "INSERT INTO history (memory_id, changed_at, actor, action, changes) "
                 "VALUES (?, ?, ?, 'update', ?)",
@@ -308,9 +341,13 @@ class Database:
         )
 
     def purge_expired(self, actor: str = "memoryd") -> list[str]:
-        ids = [r[0] for r in self.con.execute(
-            "SELECT id FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ?",
-            [utcnow()]).fetchall()]
+        ids = [
+            r[0]
+            for r in self.con.execute(
+                "SELECT id FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                [utcnow()],
+            ).fetchall()
+        ]
         for memory_id in ids:
             self.delete(memory_id, actor)
         return ids
@@ -318,8 +355,9 @@ class Database:
     def set_embeddings(self, rows: Sequence[tuple[str, bytes]], model: str) -> None:
         if not rows:
             return
-        table = pa.table({"id": [r[0] for r in rows],
-                          "embedding": pa.array([r[1] for r in rows], pa.binary())})
+        table = pa.table(
+            {"id": [r[0] for r in rows], "embedding": pa.array([r[1] for r in rows], pa.binary())}
+        )
         with self.transaction() as con:
             con.register("new_embeddings", table)
             try:
@@ -341,8 +379,9 @@ class Database:
             raise NotFound(f"no memory with id {memory_id}")
         return _memory(row)
 
-    def list(self, filters: SearchFilters, limit: int, after: str | None,
-             newest_first: bool = True) -> list[Memory]:
+    def list_memories(
+        self, filters: SearchFilters, limit: int, after: str | None, newest_first: bool = True
+    ) -> list[Memory]:
         where, params = filter_sql(filters)
         if after:
             where.append("id < ?" if newest_first else "id > ?")
@@ -355,8 +394,11 @@ class Database:
         ).fetchall()
         return [_memory(r) for r in rows]
 
-    def get_many(self, ids: Sequence[str], filters: SearchFilters,
-                 ) -> dict[str, tuple[Memory, bytes | None]]:
+    def get_many(
+        self,
+        ids: Sequence[str],
+        filters: SearchFilters,
+    ) -> dict[str, tuple[Memory, bytes | None]]:
         """Rows and exact vectors for candidate ids that pass the filters."""
         if not ids:
             return {}
@@ -368,8 +410,14 @@ class Database:
         ).fetchall()
         return {r[0]: (_memory(r[:-1]), r[-1]) for r in rows}
 
-    def lexical_search(self, query_terms: Sequence[str], filters: SearchFilters, limit: int,
-                       k1: float = 1.2, b: float = 0.75) -> list[tuple[str, float]]:
+    def lexical_search(
+        self,
+        query_terms: Sequence[str],
+        filters: SearchFilters,
+        limit: int,
+        k1: float = 1.2,
+        b: float = 0.75,
+    ) -> list[tuple[str, float]]:
         """BM25 over the postings tables: (id, score) best first."""
         unique = sorted(set(query_terms))
         if not unique:
@@ -388,7 +436,7 @@ class Database:
                        * h.tf * ({k1} + 1)
                        / (h.tf + {k1} * (1 - {b} + {b} * m.doc_len / stats.avgdl))) AS score
             FROM hits h JOIN df USING (term) JOIN memories m ON m.id = h.memory_id, stats
-            WHERE {' AND '.join(where)}
+            WHERE {" AND ".join(where)}
             GROUP BY h.memory_id
             ORDER BY score DESC, h.memory_id
             LIMIT ?
@@ -405,13 +453,26 @@ class Database:
         ).fetchall()
         if not rows:
             raise NotFound(f"no memory with id {memory_id}")
-        return [{"seq": r[0], "at": r[1], "actor": r[2], "action": r[3],
-                 "changes": json.loads(r[4]) if r[4] is not None else None} for r in rows]
+        return [
+            {
+                "seq": r[0],
+                "at": r[1],
+                "actor": r[2],
+                "action": r[3],
+                "changes": json.loads(r[4]) if r[4] is not None else None,
+            }
+            for r in rows
+        ]
 
     def waiting_for_embedding(self, model: str, limit: int) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in self.con.execute(
-            "SELECT id, content FROM memories WHERE embedding_model IS DISTINCT FROM ? "
-            "ORDER BY id LIMIT ?", [model, limit]).fetchall()]
+        return [
+            (r[0], r[1])
+            for r in self.con.execute(
+                "SELECT id, content FROM memories WHERE embedding_model IS DISTINCT FROM ? "
+                "ORDER BY id LIMIT ?",
+                [model, limit],
+            ).fetchall()
+        ]
 
     def count_waiting(self, model: str | None) -> int:
         """Memories without a vector from ``model`` (with no model: without any vector)."""
@@ -423,10 +484,13 @@ class Database:
         row = self.con.execute(sql, params).fetchone()
         return int(row[0]) if row else 0
 
-    def embedded_vectors(self, model: str, ids: Sequence[str] | None = None,
-                         ) -> list[tuple[str, str, bytes]]:
+    def embedded_vectors(
+        self,
+        model: str,
+        ids: Sequence[str] | None = None,
+    ) -> list[tuple[str, str, bytes]]:
         """(id, namespace, vector) for memories embedded by ``model`` (all, or ``ids``)."""
-        sql = ("SELECT id, namespace, embedding FROM memories WHERE embedding_model = ?")
+        sql = "SELECT id, namespace, embedding FROM memories WHERE embedding_model = ?"
         params: list[Any] = [model]
         if ids is not None:
             sql += " AND id IN (SELECT unnest(?))"
@@ -434,25 +498,38 @@ class Database:
         return [(r[0], r[1], r[2]) for r in self.con.execute(sql, params).fetchall()]
 
     def embedded_ids(self, model: str) -> set[str]:
-        return {r[0] for r in self.con.execute(
-            "SELECT id FROM memories WHERE embedding_model = ?", [model]).fetchall()}
+        return {
+            r[0]
+            for r in self.con.execute(
+                "SELECT id FROM memories WHERE embedding_model = ?", [model]
+            ).fetchall()
+        }
 
     def stats(self) -> dict[str, Any]:
         con = self.con
         total = con.execute("SELECT count(*) FROM memories").fetchone()
         return {
             "memories": int(total[0]) if total else 0,
-            "namespaces": dict(con.execute(
-                "SELECT namespace, count(*) FROM memories GROUP BY 1 ORDER BY 2 DESC").fetchall()),
-            "kinds": dict(con.execute(
-                "SELECT kind, count(*) FROM memories GROUP BY 1 ORDER BY 2 DESC").fetchall()),
-            "tags": dict(con.execute(
-                "SELECT tag, count(*) FROM (SELECT unnest(tags) AS tag FROM memories) "
-                "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 100").fetchall()),
-            "threads": int(con.execute(
-                "SELECT count(DISTINCT thread) FROM memories").fetchone()[0]),  # type: ignore[index]
-            "history_events": int(con.execute(
-                "SELECT count(*) FROM history").fetchone()[0]),  # type: ignore[index]
+            "namespaces": dict(
+                con.execute(
+                    "SELECT namespace, count(*) FROM memories GROUP BY 1 ORDER BY 2 DESC"
+                ).fetchall()
+            ),
+            "kinds": dict(
+                con.execute(
+                    "SELECT kind, count(*) FROM memories GROUP BY 1 ORDER BY 2 DESC"
+                ).fetchall()
+            ),
+            "tags": dict(
+                con.execute(
+                    "SELECT tag, count(*) FROM (SELECT unnest(tags) AS tag FROM memories) "
+                    "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 100"
+                ).fetchall()
+            ),
+            "threads": int(
+                con.execute("SELECT count(DISTINCT thread) FROM memories").fetchone()[0]
+            ),  # type: ignore[index]
+            "history_events": int(con.execute("SELECT count(*) FROM history").fetchone()[0]),  # type: ignore[index]
         }
 
     def count(self) -> int:
@@ -500,10 +577,21 @@ def filter_sql(filters: SearchFilters, alias: str | None = None) -> tuple[list[s
 
 def _memory(row: Sequence[Any]) -> Memory:
     return Memory(
-        id=row[0], content=row[1], namespace=row[2], kind=row[3], tags=list(row[4] or []),
-        metadata=json.loads(row[5]) if row[5] else {}, importance=row[6], source=row[7],
-        thread=row[8], position=row[9], created_at=row[10], updated_at=row[11],
-        accessed_at=row[12], access_count=row[13], expires_at=row[14],
+        id=row[0],
+        content=row[1],
+        namespace=row[2],
+        kind=row[3],
+        tags=list(row[4] or []),
+        metadata=json.loads(row[5]) if row[5] else {},
+        importance=row[6],
+        source=row[7],
+        thread=row[8],
+        position=row[9],
+        created_at=row[10],
+        updated_at=row[11],
+        accessed_at=row[12],
+        access_count=row[13],
+        expires_at=row[14],
         embedded=row[15] is not None,
     )
 

@@ -40,8 +40,11 @@ class VectorIndex:
 
     def _schema(self) -> pa.Schema:
         return pa.schema(
-            [pa.field("id", pa.string()), pa.field("ns", pa.string()),
-             pa.field("vector", pa.list_(pa.float32(), self.dim))],
+            [
+                pa.field("id", pa.string()),
+                pa.field("ns", pa.string()),
+                pa.field("vector", pa.list_(pa.float32(), self.dim)),
+            ],
             metadata={f"memoryd.{k}": v for k, v in self.identity.items()},
         )
 
@@ -82,11 +85,15 @@ class VectorIndex:
         self.delete(ids)
         encrypted = self.cipher.encrypt(np.asarray(vectors, dtype=np.float32))
         flat = pa.array(encrypted.reshape(-1), pa.float32())
-        self.table.add(pa.table({
-            "id": pa.array(list(ids), pa.string()),
-            "ns": pa.array(list(ns_tags), pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(flat, self.dim),
-        }))
+        self.table.add(
+            pa.table(
+                {
+                    "id": pa.array(list(ids), pa.string()),
+                    "ns": pa.array(list(ns_tags), pa.string()),
+                    "vector": pa.FixedSizeListArray.from_arrays(flat, self.dim),
+                }
+            )
+        )
 
     def delete(self, ids: Sequence[str]) -> None:
         if not len(ids):
@@ -94,18 +101,25 @@ class VectorIndex:
         quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
         self.table.delete(f"id IN ({quoted})")
 
-    def search(self, vector: np.ndarray, limit: int, ns_tag: str | None = None,
-               ) -> list[tuple[str, float]]:
+    def search(
+        self,
+        vector: np.ndarray,
+        limit: int,
+        ns_tag: str | None = None,
+    ) -> list[tuple[str, float]]:
         """Candidate ids by L2 distance over ciphertexts, nearest first."""
         if self.count() == 0:
             return []
         query = self.cipher.encrypt_query(np.asarray(vector, dtype=np.float32))
-        builder = self.table.search(query).distance_type("l2").limit(limit)
+        builder = self.table.search(query).distance_type("l2").limit(limit)  # type: ignore[attr-defined]
         if ns_tag is not None:
             builder = builder.where(f"ns = '{ns_tag}'", prefilter=True)
         result = builder.select(["id"]).to_arrow()
-        return list(zip(result.column("id").to_pylist(),
-                        result.column("_distance").to_pylist(), strict=True))
+        return list(
+            zip(
+                result.column("id").to_pylist(), result.column("_distance").to_pylist(), strict=True
+            )
+        )
 
     def compact(self) -> None:
         """Rewrite fragments and drop old versions, so deleted vectors leave the disk."""

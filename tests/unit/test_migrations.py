@@ -43,3 +43,10 @@ def test_stop_before_then_finish(tmp_path, monkeypatch):
     assert reopened.migrate() == []  # nothing left to apply
     assert {"memories", "postings", "history", "meta"} <= tables(reopened)
     reopened.close()
+
+
+def test_spill_files_are_encrypted(tmp_path):
+    db = Database(tmp_path / "s.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    setting = db.con.execute("SELECT current_setting('temp_file_encryption')").fetchone()
+    assert setting == (True,)
+    db.close()
