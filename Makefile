@@ -1,0 +1,32 @@
+# One task runner: README, CI and developers all call these targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED_MODEL := $(abspath ..)/shared/models/all-MiniLM-L6-v2-int8
+# Tests never reach a model hub: they use a local ONNX model folder.
+export MEMORYD_MODEL_DIR ?= $(SHARED_MODEL)
+
+.PHONY: install test lint bench bench-smoke clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check memoryd cli tests scripts
+	$(BIN)/mypy memoryd
+
+bench: install
+	$(BIN)/python scripts/bench_appliance.py --memories 10000
+
+bench-smoke: install
+	$(BIN)/python scripts/bench_appliance.py --memories 500 --searches 50
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
