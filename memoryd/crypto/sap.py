@@ -54,7 +54,6 @@ import hashlib
 import hmac
 import math
 import secrets
-from collections.abc import Iterator
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes

@@ -507,9 +507,8 @@ class Database:
 
     def stats(self) -> dict[str, Any]:
         con = self.con
-        total = con.execute("SELECT count(*) FROM memories").fetchone()
         return {
-            "memories": int(total[0]) if total else 0,
+            "memories": self.count(),
             "namespaces": dict(
                 con.execute(
                     "SELECT namespace, count(*) FROM memories GROUP BY 1 ORDER BY 2 DESC"
@@ -526,15 +525,16 @@ class Database:
                     "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 100"
                 ).fetchall()
             ),
-            "threads": int(
-                con.execute("SELECT count(DISTINCT thread) FROM memories").fetchone()[0]
-            ),  # type: ignore[index]
-            "history_events": int(con.execute("SELECT count(*) FROM history").fetchone()[0]),  # type: ignore[index]
+            "threads": self._scalar("SELECT count(DISTINCT thread) FROM memories"),
+            "history_events": self._scalar("SELECT count(*) FROM history"),
         }
 
-    def count(self) -> int:
-        row = self.con.execute("SELECT count(*) FROM memories").fetchone()
+    def _scalar(self, sql: str) -> int:
+        row = self.con.execute(sql).fetchone()
         return int(row[0]) if row else 0
+
+    def count(self) -> int:
+        return self._scalar("SELECT count(*) FROM memories")
 
     def checkpoint(self) -> None:
         self.con.execute("CHECKPOINT")

@@ -58,9 +58,10 @@ def test_canary_never_reaches_disk(daemon, client, memoryd_home: Path, paths):
 
 
 def test_vectors_on_disk_are_not_the_plain_embedding(daemon, client, paths):
+    from conftest import MODEL_DIR
+
     from memoryd.config import EmbeddingSettings
     from memoryd.embed.base import FastEmbedder
-    from conftest import MODEL_DIR
 
     text = "The lighthouse keeper feeds the cats at dawn"
     client.add(text)
@@ -137,7 +138,7 @@ def test_passphrase_lock_unlock_and_wrong_passphrase(daemon, client, paths, make
         assert err.value.name == "bad_passphrase"
         assert snapshot(paths.data_dir) == before
         assert paths.key_file.read_bytes() == key_before
-        assert locked.unlock("correct horse") == {"unlocked": True}
+        assert locked.unlock("correct horse") == {"unlocked": True, "protected": True}
         assert locked.get(memory["id"])["content"] == "Behind a passphrase"
         # Changing the passphrase needs the old one.
         with pytest.raises(RemoteError) as err:
