@@ -341,27 +341,22 @@ class MemoryService:
         db = self._require_store()
         # Skip the model for content that is already stored: duplicates cost nothing.
         hashes = [(i.namespace, _content_hash(i.content)) for i in items]
-        known = await self._db_thread.run(lambda: [db.find_duplicate(ns, h) for ns, h in hashes])
-        fresh = [item for item, dup in zip(items, known, strict=True) if dup is None]
-        vectors = (
-            await self.embedding.embed([i.content for i in fresh], wait=MODEL_WAIT_S)
-            if fresh
-            else None
-        )
-        vector_of = {
-            id(item): (vectors[n] if vectors is not None else None) for n, item in enumerate(fresh)
-        }
-        prepared = [self._prepare(item, vector_of.get(id(item))) for item in items]
+        known = await self._db_thread.run(db.find_duplicates, hashes)
+        fresh = [n for n, key in enumerate(hashes) if key not in known]
+        vectors = None
+        if fresh:
+            texts = [items[n].content for n in fresh]
+            vectors = await self.embedding.embed(texts, wait=MODEL_WAIT_S)
+        vector_at = dict(zip(fresh, vectors, strict=True)) if vectors is not None else {}
+        prepared = [self._prepare(item, vector_at.get(n)) for n, item in enumerate(items)]
         results = await self._db_thread.run(db.insert, prepared, ctx.actor)
-        added = [
-            p
-            for p, (_, dup) in zip(prepared, results, strict=True)
-            if not dup and p.embedding is not None
-        ]
-        if added:
-            self._queue_vectors(
-                [(p.id, p.namespace, p.embedding) for p in added if p.embedding is not None]
-            )
+        self._queue_vectors(
+            [
+                (p.id, p.namespace, p.embedding)
+                for p, (_, duplicate) in zip(prepared, results, strict=True)
+                if not duplicate and p.embedding is not None
+            ]
+        )
         return results
 
     async def add(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
