@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import MODEL_DIR, DaemonProcess, short_tempdir, stop_any_daemon
 
-from memoryd.client import Client, is_running
+from memoryd.client import Client
 from memoryd.config import Paths, resolve_paths
-
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = REPO.parent / "shared" / "models" / "all-MiniLM-L6-v2-int8"
-MODEL_DIR = Path(os.environ.get("MEMORYD_MODEL_DIR") or DEFAULT_MODEL_DIR)
-
-
-def short_tempdir(prefix: str = "md") -> Path:
-    # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be longer.
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
 @pytest.fixture(autouse=True)
@@ -36,75 +23,13 @@ def memoryd_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         if name.startswith("MEMORYD_") and name not in {"MEMORYD_HOME", "MEMORYD_MODEL_DIR"}:
             monkeypatch.delenv(name)
     yield home
-    _stop_any_daemon(resolve_paths({"MEMORYD_HOME": str(home)}))
+    stop_any_daemon(resolve_paths({"MEMORYD_HOME": str(home)}))
     shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
 def paths(memoryd_home: Path) -> Paths:
     return resolve_paths({"MEMORYD_HOME": str(memoryd_home)})
-
-
-class DaemonProcess:
-    """A real memoryd on a real socket, run as a child process of the test."""
-
-    def __init__(self, paths: Paths, env: dict[str, str] | None = None):
-        self.paths = paths
-        self.env = env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, wait: bool = True) -> DaemonProcess:
-        env = dict(os.environ)
-        env.update(self.env)
-        self.stderr_path = self.paths.log_dir.parent / "daemon-test.err"
-        self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
-        self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "memoryd", "run"], env=env,
-            stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
-        )
-        if wait:
-            self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if is_running(self.paths):
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"memoryd exited: {self.stderr_text()[-2000:]}")
-            time.sleep(0.05)
-        raise RuntimeError("memoryd did not start in time")
-
-    def stderr_text(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def client(self, **kwargs: object) -> Client:
-        return Client(self.paths, autostart=False, **kwargs).connect()  # type: ignore[arg-type]
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._stderr.close()
-        code = self.proc.returncode
-        self.proc = None
-        return code
-
-    def kill9(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def restart(self) -> DaemonProcess:
-        self.stop()
-        return self.start()
 
 
 @pytest.fixture
@@ -119,29 +44,6 @@ def client(daemon: DaemonProcess) -> Iterator[Client]:
     c = daemon.client(client_name="pytest")
     yield c
     c.close()
-
-
-def _stop_any_daemon(paths: Paths) -> None:
-    """Stop a daemon a test left behind (e.g. one the CLI auto-started)."""
-    pid_file = paths.runtime_dir / "memoryd.pid"
-    if not pid_file.exists():
-        return
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, signal.SIGTERM)
-    except (ValueError, OSError):
-        return
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 @pytest.fixture

@@ -3,54 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-from conftest import MODEL_DIR, _stop_any_daemon, short_tempdir
-
-from memoryd.config import resolve_paths
+from support import MemoryCLI
 
 
-class Memory:
-    """Runs `memory ...` in a subprocess with one MEMORYD_HOME."""
-
-    def __init__(self, home: Path):
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORYD_")}
-        self.env.update(MEMORYD_HOME=str(home), MEMORYD_MODEL_DIR=str(MODEL_DIR))
-
-    def __call__(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "memory_cli.main", *args], input=input,
-                              capture_output=True, text=True, timeout=120, env=self.env)
-
-    def json(self, *args: str) -> Any:
-        proc = self(*args, "--json")
-        assert proc.returncode == 0, proc.stderr + proc.stdout
-        return json.loads(proc.stdout)
-
-    def contents(self, namespace: str) -> list[str]:
-        return sorted(m["content"] for m in self.json("list", "-n", namespace)["memories"])
-
-
-@pytest.fixture(scope="module")
-def memory() -> Iterator[Memory]:
-    home = short_tempdir("mdcli")
-    memory = Memory(home)
-    # Start it first: the one-time "new data key" notice goes to this command's stderr.
-    started = memory("daemon", "start")
-    assert started.returncode == 0, started.stderr
-    assert "new data key" in started.stderr and started.stdout.startswith("started memoryd")
-    yield memory
-    _stop_any_daemon(resolve_paths({"MEMORYD_HOME": str(home)}))
-    shutil.rmtree(home, ignore_errors=True)
-
-
-def test_import_keeps_good_lines_and_names_the_bad_one(memory: Memory, tmp_path: Path) -> None:
+def test_import_keeps_good_lines_and_names_the_bad_one(memory: MemoryCLI, tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text(
         json.dumps({"content": "Eve drinks her coffee black", "tags": ["coffee"],
@@ -74,7 +32,7 @@ def test_import_keeps_good_lines_and_names_the_bad_one(memory: Memory, tmp_path:
     assert memory.json("search", "bicycle", "-n", "imp")["hits"][0]["content"].startswith("Frank")
 
 
-def test_import_reports_daemon_side_errors_and_duplicates(memory: Memory) -> None:
+def test_import_reports_daemon_side_errors_and_duplicates(memory: MemoryCLI) -> None:
     lines = [json.dumps({"content": "Grace plays the cello", "namespace": "imp2"}),
              json.dumps({"content": "bad importance", "namespace": "imp2", "importance": 5}),
              json.dumps({"content": "Grace plays the cello", "namespace": "imp2"})]
@@ -87,7 +45,7 @@ def test_import_reports_daemon_side_errors_and_duplicates(memory: Memory) -> Non
     assert memory.contents("imp2") == ["Grace plays the cello"]
 
 
-def test_export_import_round_trip_into_another_namespace(memory: Memory,
+def test_export_import_round_trip_into_another_namespace(memory: MemoryCLI,
                                                         tmp_path: Path) -> None:
     for text in ("Heidi's flight leaves at 9", "Ivan's locker code is 4411", "ünïcödé ✓"):
         assert memory("add", text, "-n", "trip", "-t", "x").returncode == 0
@@ -114,7 +72,7 @@ def test_export_import_round_trip_into_another_namespace(memory: Memory,
     assert again.stdout == "imported 0, duplicates 3, failed 0\n"
 
 
-def test_export_to_stdout_pipes_into_import(memory: Memory) -> None:
+def test_export_to_stdout_pipes_into_import(memory: MemoryCLI) -> None:
     assert memory("add", "Judy parks on level 2", "-n", "pipe").returncode == 0
     exported = memory("export", "-n", "pipe")
     assert exported.returncode == 0, exported.stderr
@@ -125,7 +83,7 @@ def test_export_to_stdout_pipes_into_import(memory: Memory) -> None:
     assert memory.contents("pipe-copy") == ["Judy parks on level 2"]
 
 
-def test_large_import_goes_in_batches(memory: Memory) -> None:
+def test_large_import_goes_in_batches(memory: MemoryCLI) -> None:
     lines = "\n".join(json.dumps({"content": f"bulk memory number {i}"}) for i in range(600))
     proc = memory("import", "-", "-n", "bulk", "--json", input=lines)
     assert proc.returncode == 0, proc.stderr

@@ -4,56 +4,15 @@ edit, rm, history, stats, status. One daemon (one MEMORYD_HOME) serves this modu
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import MODEL_DIR, _stop_any_daemon, short_tempdir
-
-from memoryd.config import resolve_paths
-
-
-class Memory:
-    """Runs `memory ...` in a subprocess with one MEMORYD_HOME."""
-
-    def __init__(self, home: Path):
-        self.home = home
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORYD_")}
-        self.env.update(MEMORYD_HOME=str(home), MEMORYD_MODEL_DIR=str(MODEL_DIR),
-                        COLUMNS="200")
-
-    def __call__(self, *args: str, input: str | None = None,
-                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "memory_cli.main", *args], input=input,
-                              capture_output=True, text=True, timeout=120,
-                              env={**self.env, **(env or {})})
-
-    def json(self, *args: str, input: str | None = None) -> Any:
-        proc = self(*args, "--json", input=input)
-        assert proc.returncode == 0, proc.stderr + proc.stdout
-        return json.loads(proc.stdout)
-
-
-@pytest.fixture(scope="module")
-def memory() -> Iterator[Memory]:
-    home = short_tempdir("mdcli")
-    memory = Memory(home)
-    # Start it first: the one-time "new data key" notice goes to this command's stderr.
-    started = memory("daemon", "start")
-    assert started.returncode == 0, started.stderr
-    assert "new data key" in started.stderr and started.stdout.startswith("started memoryd")
-    yield memory
-    _stop_any_daemon(resolve_paths({"MEMORYD_HOME": str(home)}))
-    shutil.rmtree(home, ignore_errors=True)
+from support import MemoryCLI
 
 
 @pytest.mark.parametrize("via", ["argument", "stdin"])
-def test_add_then_get_and_search_find_it(memory: Memory, via: str) -> None:
+def test_add_then_get_and_search_find_it(memory: MemoryCLI, via: str) -> None:
     text = f"Alice is allergic to peanuts ({via})"
     proc = (memory("add", text, "-n", "people") if via == "argument"
             else memory("add", "-", "-n", "people", input=text + "\n"))
@@ -70,7 +29,7 @@ def test_add_then_get_and_search_find_it(memory: Memory, via: str) -> None:
             "thread", "position"} <= set(hits[0])
 
 
-def test_add_json_and_duplicate(memory: Memory) -> None:
+def test_add_json_and_duplicate(memory: MemoryCLI) -> None:
     first = memory.json("add", "The spare key is under the blue pot", "-n", "home")
     assert first["duplicate"] is False and first["content"].startswith("The spare key")
     again = memory.json("add", "The spare key is under the blue pot", "-n", "home")
@@ -80,7 +39,7 @@ def test_add_json_and_duplicate(memory: Memory) -> None:
     assert human.stdout == f"duplicate of {first['id']} (nothing stored)\n"
 
 
-def test_add_fields_round_trip(memory: Memory) -> None:
+def test_add_fields_round_trip(memory: MemoryCLI) -> None:
     added = memory.json("add", "Standup moved to 10:30", "-n", "work", "-t", "meeting,team",
                         "--meta", "room=4B", "--meta", "floor=3", "--kind", "fact",
                         "--importance", "0.9", "--thread", "chat-1", "--position", "2",
@@ -102,7 +61,7 @@ def test_add_fields_round_trip(memory: Memory) -> None:
     assert memory.json("search", "standup", "--meta", "floor=4")["hits"] == []
 
 
-def test_search_explain_and_human_output(memory: Memory) -> None:
+def test_search_explain_and_human_output(memory: MemoryCLI) -> None:
     added = memory.json("add", "Bob prefers green tea in the afternoon", "-n", "explain")
     result = memory.json("search", "green tea", "-n", "explain", "--explain")
     hit = result["hits"][0]
@@ -122,13 +81,13 @@ def test_search_explain_and_human_output(memory: Memory) -> None:
     assert lexical["hits"][0]["id"] == added["id"]
 
 
-def test_search_without_matches(memory: Memory) -> None:
+def test_search_without_matches(memory: MemoryCLI) -> None:
     proc = memory("search", "zebra", "-n", "nothing-here")
     assert proc.returncode == 0
     assert proc.stdout == "" and "no matches" in proc.stderr
 
 
-def test_edit_text_fields_and_history(memory: Memory) -> None:
+def test_edit_text_fields_and_history(memory: MemoryCLI) -> None:
     added = memory.json("add", "Carol lives in Lyon", "-n", "edit", "-t", "old",
                         "--meta", "a=1")
     proc = memory("edit", added["id"], "Carol lives in Marseille")
@@ -152,7 +111,7 @@ def test_edit_text_fields_and_history(memory: Memory) -> None:
     assert human.returncode == 0 and "content" in human.stdout
 
 
-def test_edit_in_editor(memory: Memory, tmp_path: Path) -> None:
+def test_edit_in_editor(memory: MemoryCLI, tmp_path: Path) -> None:
     added = memory.json("add", "Dave's birthday is in March", "-n", "editor")
     rewrite = tmp_path / "rewrite.py"
     rewrite.write_text("import sys\nopen(sys.argv[1], 'w').write(\"Dave's birthday is on "
@@ -171,7 +130,7 @@ def test_edit_in_editor(memory: Memory, tmp_path: Path) -> None:
     assert memory.json("get", added["id"])["content"] == "Dave's birthday is on March 3rd"
 
 
-def test_rm_then_get_is_not_found(memory: Memory) -> None:
+def test_rm_then_get_is_not_found(memory: MemoryCLI) -> None:
     one = memory.json("add", "temporary one", "-n", "rm")["id"]
     two = memory.json("add", "temporary two", "-n", "rm")["id"]
     proc = memory("rm", one, two)
@@ -191,7 +150,7 @@ def test_rm_then_get_is_not_found(memory: Memory) -> None:
     assert memory.json("list", "-n", "rm")["memories"] == []
 
 
-def test_list_human_and_limit(memory: Memory) -> None:
+def test_list_human_and_limit(memory: MemoryCLI) -> None:
     for i in range(3):
         memory("add", f"list item {i}", "-n", "listing")
     proc = memory("list", "-n", "listing", "--limit", "2")
@@ -205,7 +164,7 @@ def test_list_human_and_limit(memory: Memory) -> None:
     assert [m["content"] for m in rest["memories"]] == ["list item 0"]
 
 
-def test_stats_and_status(memory: Memory) -> None:
+def test_stats_and_status(memory: MemoryCLI) -> None:
     stats = memory.json("stats")
     assert stats["memories"] >= 1 and "people" in stats["namespaces"]
     status = memory.json("status")
@@ -216,7 +175,7 @@ def test_stats_and_status(memory: Memory) -> None:
         assert proc.returncode == 0 and proc.stdout, proc.stderr
 
 
-def test_runtime_errors_exit_1_usage_errors_exit_2(memory: Memory) -> None:
+def test_runtime_errors_exit_1_usage_errors_exit_2(memory: MemoryCLI) -> None:
     proc = memory("add", "   ", "--json")
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["error"]["code"] == "invalid_params"

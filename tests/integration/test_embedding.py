@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import MODEL_DIR
+from support import MODEL_DIR
 
 from memoryd.client import RemoteError
 from memoryd.config import EmbeddingSettings

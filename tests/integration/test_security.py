@@ -58,7 +58,7 @@ def test_canary_never_reaches_disk(daemon, client, memoryd_home: Path, paths):
 
 
 def test_vectors_on_disk_are_not_the_plain_embedding(daemon, client, paths):
-    from conftest import MODEL_DIR
+    from support import MODEL_DIR
 
     from memoryd.config import EmbeddingSettings
     from memoryd.embed.base import FastEmbedder
