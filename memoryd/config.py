@@ -131,6 +131,18 @@ class ServerSettings:
 class SearchSettings:
     default_limit: int = 10
     max_limit: int = 1000
+    # Metadata whose values are indexed with the content (words and embedding).
+    index_metadata_keys: str = "speaker,author,title"
+    # Index each memory with the one before it in its thread.
+    thread_context: bool = True
+    # Hybrid fusion: weight of the vector signal against the lexical one (0..1).
+    vector_weight: float = 0.5
+    # Hybrid: share of the best neighbour's score a memory receives (0 turns it off).
+    neighbour_weight: float = 0.2
+
+    @property
+    def index_keys(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.index_metadata_keys.split(",") if k.strip())
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ from memoryd.embed import EmbeddingRuntime
 from memoryd.errors import InvalidParams, KeyProblem, Locked, NotFound, Unavailable
 from memoryd.logs import redacted_traceback
 from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_id, utcnow
-from memoryd.search import lexical
-from memoryd.search.fusion import fuse
+from memoryd.search.fusion import add_neighbour_evidence, fuse
+from memoryd.search.lexical import DocumentAnalyzer
+from memoryd.search.query import parse_query
 from memoryd.store.database import Database, PreparedMemory
 from memoryd.store.owner import OwnerThread
 from memoryd.store.vectors import VectorIndex
@@ -58,6 +59,9 @@ class MemoryService:
         self.settings = settings
         self.notices: list[str] = []
         self.embedding = EmbeddingRuntime(settings.embedding)
+        self.analyzer = DocumentAnalyzer(
+            settings.search.index_keys, settings.search.thread_context
+        )
         self._db_thread = OwnerThread("duckdb")
         self._vec_thread = OwnerThread("lance")
         self._db: Database | None = None
@@ -121,7 +125,8 @@ class MemoryService:
     async def _open_store(self, dek: bytes) -> None:
         self.paths.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._db = await self._db_thread.run(
-            Database, self.paths.database, keys.duckdb_key(dek), self.paths.temp_dir
+            Database, self.paths.database, keys.duckdb_key(dek), self.paths.temp_dir,
+            self.analyzer,
         )
         self._dek = dek
         self.embedding.start_loading()
@@ -161,6 +166,18 @@ class MemoryService:
         self._vec_thread.shutdown()
         self.embedding.shutdown()
 
+    @property
+    def embedding_id(self) -> str | None:
+        """Names the vectors: the model and the recipe of the text it embedded. When
+        either changes, stored vectors no longer fit and memories are embedded again."""
+        name = self.embedding.model_name
+        if name is None:
+            return None
+        return f"{name}|text:{','.join(self.analyzer.index_keys)}"
+
+    def _embed_text(self, content: str, metadata: dict[str, Any] | None) -> str:
+        return self.analyzer.index_text(content, metadata)
+
     def _require_store(self) -> Database:
         if self._db is None:
             raise Locked("memoryd is locked: run `memory unlock`")
@@ -176,12 +193,10 @@ class MemoryService:
             if embedder is None or self._dek is None:
                 return
             cipher = SapCipher(self._dek, embedder.dim, beta=SAP_BETA)
-            identity = {
-                "key": keys.fingerprint(self._dek),
-                "model": embedder.name,
-                "dim": str(embedder.dim),
-                "scheme": f"sap-beta{SAP_BETA}",
-            }
+            # Rebuilt whenever ciphertexts would stop being comparable (another key,
+            # dimension, beta or scheme) or the vectors mean something else (model or
+            # embedded text recipe).
+            identity = {"cipher": cipher.params_id, "model": self.embedding_id or ""}
             self._index = await self._vec_thread.run(
                 VectorIndex, self.paths.vector_dir, cipher, embedder.dim, identity
             )
@@ -193,7 +208,7 @@ class MemoryService:
 
     async def _embed_waiting(self) -> None:
         db = self._require_store()
-        model = self.embedding.model_name
+        model = self.embedding_id
         if model is None:
             return
         total = 0
@@ -201,15 +216,16 @@ class MemoryService:
             batch = await self._db_thread.run(db.waiting_for_embedding, model, EMBED_BATCH)
             if not batch:
                 break
-            vectors = await self.embedding.embed([text for _, text in batch])
+            texts = [self._embed_text(text, meta) for _, text, meta in batch]
+            vectors = await self.embedding.embed(texts)
             if vectors is None:
                 return
             await self._db_thread.run(
                 db.set_embeddings,
-                [(i, v.tobytes()) for (i, _), v in zip(batch, vectors, strict=True)],
+                [(i, v.tobytes()) for (i, _, _), v in zip(batch, vectors, strict=True)],
                 model,
             )
-            rows = await self._db_thread.run(db.embedded_vectors, model, [i for i, _ in batch])
+            rows = await self._db_thread.run(db.embedded_vectors, model, [b[0] for b in batch])
             self._queue_vectors(rows)
             total += len(batch)
         if total:
@@ -220,7 +236,7 @@ class MemoryService:
         db = self._require_store()
         await self._index_ready.wait()
         assert self._index is not None
-        model = self.embedding.model_name or ""
+        model = self.embedding_id or ""
         await self._flush_vectors()
         in_db = await self._db_thread.run(db.embedded_ids, model)
         in_index = await self._vec_thread.run(self._index.ids)
@@ -332,9 +348,8 @@ class MemoryService:
             created_at=item.created_at or now,
             updated_at=now,
             expires_at=item.expires_at,
-            term_counts=dict(lexical.term_counts(item.content)),
             embedding=None if vector is None else np.asarray(vector, np.float32).tobytes(),
-            embedding_model=None if vector is None else self.embedding.model_name,
+            embedding_model=None if vector is None else self.embedding_id,
         )
 
     async def _store(self, items: list[NewMemory], ctx: Context) -> list[tuple[str, bool]]:
@@ -345,7 +360,7 @@ class MemoryService:
         fresh = [n for n, key in enumerate(hashes) if key not in known]
         vectors = None
         if fresh:
-            texts = [items[n].content for n in fresh]
+            texts = [self._embed_text(items[n].content, items[n].metadata) for n in fresh]
             vectors = await self.embedding.embed(texts, wait=MODEL_WAIT_S)
         vector_at = dict(zip(fresh, vectors, strict=True)) if vectors is not None else {}
         prepared = [self._prepare(item, vector_at.get(n)) for n, item in enumerate(items)]
@@ -404,24 +419,24 @@ class MemoryService:
         memory_id = validate.memory_id(params)
         changes = validate.memory_fields({k: v for k, v in params.items() if k != "id"})
         current = await self._db_thread.run(db.get, memory_id)
-        prepared = None
-        if "content" in changes and changes["content"] != current.content:
-            vectors = await self.embedding.embed([changes["content"]], wait=MODEL_WAIT_S)
-            item = NewMemory(
-                content=changes["content"], namespace=changes.get("namespace", current.namespace)
-            )
-            prepared = self._prepare(item, None if vectors is None else vectors[0])
-            prepared.id = memory_id
-        record = await self._db_thread.run(db.update, memory_id, changes, ctx.actor, prepared)
+        derived: dict[str, Any] = {}
+        content = changes.get("content", current.content)
+        metadata = changes.get("metadata", current.metadata)
+        if content != current.content:
+            derived["content_hash"] = _content_hash(content)
+        new_text = self._embed_text(content, metadata)
+        if new_text != self._embed_text(current.content, current.metadata):
+            vectors = await self.embedding.embed([new_text], wait=MODEL_WAIT_S)
+            derived["embedding"] = None if vectors is None else vectors[0].tobytes()
+            derived["embedding_model"] = None if vectors is None else self.embedding_id
+        record = await self._db_thread.run(db.update, memory_id, changes, ctx.actor, derived)
         memory = await self._db_thread.run(db.get, memory_id)
-        if record and ("content" in record or "namespace" in record):
+        if record and ("embedding" in derived or "namespace" in record):
             self._pending_deletes.add(memory_id)
             self._pending.pop(memory_id, None)
-            if memory.embedded and self.embedding.model_name:
+            if memory.embedded and self.embedding_id:
                 self._queue_vectors(
-                    await self._db_thread.run(
-                        db.embedded_vectors, self.embedding.model_name, [memory_id]
-                    )
+                    await self._db_thread.run(db.embedded_vectors, self.embedding_id, [memory_id])
                 )
             self._flush_wakeup.set()
         log.info("updated memory %s (%s)", memory_id, ", ".join(sorted(record)) or "no change")
@@ -506,43 +521,65 @@ class MemoryService:
         explain = validate.boolean(params.get("explain", False), "explain")
         filters = validate.search_filters(params)
         pool = max(limit * 4, 50)
+        parsed = parse_query(query)
+        tuning = self.settings.search
 
-        lexical_scores: dict[str, float] = {}
-        if mode != "vector":
-            lexical_scores = dict(
-                await self._db_thread.run(db.lexical_search, lexical.terms(query), filters, pool)
+        async def lexical_leg() -> dict[str, float]:
+            if mode == "vector":
+                return {}
+            found = await self._db_thread.run(
+                db.lexical_search, parsed.terms, filters, pool, parsed.prefixes
             )
+            return dict(found)
 
-        query_vector = None
+        async def vector_leg() -> tuple[np.ndarray | None, list[str]]:
+            if mode == "lexical":
+                return None, []
+            vector = await self._query_vector(parsed.text)
+            if vector is None:
+                return None, []
+            return vector, await self._vector_candidates(vector, filters, pool)
+
+        # The legs run on different threads (DuckDB's; the model's and Lance's): overlap them.
+        lexical_scores, (query_vector, vector_ids) = await asyncio.gather(
+            lexical_leg(), vector_leg()
+        )
         degraded = None
-        vector_ids: list[str] = []
-        if mode != "lexical":
-            query_vector = await self._query_vector(query)
-            if query_vector is None:
-                if mode == "vector":
-                    raise Unavailable(
-                        f"no embedding model ({self.embedding.state}); vector search needs one"
-                    )
-                degraded = f"no embedding model ({self.embedding.state})"
-            else:
-                vector_ids = await self._vector_candidates(query_vector, filters, pool)
+        if mode != "lexical" and query_vector is None:
+            if mode == "vector":
+                raise Unavailable(
+                    f"no embedding model ({self.embedding.state}); vector search needs one"
+                )
+            degraded = f"no embedding model ({self.embedding.state})"
 
         candidates = list(dict.fromkeys([*lexical_scores, *vector_ids]))
-        rows = await self._db_thread.run(db.get_many, candidates, filters)
+        spread = mode == "hybrid" and self.settings.search.neighbour_weight > 0
+        rows, pairs = await self._db_thread.run(db.candidates, candidates, filters, spread)
+        if parsed.phrases:
+            rows = {k: v for k, v in rows.items() if parsed.matches_phrases(v[0].content)}
         vector_scores: dict[str, float] = {}
         if query_vector is not None:
-            wanted = set(vector_ids) if mode == "vector" else set(rows)
+            # Neighbour rows fetched for spreading are not candidates: no own score.
+            wanted = set(vector_ids) if mode == "vector" else set(candidates)
             for memory_id, (_, blob) in rows.items():
                 if memory_id in wanted and blob is not None:
                     vec = np.frombuffer(blob, dtype=np.float32)
                     if vec.shape == query_vector.shape:
                         vector_scores[memory_id] = float(np.dot(vec, query_vector))
         lexical_scores = {k: v for k, v in lexical_scores.items() if k in rows}
-        ranked = fuse(lexical_scores, vector_scores, mode)[:limit]
+        ranked = fuse(lexical_scores, vector_scores, mode, tuning.vector_weight)
+        if spread and ranked:
+            # Neighbours present in ``rows`` passed the filters (and phrases); only they
+            # can receive a share. Neighbour rows that were not candidates join with it.
+            present = {
+                k: (p if p in rows else None, n if n in rows else None)
+                for k, (p, n) in pairs.items()
+            }
+            ranked = add_neighbour_evidence(ranked[:pool], present, tuning.neighbour_weight)
         hits = []
-        for r in ranked:
+        for r in ranked[:limit]:
             hit = rows[r.id][0].to_json()
-            hit["score"] = r.score
+            hit["score"] = round(r.score, 6)
             if explain:
                 hit["signals"] = r.signals()
             hits.append(hit)
@@ -633,7 +670,7 @@ class MemoryService:
             db = self._db
             out["memories"] = await self._db_thread.run(db.count)
             out["waiting_for_embedding"] = await self._db_thread.run(
-                db.count_waiting, self.embedding.model_name
+                db.count_waiting, self.embedding_id
             )
             rows = await self._vec_thread.run(self._index.count) if self._index else 0
             out["vector_index"] = {

@@ -1,12 +1,15 @@
 """Combining lexical and vector evidence into one ranking. Pure functions.
 
 Each signal is normalised over the candidate set (BM25 divided by the best BM25; cosine
-min-max scaled), then the two are mixed with a weight. A candidate one signal did not find
-contributes 0 for it. Tuning lives in the search-quality work; this is the honest baseline.
+min-max scaled over the candidates), then the two are mixed with a weight; a candidate
+one signal did not find contributes 0 for it. In hybrid search a memory then receives a
+share of the best score of its neighbours in its thread: the turn after a matching
+question is often the answer. docs/search.md has the measurements behind the choices.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -14,27 +17,28 @@ from dataclasses import dataclass
 class Ranked:
     id: str
     score: float
-    lexical: float | None
-    lexical_rank: int | None
-    vector: float | None
-    vector_rank: int | None
+    lexical: float | None = None
+    lexical_rank: int | None = None
+    vector: float | None = None
+    vector_rank: int | None = None
+    neighbour: float | None = None
 
     def signals(self) -> dict[str, object]:
         return {
             "lexical": {"score": self.lexical, "rank": self.lexical_rank},
             "vector": {"score": self.vector, "rank": self.vector_rank},
+            "neighbour": self.neighbour,
             "fused": self.score,
         }
 
 
-def _ranks(scores: dict[str, float]) -> dict[str, int]:
+def _ranks(scores: Mapping[str, float]) -> dict[str, int]:
     ordered = sorted(scores, key=lambda i: (-scores[i], i))
     return {memory_id: rank for rank, memory_id in enumerate(ordered, start=1)}
 
 
-def fuse(
-    lexical: dict[str, float], vector: dict[str, float], mode: str, vector_weight: float = 0.5
-) -> list[Ranked]:
+def fuse(lexical: Mapping[str, float], vector: Mapping[str, float], mode: str,
+         vector_weight: float = 0.5) -> list[Ranked]:
     """Rank candidates; ``lexical`` holds BM25 scores, ``vector`` cosine similarities."""
     lex_rank, vec_rank = _ranks(lexical), _ranks(vector)
     if mode == "lexical":
@@ -46,6 +50,7 @@ def fuse(
     best_lex = max(lexical.values(), default=0.0)
     low_vec, high_vec = min(vector.values(), default=0.0), max(vector.values(), default=0.0)
     spread = high_vec - low_vec
+    weight = vector_weight if vector else 0.0
     out = []
     for memory_id in ids:
         lex, vec = lexical.get(memory_id), vector.get(memory_id)
@@ -54,24 +59,40 @@ def fuse(
         elif mode == "vector":
             score = vec or 0.0
         else:
-            lex_n = (lex / best_lex) if lex and best_lex > 0 else 0.0
+            lex_n = lex / best_lex if lex and best_lex > 0 else 0.0
             if vec is None:
                 vec_n = 0.0
-            elif spread > 1e-9:
-                vec_n = (vec - low_vec) / spread
             else:
-                vec_n = 1.0
-            weight = vector_weight if vector else 0.0
+                vec_n = (vec - low_vec) / spread if spread > 1e-9 else 1.0
             score = weight * vec_n + (1.0 - weight) * lex_n
-        out.append(
-            Ranked(
-                memory_id,
-                round(score, 6),
-                lex,
-                lex_rank.get(memory_id),
-                vec,
-                vec_rank.get(memory_id),
-            )
-        )
+        out.append(Ranked(memory_id, score, lex, lex_rank.get(memory_id), vec,
+                          vec_rank.get(memory_id)))
+    out.sort(key=lambda r: (-r.score, r.id))
+    return out
+
+
+def add_neighbour_evidence(ranked: list[Ranked],
+                           neighbours: Mapping[str, tuple[str | None, str | None]],
+                           weight: float) -> list[Ranked]:
+    """Give each memory ``weight`` times the best fused score among its thread
+    neighbours (the memory before and after it). Neighbours that were not candidates
+    join the ranking with that share alone."""
+    by_id = {r.id: r for r in ranked}
+    boost: dict[str, float] = {}
+    for r in ranked:
+        for other in neighbours.get(r.id, (None, None)):
+            if other is not None:
+                boost[other] = max(boost.get(other, 0.0), r.score)
+    for memory_id, best in boost.items():
+        entry = by_id.get(memory_id)
+        if entry is None:
+            entry = by_id[memory_id] = Ranked(memory_id, 0.0)
+        entry.neighbour = best
+    out = []
+    for entry in by_id.values():
+        if entry.neighbour:
+            entry.score = entry.score + weight * entry.neighbour
+        entry.score = round(entry.score, 6)
+        out.append(entry)
     out.sort(key=lambda r: (-r.score, r.id))
     return out

@@ -55,3 +55,44 @@ def terms(text: str) -> list[str]:
 
 def term_counts(text: str) -> Counter[str]:
     return Counter(terms(text))
+
+
+class DocumentAnalyzer:
+    """What a memory's searchable document is made of.
+
+    - Its content, prefixed by the values of chosen metadata keys (by default ``speaker``,
+      ``author``, ``title``): "Caroline: I went to a support group" is found by questions
+      that name Caroline, by words and by meaning.
+    - With ``thread_context``, the previous memory of its thread (by position) as well:
+      a conversational turn often means little alone ("Yes, last Friday!"), and the turn
+      before it holds the question it answers. On two LoCoMo conversations this took
+      lexical recall@10 from 0.625 to 0.742 (docs/search.md).
+    """
+
+    def __init__(self, index_keys: tuple[str, ...] = ("speaker", "author", "title"),
+                 thread_context: bool = True):
+        self.index_keys = index_keys
+        self.thread_context = thread_context
+
+    @property
+    def signature(self) -> str:
+        """Changes whenever documents would be analysed differently: the store rebuilds
+        its postings when the signature it recorded is not this one."""
+        return f"v1|keys={','.join(self.index_keys)}|context={self.thread_context}"
+
+    def index_text(self, content: str, metadata: dict[str, object] | None) -> str:
+        """The text that is embedded and indexed for a memory (without its context)."""
+        if metadata:
+            labels = [str(metadata[k]) for k in self.index_keys
+                      if isinstance(metadata.get(k), str | int | float) and metadata[k] != ""]
+            if labels:
+                return f"{' '.join(labels)}: {content}"
+        return content
+
+    def document_terms(self, content: str, metadata: dict[str, object] | None,
+                       previous: tuple[str, dict[str, object] | None] | None,
+                       ) -> Counter[str]:
+        counts = term_counts(self.index_text(content, metadata))
+        if self.thread_context and previous is not None:
+            counts.update(term_counts(self.index_text(*previous)))
+        return counts

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,31 @@ import pyarrow as pa
 
 from memoryd.errors import KeyProblem, MemorydError, NotFound
 from memoryd.model import Memory, SearchFilters, utcnow
+from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
-MEMORY_COLUMNS = (
-    "id, content, namespace, kind, tags, metadata, importance, source, thread, position, "
-    "created_at, updated_at, accessed_at, access_count, expires_at, embedding_model"
+_MEMORY_FIELDS = (
+    "id",
+    "content",
+    "namespace",
+    "kind",
+    "tags",
+    "metadata",
+    "importance",
+    "source",
+    "thread",
+    "position",
+    "created_at",
+    "updated_at",
+    "accessed_at",
+    "access_count",
+    "expires_at",
+    "embedding_model",
 )
+MEMORY_COLUMNS = ", ".join(_MEMORY_FIELDS)
+MEMORY_COLUMNS_M = ", ".join(f"m.{name}" for name in _MEMORY_FIELDS)
 
 
 def extension_path(name: str) -> Path:
@@ -61,22 +78,21 @@ class PreparedMemory:
     position: int | None
     created_at: datetime
     expires_at: datetime | None
-    term_counts: dict[str, int]
     updated_at: datetime
     embedding: bytes | None = None
     embedding_model: str | None = None
-    doc_len: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.doc_len = sum(self.term_counts.values())
 
 
 class Database:
-    def __init__(self, path: Path, key: str, temp_dir: Path):
+    def __init__(
+        self, path: Path, key: str, temp_dir: Path, analyzer: DocumentAnalyzer | None = None
+    ):
         self.path = path
         self.temp_dir = temp_dir
+        self.analyzer = analyzer or DocumentAnalyzer()
         self.con = self._connect(path, key, temp_dir)
         self.migrate()
+        self.ensure_lexical_index()
 
     # -- connection and schema -------------------------------------------------------------
 
@@ -127,6 +143,20 @@ class Database:
             log.info("applied migration %s", name)
             applied.append(name)
         return applied
+
+    def ensure_lexical_index(self, batch: int = 5000) -> int:
+        """Rebuild every memory's postings if they were made by another analyser recipe
+        (another version, index keys or thread context). Returns how many were rebuilt."""
+        if self.get_meta("lexical_recipe") == self.analyzer.signature:
+            return 0
+        ids = [r[0] for r in self.con.execute("SELECT id FROM memories ORDER BY id").fetchall()]
+        for start in range(0, len(ids), batch):
+            with self.transaction() as con:
+                self._reindex_lexical(con, ids[start : start + batch])
+        self.set_meta("lexical_recipe", self.analyzer.signature)
+        if ids:
+            log.info("rebuilt the lexical index of %d memories", len(ids))
+        return len(ids)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -204,7 +234,6 @@ class Database:
                 "created_at": pa.array([m.created_at for m in items], pa.timestamp("us")),
                 "updated_at": pa.array([m.updated_at for m in items], pa.timestamp("us")),
                 "expires_at": pa.array([m.expires_at for m in items], pa.timestamp("us")),
-                "doc_len": pa.array([m.doc_len for m in items], pa.int32()),
                 "embedding": pa.array([m.embedding for m in items], pa.binary()),
                 "embedding_model": pa.array([m.embedding_model for m in items], pa.string()),
             }
@@ -218,13 +247,13 @@ class Database:
                     access_count, expires_at, doc_len, embedding, embedding_model)
                 SELECT id, content, content_hash, namespace, kind, tags, metadata::JSON,
                     importance, source, thread, position, created_at, updated_at, NULL, 0,
-                    expires_at, doc_len, embedding, embedding_model
+                    expires_at, 0, embedding, embedding_model
                 FROM new_memories
                 """
             )
         finally:
             con.unregister("new_memories")
-        self._insert_postings(con, items)
+        self._reindex_lexical(con, [m.id for m in items])
         history = pa.table(
             {
                 "memory_id": [m.id for m in items],
@@ -254,36 +283,113 @@ class Database:
         finally:
             con.unregister("new_history")
 
-    @staticmethod
-    def _insert_postings(con: Any, items: Sequence[PreparedMemory]) -> None:
+    def _reindex_lexical(self, con: Any, ids: Sequence[str]) -> None:
+        """Rebuild the postings and document length of ``ids`` and of the memories that
+        follow them in their threads (their documents include the one before them)."""
+        if not ids:
+            return
+        id_list = _id_list(ids)
+        rows = con.execute(
+            f"""
+            WITH target AS (SELECT DISTINCT namespace, thread FROM memories
+                            WHERE id IN ({id_list}) AND thread IS NOT NULL),
+            threaded AS (
+                SELECT m.id, m.content, m.metadata,
+                       lag(m.id) OVER w AS prev_id, lag(m.content) OVER w AS prev_content,
+                       lag(m.metadata) OVER w AS prev_metadata
+                FROM memories m JOIN target t ON t.namespace = m.namespace
+                                              AND t.thread = m.thread
+                WINDOW w AS (PARTITION BY m.namespace, m.thread
+                             ORDER BY m.position NULLS LAST, m.id))
+            SELECT id, content, metadata, prev_content, prev_metadata FROM threaded
+            WHERE id IN ({id_list}) OR prev_id IN ({id_list})
+            UNION ALL
+            SELECT id, content, metadata, NULL, NULL FROM memories
+            WHERE id IN ({id_list}) AND thread IS NULL
+            """
+        ).fetchall()
         term_col: list[str] = []
         id_col: list[str] = []
         tf_col: list[int] = []
-        for m in items:
-            for term, tf in m.term_counts.items():
+        lengths: dict[str, int] = {}
+        for memory_id, content, metadata, prev_content, prev_metadata in rows:
+            previous = None
+            if prev_content is not None:
+                previous = (prev_content, json.loads(prev_metadata) if prev_metadata else None)
+            counts = self.analyzer.document_terms(
+                content, json.loads(metadata) if metadata else None, previous
+            )
+            lengths[memory_id] = sum(counts.values())
+            for term, tf in counts.items():
                 term_col.append(term)
-                id_col.append(m.id)
+                id_col.append(memory_id)
                 tf_col.append(tf)
-        if not term_col:
+        touched = _id_list(list(lengths))
+        if not lengths:
             return
+        con.execute(f"DELETE FROM postings WHERE memory_id IN ({touched})")
         postings = pa.table(
             {"term": term_col, "memory_id": id_col, "tf": pa.array(tf_col, pa.int32())}
         )
+        doc_lens = pa.table(
+            {"id": list(lengths), "doc_len": pa.array(list(lengths.values()), pa.int32())}
+        )
         con.register("new_postings", postings)
+        con.register("new_doc_lens", doc_lens)
         try:
             con.execute("INSERT INTO postings SELECT term, memory_id, tf FROM new_postings")
+            con.execute(
+                "UPDATE memories SET doc_len = d.doc_len FROM new_doc_lens d "
+                "WHERE memories.id = d.id"
+            )
         finally:
             con.unregister("new_postings")
+            con.unregister("new_doc_lens")
+
+    def _next_in_thread(self, con: Any, memory_id: str) -> str | None:
+        row = con.execute(
+            """
+            WITH me AS (SELECT namespace, thread FROM memories WHERE id = ?),
+            ordered AS (SELECT m.id, lead(m.id) OVER (ORDER BY m.position NULLS LAST, m.id)
+                               AS next_id
+                        FROM memories m JOIN me ON me.namespace = m.namespace
+                                                AND me.thread = m.thread)
+            SELECT next_id FROM ordered WHERE id = ?
+            """,
+            [memory_id, memory_id],
+        ).fetchone()
+        return row[0] if row and row[0] else None
+
+    def neighbours(self, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
+        """(previous, next) memory in the thread of each of ``ids`` that has a thread."""
+        if not ids:
+            return {}
+        id_list = _id_list(ids)
+        rows = self.con.execute(
+            f"""
+            WITH target AS (SELECT DISTINCT namespace, thread FROM memories
+                            WHERE id IN ({id_list}) AND thread IS NOT NULL),
+            threaded AS (
+                SELECT m.id, lag(m.id) OVER w AS prev_id, lead(m.id) OVER w AS next_id
+                FROM memories m JOIN target t ON t.namespace = m.namespace
+                                              AND t.thread = m.thread
+                WINDOW w AS (PARTITION BY m.namespace, m.thread
+                             ORDER BY m.position NULLS LAST, m.id))
+            SELECT id, prev_id, next_id FROM threaded WHERE id IN ({id_list})
+            """
+        ).fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     def update(
         self,
         memory_id: str,
         changes: dict[str, Any],
         actor: str,
-        prepared: PreparedMemory | None = None,
+        derived: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Apply field changes; a content change comes with ``prepared`` (new postings,
-        hash and embedding). Returns the {field: {old, new}} record written to history."""
+        """Apply field changes. ``derived`` holds columns that follow from them (content
+        hash, embedding) and are not history. Returns the {field: {old, new}} record
+        written to history ({} when nothing changed)."""
         current = self.get(memory_id)
         record: dict[str, Any] = {}
         assignments: list[str] = []
@@ -297,28 +403,19 @@ class Database:
             params.append(json.dumps(new, ensure_ascii=False) if name == "metadata" else new)
         if not record:
             return {}
+        for name, value in (derived or {}).items():
+            assignments.append(f"{name} = ?")
+            params.append(value)
         now = utcnow()
         with self.transaction() as con:
-            if prepared is not None and "content" in record:
-                assignments += [
-                    "content_hash = ?",
-                    "doc_len = ?",
-                    "embedding = ?",
-                    "embedding_model = ?",
-                ]
-                params += [
-                    prepared.content_hash,
-                    prepared.doc_len,
-                    prepared.embedding,
-                    prepared.embedding_model,
-                ]
-                con.execute("DELETE FROM postings WHERE memory_id = ?", [memory_id])
-                self._insert_postings(con, [prepared])
+            old_next = self._next_in_thread(con, memory_id)
             assignments.append("updated_at = ?")
             params.append(now)
             con.execute(
                 f"UPDATE memories SET {', '.join(assignments)} WHERE id = ?", [*params, memory_id]
             )
+            if record.keys() & {"content", "metadata", "namespace", "thread", "position"}:
+                self._reindex_lexical(con, [i for i in (memory_id, old_next) if i])
             con.execute(
                 "INSERT INTO history (memory_id, changed_at, actor, action, changes) "
                 "VALUES (?, ?, ?, 'update', ?)",
@@ -333,8 +430,11 @@ class Database:
             row = con.execute("SELECT 1 FROM memories WHERE id = ?", [memory_id]).fetchone()
             if row is None:
                 raise NotFound(f"no memory with id {memory_id}")
+            old_next = self._next_in_thread(con, memory_id)
             con.execute("DELETE FROM postings WHERE memory_id = ?", [memory_id])
             con.execute("DELETE FROM memories WHERE id = ?", [memory_id])
+            if old_next:  # its document held the deleted memory as context
+                self._reindex_lexical(con, [old_next])
             con.execute("UPDATE history SET changes = NULL WHERE memory_id = ?", [memory_id])
             con.execute(
                 "INSERT INTO history (memory_id, changed_at, actor, action, changes) "
@@ -418,38 +518,94 @@ class Database:
         ).fetchall()
         return {r[0]: (_memory(r[:-1]), r[-1]) for r in rows}
 
+    def candidates(
+        self, ids: Sequence[str], filters: SearchFilters, neighbours: bool
+    ) -> tuple[dict[str, tuple[Memory, bytes | None]], dict[str, tuple[str | None, str | None]]]:
+        """Rows and exact vectors of candidate ids that pass the filters and, with
+        ``neighbours``, the thread neighbours (previous, next) of each candidate, whose
+        rows are returned too when they pass the filters. One statement: on small stores
+        DuckDB's per-statement cost dominates a search."""
+        if not ids:
+            return {}, {}
+        if not neighbours:
+            return self.get_many(ids, filters), {}
+        id_list = _id_list(ids)
+        where, params = filter_sql(filters, alias="m")
+        rows = self.con.execute(
+            f"""
+            WITH target AS (SELECT DISTINCT namespace, thread FROM memories
+                            WHERE id IN ({id_list}) AND thread IS NOT NULL),
+            threaded AS (
+                SELECT m.id, lag(m.id) OVER w AS prev_id, lead(m.id) OVER w AS next_id
+                FROM memories m JOIN target t ON t.namespace = m.namespace
+                                              AND t.thread = m.thread
+                WINDOW w AS (PARTITION BY m.namespace, m.thread
+                             ORDER BY m.position NULLS LAST, m.id)),
+            pairs AS (SELECT id, prev_id, next_id FROM threaded WHERE id IN ({id_list})),
+            wanted AS (SELECT unnest([{id_list}]) AS id
+                       UNION SELECT prev_id FROM pairs WHERE prev_id IS NOT NULL
+                       UNION SELECT next_id FROM pairs WHERE next_id IS NOT NULL)
+            SELECT {MEMORY_COLUMNS_M}, m.embedding, p.prev_id, p.next_id
+            FROM memories m JOIN wanted w ON w.id = m.id LEFT JOIN pairs p ON p.id = m.id
+            WHERE {" AND ".join(where)}
+            """,
+            params,
+        ).fetchall()
+        found = {r[0]: (_memory(r[:-3]), r[-3]) for r in rows}
+        pairs = {r[0]: (r[-2], r[-1]) for r in rows if r[-2] is not None or r[-1] is not None}
+        return found, pairs
+
     def lexical_search(
         self,
         query_terms: Sequence[str],
         filters: SearchFilters,
         limit: int,
+        prefixes: Sequence[str] = (),
         k1: float = 1.2,
         b: float = 0.75,
     ) -> list[tuple[str, float]]:
-        """BM25 over the postings tables: (id, score) best first."""
+        """BM25 over the postings: (id, score), best first.
+
+        Collection statistics (document count, average length, document frequencies)
+        come from the searched namespace when there is one: a term that is rare in this
+        conversation is informative here, however common it is elsewhere. ``prefixes``
+        match every indexed term that starts with them (``deploy*``).
+        """
         unique = sorted(set(query_terms))
-        if not unique:
+        if not unique and not prefixes:
             return []
+        scope, scope_params = "", []
+        if filters.namespace is not None:
+            scope, scope_params = "WHERE namespace = ?", [filters.namespace]
         where, params = filter_sql(filters, alias="m")
+        prefix_terms, prefix_params = "", []
+        if prefixes:
+            prefix_terms = (
+                " UNION SELECT DISTINCT p.term FROM postings p, "
+                "(SELECT unnest(?::VARCHAR[]) AS prefix) x WHERE starts_with(p.term, x.prefix)"
+            )
+            prefix_params = [list(prefixes)]
         rows = self.con.execute(
             f"""
-            WITH q AS (SELECT unnest(?::VARCHAR[]) AS term),
+            WITH scope AS (SELECT id, doc_len FROM memories {scope}),
             stats AS (SELECT count(*)::DOUBLE AS n, greatest(avg(doc_len), 1)::DOUBLE AS avgdl
-                      FROM memories),
-            hits AS (SELECT p.term, p.memory_id, p.tf FROM postings p
+                      FROM scope),
+            q AS (SELECT unnest(?::VARCHAR[]) AS term{prefix_terms}),
+            hits AS (SELECT p.term, p.memory_id, p.tf, s.doc_len
+                     FROM postings p JOIN scope s ON s.id = p.memory_id
                      WHERE p.term IN (SELECT term FROM q)),
             df AS (SELECT term, count(*)::DOUBLE AS df FROM hits GROUP BY term)
             SELECT h.memory_id,
                    sum(ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5))
                        * h.tf * ({k1} + 1)
-                       / (h.tf + {k1} * (1 - {b} + {b} * m.doc_len / stats.avgdl))) AS score
+                       / (h.tf + {k1} * (1 - {b} + {b} * h.doc_len / stats.avgdl))) AS score
             FROM hits h JOIN df USING (term) JOIN memories m ON m.id = h.memory_id, stats
             WHERE {" AND ".join(where)}
             GROUP BY h.memory_id
             ORDER BY score DESC, h.memory_id
             LIMIT ?
             """,
-            [unique, *params, limit],
+            [*scope_params, unique, *prefix_params, *params, limit],
         ).fetchall()
         return [(r[0], float(r[1])) for r in rows]
 
@@ -472,15 +628,17 @@ class Database:
             for r in rows
         ]
 
-    def waiting_for_embedding(self, model: str, limit: int) -> list[tuple[str, str]]:
-        return [
-            (r[0], r[1])
-            for r in self.con.execute(
-                "SELECT id, content FROM memories WHERE embedding_model IS DISTINCT FROM ? "
-                "ORDER BY id LIMIT ?",
-                [model, limit],
-            ).fetchall()
-        ]
+    def waiting_for_embedding(
+        self,
+        model: str,
+        limit: int,
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        rows = self.con.execute(
+            "SELECT id, content, metadata FROM memories "
+            "WHERE embedding_model IS DISTINCT FROM ? ORDER BY id LIMIT ?",
+            [model, limit],
+        ).fetchall()
+        return [(r[0], r[1], json.loads(r[2]) if r[2] else {}) for r in rows]
 
     def count_waiting(self, model: str | None) -> int:
         """Memories without a vector from ``model`` (with no model: without any vector)."""

@@ -114,7 +114,7 @@ class VectorIndex:
         builder = self.table.search(query).distance_type("l2").limit(limit)  # type: ignore[attr-defined]
         if ns_tag is not None:
             builder = builder.where(f"ns = '{ns_tag}'", prefilter=True)
-        result = builder.select(["id"]).to_arrow()
+        result = builder.select(["id", "_distance"]).to_arrow()
         return list(
             zip(
                 result.column("id").to_pylist(), result.column("_distance").to_pylist(), strict=True

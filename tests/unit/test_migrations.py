@@ -7,6 +7,8 @@ import os
 from memoryd.store import migrations
 from memoryd.store.database import Database
 
+OLD_ID = "01900000-0000-7000-8000-00000000000a"
+
 
 def tables(db: Database) -> set[str]:
     return {r[0] for r in db.con.execute(
@@ -31,12 +33,16 @@ def test_stop_before_then_finish(tmp_path, monkeypatch):
     db.con.execute(
         "INSERT INTO memories (id, content, content_hash, namespace, kind, tags, metadata, "
         "importance, created_at, updated_at, access_count, doc_len) VALUES "
-        "('a', 'old row', 'h', 'default', 'note', [], '{}', 0.5, now(), now(), 0, 2)")
+        f"('{OLD_ID}', 'old row', 'h', 'default', 'note', [], '{{}}', 0.5, now(), now(), 0, 2)")
     db.close()
 
     reopened = Database(tmp_path / "m.duckdb", key, tmp_path / "tmp")
-    assert reopened.con.execute("SELECT pinned FROM memories WHERE id = 'a'").fetchone() == (
-        False,)
+    assert reopened.con.execute(
+        "SELECT pinned FROM memories WHERE id = ?", [OLD_ID]).fetchone() == (False,)
+    # The row written before the lexical index existed was indexed on open.
+    from memoryd.model import SearchFilters
+
+    assert [i for i, _ in reopened.lexical_search(["old"], SearchFilters(), 5)] == [OLD_ID]
     names = [r[0] for r in reopened.con.execute(
         "SELECT name FROM schema_migrations ORDER BY applied_at").fetchall()]
     assert names == ["0001_initial", "0002_add_pinned"]
