@@ -139,6 +139,9 @@ class SearchSettings:
     vector_weight: float = 0.5
     # Hybrid: share of the best neighbour's score a memory receives (0 turns it off).
     neighbour_weight: float = 0.2
+    # Exact vectors held in memory for search (1.5 KB each at 384 dimensions); above
+    # this many, searches use the encrypted vector index alone. 0 turns it off.
+    memory_vectors_max: int = 200_000
 
     @property
     def index_keys(self) -> tuple[str, ...]:

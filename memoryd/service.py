@@ -26,6 +26,7 @@ from memoryd.embed import EmbeddingRuntime
 from memoryd.errors import InvalidParams, KeyProblem, Locked, NotFound, Unavailable
 from memoryd.logs import redacted_traceback
 from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_id, utcnow
+from memoryd.search.exact import ExactVectors
 from memoryd.search.fusion import add_neighbour_evidence, fuse
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.query import parse_query
@@ -77,6 +78,11 @@ class MemoryService:
         self._pending: dict[str, tuple[str, np.ndarray]] = {}
         self._flushing: dict[str, tuple[str, np.ndarray]] = {}
         self._pending_deletes: set[str] = set()
+        # Exact vectors in memory: the fast path for vector candidates once loaded (see
+        # _load_exact_vectors); the encrypted index serves until then, or above the cap.
+        self._exact: ExactVectors | None = None
+        self._exact_ready = False
+        self._exact_forgotten: set[str] = set()  # deleted while the matrix was loading
         self._flush_wakeup = asyncio.Event()
         self._flushes_since_compact = 0
         self._last_delete_at: float | None = None
@@ -204,6 +210,7 @@ class MemoryService:
             await self.reconcile_vector_index()
         finally:
             self._vectors_ready.set()
+        await self._load_exact_vectors()
         await self._embed_waiting()
 
     async def _embed_waiting(self) -> None:
@@ -253,11 +260,68 @@ class MemoryService:
         return {"added": len(missing), "removed": len(extra)}
 
     def _queue_vectors(self, rows: list[tuple[str, str, bytes]]) -> None:
+        """New or changed vectors: into the in-memory matrix now, into the index soon."""
         assert self._dek is not None
-        for memory_id, namespace, blob in rows:
-            vector = np.frombuffer(blob, dtype=np.float32)
-            self._pending[memory_id] = (keys.namespace_tag(self._dek, namespace), vector)
+        if not rows:
+            return
+        tags = [keys.namespace_tag(self._dek, namespace) for _, namespace, _ in rows]
+        vectors = [np.frombuffer(blob, dtype=np.float32) for _, _, blob in rows]
+        for (memory_id, _, _), tag, vector in zip(rows, tags, vectors, strict=True):
+            self._pending[memory_id] = (tag, vector)
+        if self._exact is not None:
+            self._exact.upsert([r[0] for r in rows], tags, np.stack(vectors))
+            if len(self._exact) > self.settings.search.memory_vectors_max:
+                self._drop_exact("the store outgrew search.memory_vectors_max")
         self._flush_wakeup.set()
+
+    def _forget_vectors(self, ids: list[str]) -> None:
+        """Vectors of deleted (or re-embedded) memories leave the matrix and the index."""
+        for memory_id in ids:
+            self._pending.pop(memory_id, None)
+        self._pending_deletes.update(ids)
+        if self._exact is not None:
+            self._exact.remove(ids)
+            if not self._exact_ready:
+                self._exact_forgotten.update(ids)
+        self._flush_wakeup.set()
+
+    def _drop_exact(self, why: str) -> None:
+        log.info("in-memory vectors off: %s; searching the vector index", why)
+        self._exact, self._exact_ready = None, False
+        self._exact_forgotten.clear()
+
+    async def _load_exact_vectors(self) -> None:
+        """Fill the in-memory matrix from DuckDB, page by page. Writes that arrive
+        meanwhile go into it directly; the loader never overwrites them, nor brings back
+        what was deleted in the meantime."""
+        db = self._require_store()
+        model, dim = self.embedding_id, self.embedding.dim
+        if model is None or dim is None:
+            return
+        cap = self.settings.search.memory_vectors_max
+        total = await self._db_thread.run(db.count_embedded, model)
+        if cap <= 0 or total > cap:
+            log.info("%d vectors exceed search.memory_vectors_max (%d): index only", total, cap)
+            return
+        self._exact = exact = ExactVectors(dim, capacity=max(1024, total))
+        after = None
+        while True:
+            page = await self._db_thread.run(db.embedded_vectors_page, model, after, 10_000)
+            if not page or self._exact is not exact:
+                break
+            after = page[-1][0]
+            fresh = [r for r in page if r[0] not in exact and r[0] not in self._exact_forgotten]
+            if fresh:
+                assert self._dek is not None
+                exact.upsert(
+                    [r[0] for r in fresh],
+                    [keys.namespace_tag(self._dek, r[1]) for r in fresh],
+                    np.stack([np.frombuffer(r[2], dtype=np.float32) for r in fresh]),
+                )
+        if self._exact is exact:
+            self._exact_ready = True
+            self._exact_forgotten.clear()
+            log.info("in-memory vectors ready: %d (%.0f MB)", len(exact), exact.nbytes / 1e6)
 
     async def _flush_loop(self) -> None:
         while True:
@@ -322,10 +386,7 @@ class MemoryService:
         while True:
             ids = await self._db_thread.run(db.purge_expired)
             if ids:
-                self._pending_deletes |= set(ids)
-                for memory_id in ids:
-                    self._pending.pop(memory_id, None)
-                self._flush_wakeup.set()
+                self._forget_vectors(ids)
                 log.info("purged %d expired memories", len(ids))
             await asyncio.sleep(60)
 
@@ -432,13 +493,11 @@ class MemoryService:
         record = await self._db_thread.run(db.update, memory_id, changes, ctx.actor, derived)
         memory = await self._db_thread.run(db.get, memory_id)
         if record and ("embedding" in derived or "namespace" in record):
-            self._pending_deletes.add(memory_id)
-            self._pending.pop(memory_id, None)
+            self._forget_vectors([memory_id])
             if memory.embedded and self.embedding_id:
                 self._queue_vectors(
                     await self._db_thread.run(db.embedded_vectors, self.embedding_id, [memory_id])
                 )
-            self._flush_wakeup.set()
         log.info("updated memory %s (%s)", memory_id, ", ".join(sorted(record)) or "no change")
         return {"memory": memory.to_json()}
 
@@ -447,9 +506,7 @@ class MemoryService:
         validate.check_keys(params, {"id"})
         memory_id = validate.memory_id(params)
         await self._db_thread.run(db.delete, memory_id, ctx.actor)
-        self._pending.pop(memory_id, None)
-        self._pending_deletes.add(memory_id)
-        self._flush_wakeup.set()
+        self._forget_vectors([memory_id])
         log.info("deleted memory %s", memory_id)
         return {"id": memory_id, "deleted": True}
 
@@ -615,6 +672,11 @@ class MemoryService:
             or filters.until
             or filters.metadata
         )
+        if self._exact_ready and self._exact is not None:
+            # Exact scores: no over-fetch for approximation, only for the filters that are
+            # applied afterwards.
+            fetch = pool * (4 if other_filters else 1)
+            return [i for i, _ in self._exact.search(query, fetch, ns_tag)]
         # Filters other than namespace are applied after the index: fetch more to keep k.
         fetch = pool * (4 if other_filters else 2)
         found: dict[str, float] = {}
@@ -673,6 +735,11 @@ class MemoryService:
                 db.count_waiting, self.embedding_id
             )
             rows = await self._vec_thread.run(self._index.count) if self._index else 0
+            out["memory_vectors"] = {
+                "rows": len(self._exact) if self._exact is not None else 0,
+                "ready": self._exact_ready,
+                "max": self.settings.search.memory_vectors_max,
+            }
             out["vector_index"] = {
                 "rows": rows,
                 "pending": len(self._pending) + len(self._flushing),

@@ -580,9 +580,13 @@ class Database:
         where, params = filter_sql(filters, alias="m")
         prefix_terms, prefix_params = "", []
         if prefixes:
+            # Terms are stems ("deployment" is indexed as "deploy"), so a prefix also
+            # matches a stem it starts with, if the stem lacks at most three letters.
             prefix_terms = (
                 " UNION SELECT DISTINCT p.term FROM postings p, "
                 "(SELECT unnest(?::VARCHAR[]) AS prefix) x WHERE starts_with(p.term, x.prefix)"
+                " OR (starts_with(x.prefix, p.term)"
+                " AND length(p.term) >= greatest(3, length(x.prefix) - 3))"
             )
             prefix_params = [list(prefixes)]
         rows = self.con.execute(
@@ -661,6 +665,23 @@ class Database:
         if ids is not None:
             sql += f" AND id IN ({_id_list(ids)})"
         return [(r[0], r[1], r[2]) for r in self.con.execute(sql, params).fetchall()]
+
+    def count_embedded(self, model: str) -> int:
+        row = self.con.execute(
+            "SELECT count(*) FROM memories WHERE embedding_model = ?", [model]
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def embedded_vectors_page(
+        self, model: str, after: str | None, limit: int
+    ) -> list[tuple[str, str, bytes]]:
+        """(id, namespace, vector) in id order, after ``after``: for loading in pages."""
+        rows = self.con.execute(
+            "SELECT id, namespace, embedding FROM memories WHERE embedding_model = ? "
+            "AND id > ? ORDER BY id LIMIT ?",
+            [model, after or "", limit],
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def embedded_ids(self, model: str) -> set[str]:
         return {
