@@ -397,24 +397,33 @@ def _show_hits(result: dict[str, Any]) -> None:
               help="hybrid (default): words and meaning; lexical: words; vector: meaning.")
 @click.option("--explain", is_flag=True,
               help="Show each signal's score and rank, and the fused score.")
+@click.option("--recency-weight", type=click.FloatRange(0, 10), metavar="W",
+              help="Favour recent memories: add W x 0.5^(age / half-life) (default 0).")
+@click.option("--importance-weight", type=click.FloatRange(0, 10), metavar="W",
+              help="Favour important memories: add W x importance (default 0).")
 @json_option
 @click.pass_context
 def search(ctx: click.Context, query: str, namespace: str | None, limit: int | None,
            tags: list[str], kind: str | None, thread: str | None,
            meta: tuple[tuple[str, Any], ...], since: str | None, until: str | None,
-           mode: str | None, explain: bool) -> None:
+           mode: str | None, explain: bool, recency_weight: float | None,
+           importance_weight: float | None) -> None:
     """Find memories by words and meaning.
+
+    Put a phrase in double quotes to require it; end a word with * to match its prefix.
 
     \b
     Examples:
       memory search "what is alice allergic to"
       memory search deploy -n work -k 5 --since 2w --explain
       memory search invoice --meta source=email --mode lexical --json
+      memory search '"error budget" deploy*' --recency-weight 0.3
     """
     result = connect(ctx).search(
         query, namespace=namespace, limit=limit, tags=tags or None, kind=kind, thread=thread,
         metadata=dict(meta) or None, since=since, until=until, mode=mode,
-        explain=True if explain else None,
+        explain=True if explain else None, recency_weight=recency_weight,
+        importance_weight=importance_weight,
     )
     render(result, _show_hits)
 

@@ -139,6 +139,11 @@ class SearchSettings:
     vector_weight: float = 0.5
     # Hybrid: share of the best neighbour's score a memory receives (0 turns it off).
     neighbour_weight: float = 0.2
+    # Optional signals, off unless set here or per query: weight of recency (half-life
+    # decay on created_at) and of importance, added to the fused score.
+    recency_weight: float = 0.0
+    recency_half_life_days: float = 30.0
+    importance_weight: float = 0.0
     # Exact vectors held in memory for search (1.5 KB each at 384 dimensions); above
     # this many, searches use the encrypted vector index alone. 0 turns it off.
     memory_vectors_max: int = 200_000

@@ -27,7 +27,7 @@ from memoryd.errors import InvalidParams, KeyProblem, Locked, NotFound, Unavaila
 from memoryd.logs import redacted_traceback
 from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_id, utcnow
 from memoryd.search.exact import ExactVectors
-from memoryd.search.fusion import add_neighbour_evidence, fuse
+from memoryd.search.fusion import add_neighbour_evidence, add_recency_and_importance, fuse
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.query import parse_query
 from memoryd.store.database import Database, PreparedMemory
@@ -60,9 +60,7 @@ class MemoryService:
         self.settings = settings
         self.notices: list[str] = []
         self.embedding = EmbeddingRuntime(settings.embedding)
-        self.analyzer = DocumentAnalyzer(
-            settings.search.index_keys, settings.search.thread_context
-        )
+        self.analyzer = DocumentAnalyzer(settings.search.index_keys, settings.search.thread_context)
         self._db_thread = OwnerThread("duckdb")
         self._vec_thread = OwnerThread("lance")
         self._db: Database | None = None
@@ -131,7 +129,10 @@ class MemoryService:
     async def _open_store(self, dek: bytes) -> None:
         self.paths.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._db = await self._db_thread.run(
-            Database, self.paths.database, keys.duckdb_key(dek), self.paths.temp_dir,
+            Database,
+            self.paths.database,
+            keys.duckdb_key(dek),
+            self.paths.temp_dir,
             self.analyzer,
         )
         self._dek = dek
@@ -567,7 +568,11 @@ class MemoryService:
     async def search(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
         db = self._require_store()
         started = time.perf_counter()
-        validate.check_keys(params, validate.FILTER_FIELDS | {"query", "limit", "mode", "explain"})
+        validate.check_keys(
+            params,
+            validate.FILTER_FIELDS
+            | {"query", "limit", "mode", "explain", "recency_weight", "importance_weight"},
+        )
         query = validate.content(params.get("query"), "query", validate.MAX_QUERY_CHARS)
         limit = validate.limit(
             params, self.settings.search.default_limit, self.settings.search.max_limit
@@ -580,6 +585,15 @@ class MemoryService:
         pool = max(limit * 4, 50)
         parsed = parse_query(query)
         tuning = self.settings.search
+        recency_weight = validate.number(
+            params.get("recency_weight", tuning.recency_weight), "recency_weight", 0.0, 10.0
+        )
+        importance_weight = validate.number(
+            params.get("importance_weight", tuning.importance_weight),
+            "importance_weight",
+            0.0,
+            10.0,
+        )
 
         async def lexical_leg() -> dict[str, float]:
             if mode == "vector":
@@ -633,6 +647,22 @@ class MemoryService:
                 for k, (p, n) in pairs.items()
             }
             ranked = add_neighbour_evidence(ranked[:pool], present, tuning.neighbour_weight)
+        if recency_weight > 0 or importance_weight > 0:
+            now = utcnow()
+            memories = {r.id: rows[r.id][0] for r in ranked}
+            ages = {
+                i: (now - m.created_at).total_seconds() / 86400
+                for i, m in memories.items()
+                if m.created_at is not None
+            }
+            ranked = add_recency_and_importance(
+                ranked,
+                ages,
+                {i: m.importance for i, m in memories.items()},
+                recency_weight,
+                importance_weight,
+                tuning.recency_half_life_days,
+            )
         hits = []
         for r in ranked[:limit]:
             hit = rows[r.id][0].to_json()

@@ -22,14 +22,22 @@ class Ranked:
     vector: float | None = None
     vector_rank: int | None = None
     neighbour: float | None = None
+    recency: float | None = None
+    importance: float | None = None
 
     def signals(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "lexical": {"score": self.lexical, "rank": self.lexical_rank},
             "vector": {"score": self.vector, "rank": self.vector_rank},
             "neighbour": self.neighbour,
-            "fused": self.score,
         }
+        # Present only when the query (or config) asked for them.
+        if self.recency is not None:
+            out["recency"] = round(self.recency, 6)
+        if self.importance is not None:
+            out["importance"] = self.importance
+        out["fused"] = self.score
+        return out
 
 
 def _ranks(scores: Mapping[str, float]) -> dict[str, int]:
@@ -37,8 +45,9 @@ def _ranks(scores: Mapping[str, float]) -> dict[str, int]:
     return {memory_id: rank for rank, memory_id in enumerate(ordered, start=1)}
 
 
-def fuse(lexical: Mapping[str, float], vector: Mapping[str, float], mode: str,
-         vector_weight: float = 0.5) -> list[Ranked]:
+def fuse(
+    lexical: Mapping[str, float], vector: Mapping[str, float], mode: str, vector_weight: float = 0.5
+) -> list[Ranked]:
     """Rank candidates; ``lexical`` holds BM25 scores, ``vector`` cosine similarities."""
     lex_rank, vec_rank = _ranks(lexical), _ranks(vector)
     if mode == "lexical":
@@ -65,15 +74,16 @@ def fuse(lexical: Mapping[str, float], vector: Mapping[str, float], mode: str,
             else:
                 vec_n = (vec - low_vec) / spread if spread > 1e-9 else 1.0
             score = weight * vec_n + (1.0 - weight) * lex_n
-        out.append(Ranked(memory_id, score, lex, lex_rank.get(memory_id), vec,
-                          vec_rank.get(memory_id)))
+        out.append(
+            Ranked(memory_id, score, lex, lex_rank.get(memory_id), vec, vec_rank.get(memory_id))
+        )
     out.sort(key=lambda r: (-r.score, r.id))
     return out
 
 
-def add_neighbour_evidence(ranked: list[Ranked],
-                           neighbours: Mapping[str, tuple[str | None, str | None]],
-                           weight: float) -> list[Ranked]:
+def add_neighbour_evidence(
+    ranked: list[Ranked], neighbours: Mapping[str, tuple[str | None, str | None]], weight: float
+) -> list[Ranked]:
     """Give each memory ``weight`` times the best fused score among its thread
     neighbours (the memory before and after it). Neighbours that were not candidates
     join the ranking with that share alone."""
@@ -96,3 +106,30 @@ def add_neighbour_evidence(ranked: list[Ranked],
         out.append(entry)
     out.sort(key=lambda r: (-r.score, r.id))
     return out
+
+
+def add_recency_and_importance(
+    ranked: list[Ranked],
+    ages_days: Mapping[str, float],
+    importance: Mapping[str, float],
+    recency_weight: float,
+    importance_weight: float,
+    half_life_days: float,
+) -> list[Ranked]:
+    """Optional signals, off by default: ``recency_weight`` times 0.5^(age/half-life)
+    (age from ``created_at``, the time a memory is about) plus ``importance_weight``
+    times the memory's importance (0..1), added to the fused score."""
+    if recency_weight <= 0 and importance_weight <= 0:
+        return ranked
+    for entry in ranked:
+        extra = 0.0
+        if recency_weight > 0:
+            age = max(0.0, ages_days.get(entry.id, 0.0))
+            entry.recency = 0.5 ** (age / half_life_days) if half_life_days > 0 else 0.0
+            extra += recency_weight * entry.recency
+        if importance_weight > 0:
+            entry.importance = importance.get(entry.id, 0.0)
+            extra += importance_weight * entry.importance
+        entry.score = round(entry.score + extra, 6)
+    ranked.sort(key=lambda r: (-r.score, r.id))
+    return ranked

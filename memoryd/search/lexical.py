@@ -69,8 +69,11 @@ class DocumentAnalyzer:
       lexical recall@10 from 0.625 to 0.742 (docs/search.md).
     """
 
-    def __init__(self, index_keys: tuple[str, ...] = ("speaker", "author", "title"),
-                 thread_context: bool = True):
+    def __init__(
+        self,
+        index_keys: tuple[str, ...] = ("speaker", "author", "title"),
+        thread_context: bool = True,
+    ):
         self.index_keys = index_keys
         self.thread_context = thread_context
 
@@ -83,15 +86,21 @@ class DocumentAnalyzer:
     def index_text(self, content: str, metadata: dict[str, object] | None) -> str:
         """The text that is embedded and indexed for a memory (without its context)."""
         if metadata:
-            labels = [str(metadata[k]) for k in self.index_keys
-                      if isinstance(metadata.get(k), str | int | float) and metadata[k] != ""]
+            labels = [
+                str(metadata[k])
+                for k in self.index_keys
+                if isinstance(metadata.get(k), str | int | float) and metadata[k] != ""
+            ]
             if labels:
                 return f"{' '.join(labels)}: {content}"
         return content
 
-    def document_terms(self, content: str, metadata: dict[str, object] | None,
-                       previous: tuple[str, dict[str, object] | None] | None,
-                       ) -> Counter[str]:
+    def document_terms(
+        self,
+        content: str,
+        metadata: dict[str, object] | None,
+        previous: tuple[str, dict[str, object] | None] | None,
+    ) -> Counter[str]:
         counts = term_counts(self.index_text(content, metadata))
         if self.thread_context and previous is not None:
             counts.update(term_counts(self.index_text(*previous)))

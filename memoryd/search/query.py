@@ -31,5 +31,9 @@ def parse_query(query: str) -> ParsedQuery:
     text = _PREFIX.sub(r"\1", query).replace('"', " ")
     text = " ".join(text.split())
     without_prefixes = _PREFIX.sub(" ", query).replace('"', " ")
-    return ParsedQuery(text=text or query, terms=lexical.terms(without_prefixes),
-                       phrases=phrases, prefixes=prefixes)
+    return ParsedQuery(
+        text=text or query,
+        terms=lexical.terms(without_prefixes),
+        phrases=phrases,
+        prefixes=prefixes,
+    )

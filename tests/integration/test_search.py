@@ -209,3 +209,17 @@ def test_in_memory_vectors_and_index_only_agree(make_daemon):
             ]
         daemon.stop()
     assert found["memory"] == found["index"] == [texts[0], texts[2], texts[3]]
+
+
+def test_recency_and_importance_are_optional_signals(client: Client):
+    old = client.add("Team lunch at the noodle bar", created_at="2020-01-01",
+                     importance=0.9)["memory"]["id"]
+    new = client.add("Team lunch at the taco place", importance=0.1)["memory"]["id"]
+    plain = client.search("team lunch", mode="lexical", explain=True)["hits"]
+    assert "recency" not in plain[0]["signals"]  # off unless asked for
+    recent = client.search("team lunch", mode="lexical", recency_weight=5.0,
+                           explain=True)["hits"]
+    assert recent[0]["id"] == new and recent[0]["signals"]["recency"] > 0.99
+    important = client.search("team lunch", mode="lexical", importance_weight=5.0,
+                              explain=True)["hits"]
+    assert important[0]["id"] == old and important[0]["signals"]["importance"] == 0.9
