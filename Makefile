@@ -6,7 +6,7 @@ SHARED_MODEL := $(abspath ..)/shared/models/all-MiniLM-L6-v2-int8
 # Tests never reach a model hub: they use a local ONNX model folder.
 export MEMORYD_MODEL_DIR ?= $(SHARED_MODEL)
 
-.PHONY: install test lint bench bench-smoke clean
+.PHONY: install test lint bench bench-smoke bench-locomo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ lint: install
 
 bench: install
 	$(BIN)/python scripts/bench_appliance.py --memories 10000
+
+bench-locomo: install
+	$(BIN)/python scripts/bench_locomo.py --data $(abspath ..)/shared/bench/locomo-dev
 
 bench-smoke: install
 	$(BIN)/python scripts/bench_appliance.py --memories 500 --searches 50
