@@ -144,6 +144,9 @@ class SearchSettings:
     recency_weight: float = 0.0
     recency_half_life_days: float = 30.0
     importance_weight: float = 0.0
+    # Hybrid: boost for memories inside a time the query names ("last week", "in May
+    # 2023"), added to the fused score. 0 turns it off.
+    time_weight: float = 0.3
     # Exact vectors held in memory for search (1.5 KB each at 384 dimensions); above
     # this many, searches use the encrypted vector index alone. 0 turns it off.
     memory_vectors_max: int = 200_000

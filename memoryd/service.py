@@ -27,9 +27,15 @@ from memoryd.errors import InvalidParams, KeyProblem, Locked, NotFound, Unavaila
 from memoryd.logs import redacted_traceback
 from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_id, utcnow
 from memoryd.search.exact import ExactVectors
-from memoryd.search.fusion import add_neighbour_evidence, add_recency_and_importance, fuse
+from memoryd.search.fusion import (
+    add_neighbour_evidence,
+    add_recency_and_importance,
+    add_time_preference,
+    fuse,
+)
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.query import parse_query
+from memoryd.search.timeexpr import time_window
 from memoryd.store.database import Database, PreparedMemory
 from memoryd.store.owner import OwnerThread
 from memoryd.store.vectors import VectorIndex
@@ -647,6 +653,10 @@ class MemoryService:
                 for k, (p, n) in pairs.items()
             }
             ranked = add_neighbour_evidence(ranked[:pool], present, tuning.neighbour_weight)
+        window = time_window(query, utcnow()) if mode == "hybrid" else None
+        if window is not None and tuning.time_weight > 0:
+            inside = {r.id: window.contains(rows[r.id][0].created_at) for r in ranked}
+            ranked = add_time_preference(ranked, inside, tuning.time_weight)
         if recency_weight > 0 or importance_weight > 0:
             now = utcnow()
             memories = {r.id: rows[r.id][0] for r in ranked}
@@ -677,6 +687,12 @@ class MemoryService:
         }
         if degraded:
             result["degraded"] = degraded
+        if window is not None:
+            result["time_preference"] = {
+                "since": format_time(window.since),
+                "until": format_time(window.until),
+                "phrase": window.phrase,
+            }
         return result
 
     async def _query_vector(self, query: str) -> np.ndarray | None:

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 
+MIN_COSINE_SPREAD = 0.25
+
+
 @dataclass
 class Ranked:
     id: str
@@ -24,6 +27,7 @@ class Ranked:
     neighbour: float | None = None
     recency: float | None = None
     importance: float | None = None
+    in_time_window: bool | None = None
 
     def signals(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -36,6 +40,8 @@ class Ranked:
             out["recency"] = round(self.recency, 6)
         if self.importance is not None:
             out["importance"] = self.importance
+        if self.in_time_window is not None:
+            out["time"] = 1.0 if self.in_time_window else 0.0
         out["fused"] = self.score
         return out
 
@@ -58,7 +64,9 @@ def fuse(
         ids = list(dict.fromkeys([*lexical, *vector]))
     best_lex = max(lexical.values(), default=0.0)
     low_vec, high_vec = min(vector.values(), default=0.0), max(vector.values(), default=0.0)
-    spread = high_vec - low_vec
+    # Min-max scaling stretches whatever range the candidates span to 0..1; with a handful
+    # of near-equal candidates that would turn a 0.01 cosine difference into a full point.
+    spread = max(high_vec - low_vec, MIN_COSINE_SPREAD)
     weight = vector_weight if vector else 0.0
     out = []
     for memory_id in ids:
@@ -72,7 +80,7 @@ def fuse(
             if vec is None:
                 vec_n = 0.0
             else:
-                vec_n = (vec - low_vec) / spread if spread > 1e-9 else 1.0
+                vec_n = (vec - low_vec) / spread
             score = weight * vec_n + (1.0 - weight) * lex_n
         out.append(
             Ranked(memory_id, score, lex, lex_rank.get(memory_id), vec, vec_rank.get(memory_id))
@@ -131,5 +139,17 @@ def add_recency_and_importance(
             entry.importance = importance.get(entry.id, 0.0)
             extra += importance_weight * entry.importance
         entry.score = round(entry.score + extra, 6)
+    ranked.sort(key=lambda r: (-r.score, r.id))
+    return ranked
+
+
+def add_time_preference(
+    ranked: list[Ranked], inside: Mapping[str, bool], weight: float
+) -> list[Ranked]:
+    """Add ``weight`` to memories whose time falls in the window the query named."""
+    for entry in ranked:
+        entry.in_time_window = inside.get(entry.id, False)
+        if entry.in_time_window:
+            entry.score = round(entry.score + weight, 6)
     ranked.sort(key=lambda r: (-r.score, r.id))
     return ranked

@@ -223,3 +223,16 @@ def test_recency_and_importance_are_optional_signals(client: Client):
     important = client.search("team lunch", mode="lexical", importance_weight=5.0,
                               explain=True)["hits"]
     assert important[0]["id"] == old and important[0]["signals"]["importance"] == 0.9
+
+
+def test_dates_in_the_query_become_a_time_preference(client: Client):
+    may = client.add("Team offsite planning notes", created_at="2023-05-12")["memory"]["id"]
+    client.add("Team offsite planning notes, second draft", created_at="2024-02-02")
+    result = client.search("team offsite notes in May 2023", explain=True)
+    assert result["time_preference"] == {"since": "2023-05-01T00:00:00.000Z",
+                                         "until": "2023-06-01T00:00:00.000Z",
+                                         "phrase": "in May 2023"}
+    assert result["hits"][0]["id"] == may
+    assert result["hits"][0]["signals"]["time"] == 1.0
+    assert result["hits"][1]["signals"]["time"] == 0.0
+    assert "time_preference" not in client.search("team offsite notes")
