@@ -1,8 +1,9 @@
 """The memory service: what every protocol method does, on top of the stores.
 
 Data flows one way: the server validates nothing itself and calls these methods; they
-validate params, embed off the loop, write DuckDB (the truth) on its owner thread, and keep
-the derived vector index in step in the background. Nothing here touches a socket.
+validate params, embed off the loop, write DuckDB (the truth) on its owner thread, and hand
+vectors to the VectorCatalog, which keeps vector search in step. Nothing here touches a
+socket.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ import numpy as np
 from memoryd import __version__, validate
 from memoryd.config import Paths, Settings
 from memoryd.crypto import keys
-from memoryd.crypto.sap import SapCipher
 from memoryd.embed import EmbeddingRuntime
 from memoryd.errors import InvalidParams, KeyProblem, Locked, NotFound, Unavailable
 from memoryd.logs import redacted_traceback
 from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_id, utcnow
-from memoryd.search.exact import ExactVectors
 from memoryd.search.fusion import (
     add_neighbour_evidence,
     add_recency_and_importance,
@@ -38,16 +37,12 @@ from memoryd.search.query import parse_query
 from memoryd.search.timeexpr import time_window
 from memoryd.store.database import Database, PreparedMemory
 from memoryd.store.owner import OwnerThread
-from memoryd.store.vectors import VectorIndex
+from memoryd.vector_catalog import VectorCatalog
 
 log = logging.getLogger(__name__)
 
 IMPORT_BATCH_MAX = 1000
 EMBED_BATCH = 256
-FLUSH_INTERVAL_S = 0.2
-COMPACT_AFTER_FLUSHES = 50
-COMPACT_DELAY_AFTER_DELETE_S = 5.0
-SAP_BETA = 0.3
 # How long a request waits for a model that is still loading before it goes on without
 # it (a local model loads in well under a second; a hub download may take minutes).
 MODEL_WAIT_S = 10.0
@@ -68,28 +63,10 @@ class MemoryService:
         self.embedding = EmbeddingRuntime(settings.embedding)
         self.analyzer = DocumentAnalyzer(settings.search.index_keys, settings.search.thread_context)
         self._db_thread = OwnerThread("duckdb")
-        self._vec_thread = OwnerThread("lance")
         self._db: Database | None = None
         self._dek: bytes | None = None
         self._keyfile: keys.KeyFile | None = None
-        self._index: VectorIndex | None = None
-        self._index_ready = asyncio.Event()
-        # Set once the index holds (or has queued) every embedded memory: vector searches
-        # wait for it so that a restart never hides memories from them.
-        self._vectors_ready = asyncio.Event()
-        # Vectors acknowledged in DuckDB but not yet written to the index; searches scan
-        # them exactly, so a memory is findable by meaning as soon as add returns.
-        self._pending: dict[str, tuple[str, np.ndarray]] = {}
-        self._flushing: dict[str, tuple[str, np.ndarray]] = {}
-        self._pending_deletes: set[str] = set()
-        # Exact vectors in memory: the fast path for vector candidates once loaded (see
-        # _load_exact_vectors); the encrypted index serves until then, or above the cap.
-        self._exact: ExactVectors | None = None
-        self._exact_ready = False
-        self._exact_forgotten: set[str] = set()  # deleted while the matrix was loading
-        self._flush_wakeup = asyncio.Event()
-        self._flushes_since_compact = 0
-        self._last_delete_at: float | None = None
+        self.vectors = VectorCatalog(paths.vector_dir, settings.search, self._db_thread)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
 
@@ -142,11 +119,12 @@ class MemoryService:
             self.analyzer,
         )
         self._dek = dek
+        self.vectors.attach(self._db, dek)
         self.embedding.start_loading()
         log.info("store open: %d memories", await self._db_thread.run(self._db.count))
         self._spawn(self._prepare_vectors())
-        self._spawn(self._flush_loop())
-        self._spawn(self._compact_loop())
+        self._spawn(self.vectors.flush_loop())
+        self._spawn(self.vectors.compact_loop())
         self._spawn(self._expiry_loop())
 
     def _spawn(self, coro: Any) -> None:
@@ -168,15 +146,12 @@ class MemoryService:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        with contextlib.suppress(Exception):
+            await self.vectors.close()
         if self._db is not None:
-            with contextlib.suppress(Exception):
-                await self._flush_vectors()
-                if self._index is not None and (self._last_delete_at is not None):
-                    await self._vec_thread.run(self._index.compact)
             await self._db_thread.run(self._db.close)
             self._db = None
         self._db_thread.shutdown()
-        self._vec_thread.shutdown()
         self.embedding.shutdown()
 
     @property
@@ -196,28 +171,19 @@ class MemoryService:
             raise Locked("memoryd is locked: run `memory unlock`")
         return self._db
 
-    # -- vector index upkeep --------------------------------------------------------------------
+    # -- embeddings in the background -------------------------------------------------------
 
     async def _prepare_vectors(self) -> None:
-        """Load the model, open (or rebuild) the index and reconcile it with DuckDB, then
-        embed what waits. Runs in the background at start."""
+        """Load the model, open (or rebuild) the vector index and reconcile it with
+        DuckDB, load the in-memory vectors, then embed what waits. In the background."""
         try:
             embedder = await self.embedding.ensure_loaded()
-            if embedder is None or self._dek is None:
+            if embedder is None or self.embedding_id is None:
                 return
-            cipher = SapCipher(self._dek, embedder.dim, beta=SAP_BETA)
-            # Rebuilt whenever ciphertexts would stop being comparable (another key,
-            # dimension, beta or scheme) or the vectors mean something else (model or
-            # embedded text recipe).
-            identity = {"cipher": cipher.params_id, "model": self.embedding_id or ""}
-            self._index = await self._vec_thread.run(
-                VectorIndex, self.paths.vector_dir, cipher, embedder.dim, identity
-            )
-            self._index_ready.set()
-            await self.reconcile_vector_index()
+            await self.vectors.open(embedder.dim, self.embedding_id)
         finally:
-            self._vectors_ready.set()
-        await self._load_exact_vectors()
+            self.vectors.ready.set()
+        await self.vectors.load_exact(embedder.dim)
         await self._embed_waiting()
 
     async def _embed_waiting(self) -> None:
@@ -240,160 +206,17 @@ class MemoryService:
                 model,
             )
             rows = await self._db_thread.run(db.embedded_vectors, model, [b[0] for b in batch])
-            self._queue_vectors(rows)
+            self.vectors.queue(rows)
             total += len(batch)
         if total:
             log.info("embedded %d memories that were waiting", total)
-
-    async def reconcile_vector_index(self) -> dict[str, int]:
-        """Make the index hold exactly the embedded memories of DuckDB."""
-        db = self._require_store()
-        await self._index_ready.wait()
-        assert self._index is not None
-        model = self.embedding_id or ""
-        await self._flush_vectors()
-        in_db = await self._db_thread.run(db.embedded_ids, model)
-        in_index = await self._vec_thread.run(self._index.ids)
-        missing = in_db - in_index - set(self._pending)
-        extra = in_index - in_db
-        if extra:
-            self._pending_deletes |= extra
-        for start in range(0, len(missing), 5000):
-            chunk = sorted(missing)[start : start + 5000]
-            self._queue_vectors(await self._db_thread.run(db.embedded_vectors, model, chunk))
-        await self._flush_vectors()
-        if missing or extra:
-            log.info("vector index reconciled: %d added, %d removed", len(missing), len(extra))
-        return {"added": len(missing), "removed": len(extra)}
-
-    def _queue_vectors(self, rows: list[tuple[str, str, bytes]]) -> None:
-        """New or changed vectors: into the in-memory matrix now, into the index soon."""
-        assert self._dek is not None
-        if not rows:
-            return
-        tags = [keys.namespace_tag(self._dek, namespace) for _, namespace, _ in rows]
-        vectors = [np.frombuffer(blob, dtype=np.float32) for _, _, blob in rows]
-        for (memory_id, _, _), tag, vector in zip(rows, tags, vectors, strict=True):
-            self._pending[memory_id] = (tag, vector)
-        if self._exact is not None:
-            self._exact.upsert([r[0] for r in rows], tags, np.stack(vectors))
-            if len(self._exact) > self.settings.search.memory_vectors_max:
-                self._drop_exact("the store outgrew search.memory_vectors_max")
-        self._flush_wakeup.set()
-
-    def _forget_vectors(self, ids: list[str]) -> None:
-        """Vectors of deleted (or re-embedded) memories leave the matrix and the index."""
-        for memory_id in ids:
-            self._pending.pop(memory_id, None)
-        self._pending_deletes.update(ids)
-        if self._exact is not None:
-            self._exact.remove(ids)
-            if not self._exact_ready:
-                self._exact_forgotten.update(ids)
-        self._flush_wakeup.set()
-
-    def _drop_exact(self, why: str) -> None:
-        log.info("in-memory vectors off: %s; searching the vector index", why)
-        self._exact, self._exact_ready = None, False
-        self._exact_forgotten.clear()
-
-    async def _load_exact_vectors(self) -> None:
-        """Fill the in-memory matrix from DuckDB, page by page. Writes that arrive
-        meanwhile go into it directly; the loader never overwrites them, nor brings back
-        what was deleted in the meantime."""
-        db = self._require_store()
-        model, dim = self.embedding_id, self.embedding.dim
-        if model is None or dim is None:
-            return
-        cap = self.settings.search.memory_vectors_max
-        total = await self._db_thread.run(db.count_embedded, model)
-        if cap <= 0 or total > cap:
-            log.info("%d vectors exceed search.memory_vectors_max (%d): index only", total, cap)
-            return
-        self._exact = exact = ExactVectors(dim, capacity=max(1024, total))
-        after = None
-        while True:
-            page = await self._db_thread.run(db.embedded_vectors_page, model, after, 10_000)
-            if not page or self._exact is not exact:
-                break
-            after = page[-1][0]
-            fresh = [r for r in page if r[0] not in exact and r[0] not in self._exact_forgotten]
-            if fresh:
-                assert self._dek is not None
-                exact.upsert(
-                    [r[0] for r in fresh],
-                    [keys.namespace_tag(self._dek, r[1]) for r in fresh],
-                    np.stack([np.frombuffer(r[2], dtype=np.float32) for r in fresh]),
-                )
-        if self._exact is exact:
-            self._exact_ready = True
-            self._exact_forgotten.clear()
-            log.info("in-memory vectors ready: %d (%.0f MB)", len(exact), exact.nbytes / 1e6)
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._flush_wakeup.wait()
-            self._flush_wakeup.clear()
-            await asyncio.sleep(FLUSH_INTERVAL_S)  # gather a batch
-            try:
-                await self._flush_vectors()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - retried at the next write or restart
-                log.error("vector index flush failed: %s", redacted_traceback(exc))
-                await asyncio.sleep(1.0)
-
-    async def _flush_vectors(self) -> None:
-        if self._index is None or (not self._pending and not self._pending_deletes):
-            return
-        batch, self._pending = self._pending, {}
-        deletes, self._pending_deletes = self._pending_deletes, set()
-        self._flushing.update(batch)
-        try:
-            if deletes:
-                await self._vec_thread.run(self._index.delete, sorted(deletes))
-                self._last_delete_at = time.monotonic()
-            if batch:
-                ids = list(batch)
-                tags = [batch[i][0] for i in ids]
-                matrix = np.stack([batch[i][1] for i in ids])
-                await self._vec_thread.run(self._index.upsert, ids, tags, matrix)
-            self._flushes_since_compact += 1
-        except BaseException:
-            # Put the work back (newer entries win) so nothing acknowledged is dropped.
-            for memory_id, entry in batch.items():
-                self._pending.setdefault(memory_id, entry)
-            self._pending_deletes |= deletes
-            raise
-        finally:
-            for memory_id in batch:
-                self._flushing.pop(memory_id, None)
-
-    async def _compact_loop(self) -> None:
-        """Compact the index once deletes have settled (so erased vectors leave the disk)
-        or once enough small writes have piled up fragments."""
-        while True:
-            await asyncio.sleep(COMPACT_DELAY_AFTER_DELETE_S)
-            if self._index is None:
-                continue
-            if self._last_delete_at is None and self._flushes_since_compact < COMPACT_AFTER_FLUSHES:
-                continue
-            try:
-                await self._flush_vectors()
-                await self._vec_thread.run(self._index.compact)
-                self._flushes_since_compact = 0
-                self._last_delete_at = None
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - tried again on the next round
-                log.error("vector index compaction failed: %s", redacted_traceback(exc))
 
     async def _expiry_loop(self) -> None:
         db = self._require_store()
         while True:
             ids = await self._db_thread.run(db.purge_expired)
             if ids:
-                self._forget_vectors(ids)
+                self.vectors.forget(ids)
                 log.info("purged %d expired memories", len(ids))
             await asyncio.sleep(60)
 
@@ -433,7 +256,7 @@ class MemoryService:
         vector_at = dict(zip(fresh, vectors, strict=True)) if vectors is not None else {}
         prepared = [self._prepare(item, vector_at.get(n)) for n, item in enumerate(items)]
         results = await self._db_thread.run(db.insert, prepared, ctx.actor)
-        self._queue_vectors(
+        self.vectors.queue(
             [
                 (p.id, p.namespace, p.embedding)
                 for p, (_, duplicate) in zip(prepared, results, strict=True)
@@ -500,9 +323,9 @@ class MemoryService:
         record = await self._db_thread.run(db.update, memory_id, changes, ctx.actor, derived)
         memory = await self._db_thread.run(db.get, memory_id)
         if record and ("embedding" in derived or "namespace" in record):
-            self._forget_vectors([memory_id])
+            self.vectors.forget([memory_id])
             if memory.embedded and self.embedding_id:
-                self._queue_vectors(
+                self.vectors.queue(
                     await self._db_thread.run(db.embedded_vectors, self.embedding_id, [memory_id])
                 )
         log.info("updated memory %s (%s)", memory_id, ", ".join(sorted(record)) or "no change")
@@ -513,7 +336,7 @@ class MemoryService:
         validate.check_keys(params, {"id"})
         memory_id = validate.memory_id(params)
         await self._db_thread.run(db.delete, memory_id, ctx.actor)
-        self._forget_vectors([memory_id])
+        self.vectors.forget([memory_id])
         log.info("deleted memory %s", memory_id)
         return {"id": memory_id, "deleted": True}
 
@@ -615,7 +438,7 @@ class MemoryService:
             vector = await self._query_vector(parsed.text)
             if vector is None:
                 return None, []
-            return vector, await self._vector_candidates(vector, filters, pool)
+            return vector, await self.vectors.candidates(vector, filters, pool)
 
         # The legs run on different threads (DuckDB's; the model's and Lance's): overlap them.
         lexical_scores, (query_vector, vector_ids) = await asyncio.gather(
@@ -699,48 +522,6 @@ class MemoryService:
         vectors = await self.embedding.embed([query], wait=MODEL_WAIT_S)
         return None if vectors is None else vectors[0]
 
-    async def _vector_candidates(
-        self, query: np.ndarray, filters: SearchFilters, pool: int
-    ) -> list[str]:
-        """Nearest ids from the index (over ciphertexts) plus pending vectors (exact)."""
-        assert self._dek is not None
-        await self._vectors_ready.wait()
-        ns_tag = (
-            keys.namespace_tag(self._dek, filters.namespace)
-            if filters.namespace is not None
-            else None
-        )
-        other_filters = bool(
-            filters.tags
-            or filters.kind
-            or filters.thread
-            or filters.since
-            or filters.until
-            or filters.metadata
-        )
-        if self._exact_ready and self._exact is not None:
-            # Exact scores: no over-fetch for approximation, only for the filters that are
-            # applied afterwards.
-            fetch = pool * (4 if other_filters else 1)
-            return [i for i, _ in self._exact.search(query, fetch, ns_tag)]
-        # Filters other than namespace are applied after the index: fetch more to keep k.
-        fetch = pool * (4 if other_filters else 2)
-        found: dict[str, float] = {}
-        if self._index is not None:
-            for memory_id, _ in await self._vec_thread.run(
-                self._index.search, query, fetch, ns_tag
-            ):
-                found[memory_id] = 0.0
-        unindexed = {**self._flushing, **self._pending}
-        if unindexed:
-            ids = [i for i, (tag, _) in unindexed.items() if ns_tag is None or tag == ns_tag]
-            if ids:
-                matrix = np.stack([unindexed[i][1] for i in ids])
-                sims = matrix @ query
-                for n in np.argsort(-sims)[:fetch]:
-                    found.setdefault(ids[int(n)], 0.0)
-        return list(found)
-
     # -- status, stats, keys ------------------------------------------------------------------
 
     async def stats(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -780,17 +561,7 @@ class MemoryService:
             out["waiting_for_embedding"] = await self._db_thread.run(
                 db.count_waiting, self.embedding_id
             )
-            rows = await self._vec_thread.run(self._index.count) if self._index else 0
-            out["memory_vectors"] = {
-                "rows": len(self._exact) if self._exact is not None else 0,
-                "ready": self._exact_ready,
-                "max": self.settings.search.memory_vectors_max,
-            }
-            out["vector_index"] = {
-                "rows": rows,
-                "pending": len(self._pending) + len(self._flushing),
-                "ready": self._index is not None,
-            }
+            out.update(await self.vectors.status())
         return out
 
     async def unlock(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
