@@ -47,7 +47,6 @@ _MEMORY_FIELDS = (
     "embedding_model",
 )
 MEMORY_COLUMNS = ", ".join(_MEMORY_FIELDS)
-MEMORY_COLUMNS_M = ", ".join(f"m.{name}" for name in _MEMORY_FIELDS)
 
 
 def extension_path(name: str) -> Path:
@@ -608,38 +607,20 @@ class Database:
         self, ids: Sequence[str], filters: SearchFilters, neighbours: bool
     ) -> tuple[dict[str, tuple[Memory, bytes | None]], dict[str, tuple[str | None, str | None]]]:
         """Rows and exact vectors of candidate ids that pass the filters and, with
-        ``neighbours``, the thread neighbours (previous, next) of each candidate, whose
-        rows are returned too when they pass the filters. One statement: on small stores
-        DuckDB's per-statement cost dominates a search."""
-        if not ids:
-            return {}, {}
+        ``neighbours``, the thread neighbours (previous, next) of each threaded candidate,
+        whose rows are returned too when they pass the filters. The neighbour lookup runs
+        only when some candidate has a thread."""
+        rows = self.get_many(ids, filters)
         if not neighbours:
-            return self.get_many(ids, filters), {}
-        id_list = _id_list(ids)
-        where, params = filter_sql(filters, alias="m")
-        rows = self.con.execute(
-            f"""
-            WITH target AS (SELECT DISTINCT namespace, thread FROM memories
-                            WHERE id IN ({id_list}) AND thread IS NOT NULL),
-            threaded AS (
-                SELECT m.id, lag(m.id) OVER w AS prev_id, lead(m.id) OVER w AS next_id
-                FROM memories m JOIN target t ON t.namespace = m.namespace
-                                              AND t.thread = m.thread
-                WINDOW w AS (PARTITION BY m.namespace, m.thread
-                             ORDER BY m.position NULLS LAST, m.id)),
-            pairs AS (SELECT id, prev_id, next_id FROM threaded WHERE id IN ({id_list})),
-            wanted AS (SELECT unnest([{id_list}]) AS id
-                       UNION SELECT prev_id FROM pairs WHERE prev_id IS NOT NULL
-                       UNION SELECT next_id FROM pairs WHERE next_id IS NOT NULL)
-            SELECT {MEMORY_COLUMNS_M}, m.embedding, p.prev_id, p.next_id
-            FROM memories m JOIN wanted w ON w.id = m.id LEFT JOIN pairs p ON p.id = m.id
-            WHERE {" AND ".join(where)}
-            """,
-            params,
-        ).fetchall()
-        found = {r[0]: (_memory(r[:-3]), r[-3]) for r in rows}
-        pairs = {r[0]: (r[-2], r[-1]) for r in rows if r[-2] is not None or r[-1] is not None}
-        return found, pairs
+            return rows, {}
+        threaded = [i for i, (memory, _) in rows.items() if memory.thread is not None]
+        if not threaded:
+            return rows, {}
+        pairs = self.neighbours(threaded)
+        missing = sorted({n for pair in pairs.values() for n in pair if n and n not in rows})
+        if missing:
+            rows.update(self.get_many(missing, filters))
+        return rows, pairs
 
     def lexical_search(
         self,
