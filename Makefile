@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,bench]'
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -23,13 +23,13 @@ lint: install
 	$(BIN)/mypy memoryd
 
 bench: install
-	$(BIN)/python scripts/bench_appliance.py --memories 10000
+	$(BIN)/python scripts/bench.py --sizes 10000,100000 --json-out bench-results.json
 
 bench-locomo: install
 	$(BIN)/python scripts/bench_locomo.py --data $(abspath ..)/shared/bench/locomo-dev
 
 bench-smoke: install
-	$(BIN)/python scripts/bench_appliance.py --memories 500 --searches 50
+	$(BIN)/python scripts/bench.py --sizes 1000 --queries 20 --real 0
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -36,22 +36,30 @@ class Embedder(Protocol):
 
 
 class HashEmbedder:
-    """Deterministic, dependency-free, and not semantic: words hashed into buckets.
+    """Deterministic, dependency-free, nearly free, and not semantic: each word adds
+    continuous weights to a few hashed dimensions. Texts that share words are near each
+    other; distinct texts practically never tie (integer weights made near-duplicate
+    texts tie exactly, which turned any top-k into a coin toss).
 
-    For unit tests and for trying the tool without a model; search quality needs a model.
+    For unit tests, store-only benchmarks (``embedding.provider = "hash"``) and trying
+    the tool without a model; search quality needs a model.
     """
+
+    BUCKETS_PER_WORD = 4
 
     def __init__(self, dim: int = 384):
         self.dim = dim
-        self.name = f"hash-{dim}"
+        self.name = f"hash-v2-{dim}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             for word in words(text) or [""]:
-                digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-                bucket = int.from_bytes(digest[:4], "little") % self.dim
-                out[row, bucket] += 1.0 if digest[4] & 1 else -1.0
+                digest = hashlib.blake2b(word.encode(), digest_size=16).digest()
+                for j in range(self.BUCKETS_PER_WORD):
+                    bucket = int.from_bytes(digest[2 * j : 2 * j + 2], "little") % self.dim
+                    raw = int.from_bytes(digest[8 + 2 * j : 10 + 2 * j], "little")
+                    out[row, bucket] += raw / 32767.5 - 1.0  # in [-1, 1]
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
         return out / norms

@@ -24,3 +24,27 @@ def test_bench_appliance_smoke(tmp_path):
                 "cli_search_roundtrip_p50_ms", "ingest_peak_rss_mb"):
         assert figures[key] > 0, key
     assert "| search_hybrid_p50_ms |" in proc.stdout
+
+
+def test_bench_scale_smoke(tmp_path):
+    """scripts/bench.py end to end on a small store, peers included when installed."""
+    out = tmp_path / "scale.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "bench.py"), "--sizes", "500", "--queries", "10",
+         "--real", "0", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    [size] = report["sizes"]
+    assert size["memories"] == 500 and size["in_memory_vectors"] is True
+    assert size["vector_recall_at_10"] == 1.0  # the in-memory path is exact
+    for key in ("store_ingest_per_s", "hybrid_p50_ms", "lexical_p95_ms", "vector_p50_ms",
+                "idle_rss_mb", "disk_bytes_per_memory", "cold_start_to_first_search_s"):
+        assert size[key] > 0, key
+    assert size["numpy"]["p50_ms"] > 0
+    try:
+        import chromadb  # noqa: F401
+    except ImportError:
+        return
+    assert 0 < size["chroma"]["recall_at_10"] <= 1 and size["chroma"]["e2e_p50_ms"] > 0

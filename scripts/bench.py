@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""memoryd at scale, side by side with peers, in one run on one machine.
+
+    python scripts/bench.py                               # 10k and 100k, peers, real embedder
+    python scripts/bench.py --sizes 10000,100000,1000000  # add 1M (long)
+    python scripts/bench.py --sizes 1000 --queries 20 --real 0   # smoke (CI)
+
+For each size, a real daemon in a temp MEMORYD_HOME ingests that many memories through
+the protocol with the `hash` embedder (deterministic, nearly free: this measures the
+store, not the model), then answers searches over the socket in each mode. Queries are
+not copies of stored texts. Vector recall@10 is measured against numpy exact search over
+the same hash vectors. Peers on the same vectors and query texts: chromadb
+PersistentClient (ingest; query by vector; query by text with the same embedder) and
+numpy brute force. With --real N, scripts/bench_appliance.py also runs N memories with the
+real ONNX model, and the raw embedding throughput of the same texts is measured.
+
+Prints a markdown table; --json-out FILE writes everything as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCRIPTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS))
+import bench_appliance  # noqa: E402
+import peers  # noqa: E402
+
+REPO = SCRIPTS.parent
+MODES = ("hybrid", "lexical", "vector")
+
+
+def _connect(client_cls: Any, paths: Any, daemon: subprocess.Popen[bytes]) -> Any:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            return client_cls(paths, autostart=False).connect()
+        except Exception:  # noqa: BLE001 - not up yet
+            if daemon.poll() is not None:
+                sys.exit("memoryd exited during start-up")
+            time.sleep(0.01)
+    sys.exit("memoryd did not start")
+
+
+def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "memoryd", "run"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
+    """Wait until the index has every vector and the in-memory vectors are loaded (or
+    are off because the store is above the cap)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.status()
+        mem = status["memory_vectors"]
+        loaded = mem["ready"] or status["memories"] > mem["max"]
+        if status["vector_index"]["pending"] == 0 and loaded:
+            return status
+        time.sleep(0.2)
+    return client.status()
+
+
+def run_size(n: int, n_queries: int, with_peers: bool) -> dict[str, Any]:
+    from memoryd.client import Client
+    from memoryd.config import resolve_paths
+    from memoryd.embed.base import HashEmbedder
+
+    home = Path(tempfile.mkdtemp(prefix="mdbench", dir="/tmp"))
+    env = dict(os.environ, MEMORYD_HOME=str(home), MEMORYD_EMBEDDING_PROVIDER="hash")
+    paths = resolve_paths({"MEMORYD_HOME": str(home)})
+    texts = bench_appliance.memories(n)
+    query_texts = bench_appliance.queries(n_queries, seed=23)
+    out: dict[str, Any] = {"memories": n, "queries": n_queries}
+    daemon = _start(env)
+    try:
+        client = _connect(Client, paths, daemon)
+        started = time.perf_counter()
+        for start in range(0, n, 1000):
+            result = client.import_items([{"content": t} for t in texts[start:start + 1000]])
+            if result["failed"]:
+                sys.exit("import failed")
+        out["store_ingest_per_s"] = round(n / (time.perf_counter() - started), 1)
+        status = _settle(client)
+        out["in_memory_vectors"] = status["memory_vectors"]["ready"]
+        out["idle_rss_mb"] = round(bench_appliance.rss_kb(daemon.pid) / 1024, 1)
+
+        sampler = bench_appliance.RssSampler(daemon.pid)
+        sampler.start()
+        hits_by_query: list[list[str]] = []
+        for mode in MODES:
+            for q in query_texts[:5]:
+                client.search(q, mode=mode)
+            took = []
+            for q in query_texts:
+                t = time.perf_counter()
+                result = client.search(q, mode=mode, limit=10)
+                took.append((time.perf_counter() - t) * 1000)
+                if mode == "vector":
+                    hits_by_query.append([h["content"] for h in result["hits"]])
+            out[f"{mode}_p50_ms"] = round(bench_appliance.pct(took, 0.5), 2)
+            out[f"{mode}_p95_ms"] = round(bench_appliance.pct(took, 0.95), 2)
+        sampler.stop_flag.set()
+        sampler.join()
+        out["load_rss_mb"] = round(sampler.peak / 1024, 1)
+
+        embedder = HashEmbedder()
+        vectors = embedder.embed(texts)
+        query_vectors = np.stack([embedder.embed([q])[0] for q in query_texts])
+        exact = peers.exact_top_k(vectors, query_vectors, 10)
+        row_of = {t: i for i, t in enumerate(texts)}
+        found = [[row_of[c] for c in hits] for hits in hits_by_query]
+        out["vector_recall_at_10"] = round(peers.recall_at_k(found, exact, 10), 4)
+        out["disk_bytes_per_memory"] = round(peers.folder_bytes(paths.data_dir) / n, 1)
+
+        client.shutdown()
+        client.close()
+        daemon.wait(120)
+        started = time.perf_counter()
+        daemon = _start(env)
+        client = _connect(Client, paths, daemon)
+        client.search(query_texts[0], mode="hybrid")
+        out["cold_start_to_first_search_s"] = round(time.perf_counter() - started, 3)
+        client.shutdown()
+        client.close()
+        daemon.wait(120)
+    finally:
+        if daemon.poll() is None:
+            daemon.terminate()
+            daemon.wait(60)
+        shutil.rmtree(home, ignore_errors=True)
+
+    out["numpy"] = peers.summary(peers.numpy_exact(vectors, query_vectors))
+    if with_peers:
+        result = peers.chroma(vectors, query_vectors, documents=texts, embed_fn=embedder.embed,
+                              query_texts=query_texts, exact_ids=exact)
+        out["chroma"] = peers.summary(result)
+        e2e = out["chroma"].get("e2e_p50_ms")
+        if e2e:
+            out["vector_p50_over_chroma_e2e_p50"] = round(out["vector_p50_ms"] / e2e, 2)
+        out["store_ingest_over_chroma"] = round(
+            out["store_ingest_per_s"] / out["chroma"]["ingest_vectors_per_s"], 2)
+    return out
+
+
+def real_embedder(n: int) -> dict[str, Any]:
+    """bench_appliance.py at n memories, and the raw embedding rate of the same texts."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+        subprocess.run([sys.executable, str(SCRIPTS / "bench_appliance.py"), "--memories",
+                        str(n), "--json-out", tmp.name], check=True, stdout=subprocess.DEVNULL)
+        out = json.loads(Path(tmp.name).read_text())
+    from memoryd.config import EmbeddingSettings
+    from memoryd.embed.base import FastEmbedder
+
+    model_dir = os.environ.get("MEMORYD_MODEL_DIR") or str(bench_appliance.DEFAULT_MODEL)
+    embedder = FastEmbedder(EmbeddingSettings(model_dir=model_dir))
+    texts = bench_appliance.memories(n)
+    embedder.embed(texts[:64])
+    started = time.perf_counter()
+    embedder.embed(texts)
+    out["raw_embed_per_s"] = round(n / (time.perf_counter() - started), 1)
+    out["ingest_over_raw_embed"] = round(out["ingest_per_s"] / out["raw_embed_per_s"], 2)
+    return out
+
+
+def cli_import_ms(runs: int = 10) -> float:
+    took = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "memory_cli.main", "--version"], check=True,
+                       capture_output=True)
+        took.append((time.perf_counter() - started) * 1000)
+    return round(bench_appliance.pct(took, 0.5), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--real", type=int, default=10000,
+                        help="memories for the real-embedder run (0: skip)")
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+
+    with_peers = not args.no_peers
+    if with_peers:
+        try:
+            import chromadb  # noqa: F401
+        except ImportError:
+            print("chromadb not installed (pip install -e '.[bench]'): peers skipped",
+                  file=sys.stderr)
+            with_peers = False
+    report: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)},
+        "cli_version_process_p50_ms": cli_import_ms(),
+        "sizes": [run_size(int(n), args.queries, with_peers) for n in args.sizes.split(",")],
+    }
+    if args.real:
+        report["real_embedder"] = real_embedder(args.real)
+    report["machine"]["load_1m_end"] = round(os.getloadavg()[0], 2)
+
+    print(f"machine: {report['machine']}; `memory --version` process p50 "
+          f"{report['cli_version_process_p50_ms']} ms")
+    keys = ["store_ingest_per_s", "hybrid_p50_ms", "hybrid_p95_ms", "lexical_p50_ms",
+            "vector_p50_ms", "vector_p95_ms", "vector_recall_at_10", "idle_rss_mb",
+            "load_rss_mb", "disk_bytes_per_memory", "cold_start_to_first_search_s",
+            "in_memory_vectors", "vector_p50_over_chroma_e2e_p50", "store_ingest_over_chroma"]
+    print("| metric | " + " | ".join(f"{s['memories']:,}" for s in report["sizes"]) + " |")
+    print("|---|" + "---|" * len(report["sizes"]))
+    for key in keys:
+        print(f"| {key} | " + " | ".join(str(s.get(key, "-")) for s in report["sizes"]) + " |")
+    for peer, fields in (("numpy", ("p50_ms", "p95_ms")),
+                         ("chroma", ("ingest_vectors_per_s", "p50_ms", "p95_ms",
+                                     "e2e_p50_ms", "recall_at_10"))):
+        for field in fields:
+            values = [str(s.get(peer, {}).get(field, "-")) for s in report["sizes"]]
+            print(f"| {peer} {field} | " + " | ".join(values) + " |")
+    if "real_embedder" in report:
+        real = report["real_embedder"]
+        print(f"real embedder, {real['memories']:,} memories: ingest {real['ingest_per_s']}/s, "
+              f"raw embedding {real['raw_embed_per_s']}/s (ratio "
+              f"{real['ingest_over_raw_embed']}), hybrid p50 {real['search_hybrid_p50_ms']} "
+              f"ms, `memory search` process p50 {real['cli_search_roundtrip_p50_ms']} ms")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
