@@ -220,7 +220,8 @@ class Database:
             if fresh:
                 documents, successors = self._new_documents(con, fresh)
                 self._insert_rows(con, fresh, actor, documents)
-                self._write_postings(con, documents, replace=False)
+                namespaces = {m.id: m.namespace for m in fresh}
+                self._write_postings(con, documents, namespaces, replace=False)
                 self._reindex_lexical(con, successors)
         return results
 
@@ -367,32 +368,39 @@ class Database:
             WITH target AS (SELECT DISTINCT namespace, thread FROM memories
                             WHERE id IN ({id_list}) AND thread IS NOT NULL),
             threaded AS (
-                SELECT m.id, m.content, m.metadata,
+                SELECT m.id, m.namespace, m.content, m.metadata,
                        lag(m.id) OVER w AS prev_id, lag(m.content) OVER w AS prev_content,
                        lag(m.metadata) OVER w AS prev_metadata
                 FROM memories m JOIN target t ON t.namespace = m.namespace
                                               AND t.thread = m.thread
                 WINDOW w AS (PARTITION BY m.namespace, m.thread
                              ORDER BY m.position NULLS LAST, m.id))
-            SELECT id, content, metadata, prev_content, prev_metadata FROM threaded
+            SELECT id, namespace, content, metadata, prev_content, prev_metadata FROM threaded
             WHERE id IN ({id_list}) OR prev_id IN ({id_list})
             UNION ALL
-            SELECT id, content, metadata, NULL, NULL FROM memories
+            SELECT id, namespace, content, metadata, NULL, NULL FROM memories
             WHERE id IN ({id_list}) AND thread IS NULL
             """
         ).fetchall()
         documents: dict[str, Counter[str]] = {}
-        for memory_id, content, metadata, prev_content, prev_metadata in rows:
+        namespaces: dict[str, str] = {}
+        for memory_id, namespace, content, metadata, prev_content, prev_metadata in rows:
+            namespaces[memory_id] = namespace
             previous = None
             if prev_content is not None:
                 previous = (prev_content, json.loads(prev_metadata) if prev_metadata else None)
             documents[memory_id] = self.analyzer.document_terms(
                 content, json.loads(metadata) if metadata else None, previous
             )
-        self._write_postings(con, documents, replace=True)
+        self._write_postings(con, documents, namespaces, replace=True)
 
     @staticmethod
-    def _write_postings(con: Any, documents: dict[str, Counter[str]], replace: bool) -> None:
+    def _write_postings(
+        con: Any,
+        documents: dict[str, Counter[str]],
+        namespaces: dict[str, str],
+        replace: bool,
+    ) -> None:
         """Insert the postings of ``documents``; with ``replace``, first drop the old ones
         and set each memory's document length (new rows carry theirs already)."""
         if not documents:
@@ -400,19 +408,33 @@ class Database:
         term_col: list[str] = []
         id_col: list[str] = []
         tf_col: list[int] = []
+        ns_col: list[str] = []
+        len_col: list[int] = []
         for memory_id, counts in documents.items():
+            length, namespace = sum(counts.values()), namespaces[memory_id]
             for term, tf in counts.items():
                 term_col.append(term)
                 id_col.append(memory_id)
                 tf_col.append(tf)
+                ns_col.append(namespace)
+                len_col.append(length)
         postings = pa.table(
-            {"term": term_col, "memory_id": id_col, "tf": pa.array(tf_col, pa.int32())}
+            {
+                "term": term_col,
+                "memory_id": id_col,
+                "tf": pa.array(tf_col, pa.int32()),
+                "namespace": ns_col,
+                "doc_len": pa.array(len_col, pa.int32()),
+            }
         )
         if replace:
             con.execute(f"DELETE FROM postings WHERE memory_id IN ({_id_list(list(documents))})")
         con.register("new_postings", postings)
         try:
-            con.execute("INSERT INTO postings SELECT term, memory_id, tf FROM new_postings")
+            con.execute(
+                "INSERT INTO postings (term, memory_id, tf, namespace, doc_len) "
+                "SELECT term, memory_id, tf, namespace, doc_len FROM new_postings"
+            )
         finally:
             con.unregister("new_postings")
         if replace:
@@ -641,10 +663,25 @@ class Database:
         unique = sorted(set(query_terms))
         if not unique and not prefixes:
             return []
-        scope, scope_params = "", []
+        in_scope, scope_params = "", []
         if filters.namespace is not None:
-            scope, scope_params = "WHERE namespace = ?", [filters.namespace]
-        where, params = filter_sql(filters, alias="m")
+            in_scope, scope_params = "AND p.namespace = ?", [filters.namespace]
+        # Only filters beyond the namespace need the memories table here; expiry is left
+        # to the candidate fetch, which applies every filter to the rows anyway.
+        narrowing = bool(
+            filters.tags
+            or filters.kind
+            or filters.thread
+            or filters.since
+            or filters.until
+            or filters.metadata
+        )
+        join, where = "", ""
+        params: list[Any] = []
+        if narrowing:
+            conditions, params = filter_sql(filters, alias="m")
+            join = "JOIN memories m ON m.id = h.memory_id"
+            where = "WHERE " + " AND ".join(conditions)
         prefix_terms, prefix_params = "", []
         if prefixes:
             # Terms are stems ("deployment" is indexed as "deploy"), so a prefix also
@@ -656,27 +693,26 @@ class Database:
                 " AND length(p.term) >= greatest(3, length(x.prefix) - 3))"
             )
             prefix_params = [list(prefixes)]
+        stats_scope = "WHERE namespace = ?" if filters.namespace is not None else ""
         rows = self.con.execute(
             f"""
-            WITH scope AS (SELECT id, doc_len FROM memories {scope}),
+            WITH q AS (SELECT unnest(?::VARCHAR[]) AS term{prefix_terms}),
+            hits AS (SELECT p.term, p.memory_id, p.tf, p.doc_len FROM postings p
+                     WHERE p.term IN (SELECT term FROM q) {in_scope}),
             stats AS (SELECT count(*)::DOUBLE AS n, greatest(avg(doc_len), 1)::DOUBLE AS avgdl
-                      FROM scope),
-            q AS (SELECT unnest(?::VARCHAR[]) AS term{prefix_terms}),
-            hits AS (SELECT p.term, p.memory_id, p.tf, s.doc_len
-                     FROM postings p JOIN scope s ON s.id = p.memory_id
-                     WHERE p.term IN (SELECT term FROM q)),
+                      FROM memories {stats_scope}),
             df AS (SELECT term, count(*)::DOUBLE AS df FROM hits GROUP BY term)
             SELECT h.memory_id,
                    sum(ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5))
                        * h.tf * ({k1} + 1)
                        / (h.tf + {k1} * (1 - {b} + {b} * h.doc_len / stats.avgdl))) AS score
-            FROM hits h JOIN df USING (term) JOIN memories m ON m.id = h.memory_id, stats
-            WHERE {" AND ".join(where)}
+            FROM hits h JOIN df USING (term) {join}, stats
+            {where}
             GROUP BY h.memory_id
             ORDER BY score DESC, h.memory_id
             LIMIT ?
             """,
-            [*scope_params, unique, *prefix_params, *params, limit],
+            [unique, *prefix_params, *scope_params, *scope_params, *params, limit],
         ).fetchall()
         return [(r[0], float(r[1])) for r in rows]
 

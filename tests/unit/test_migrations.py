@@ -20,8 +20,9 @@ def test_stop_before_then_finish(tmp_path, monkeypatch):
     def m0002_add_pinned(con):
         con.execute("ALTER TABLE memories ADD COLUMN pinned BOOLEAN DEFAULT false")
 
+    real = [name for name, _ in migrations.MIGRATIONS]
     monkeypatch.setattr(migrations, "MIGRATIONS",
-                        [*migrations.MIGRATIONS, ("0002_add_pinned", m0002_add_pinned)])
+                        [*migrations.MIGRATIONS, ("0099_add_pinned", m0002_add_pinned)])
     from memoryd.store import database
 
     monkeypatch.setattr(database, "MIGRATIONS", migrations.MIGRATIONS)
@@ -29,7 +30,7 @@ def test_stop_before_then_finish(tmp_path, monkeypatch):
     db = Database.__new__(Database)
     db.path, db.temp_dir = tmp_path / "m.duckdb", tmp_path / "tmp"
     db.con = Database._connect(db.path, key, db.temp_dir)
-    assert db.migrate(stop_before="0002_add_pinned") == ["0001_initial"]
+    assert db.migrate(stop_before="0099_add_pinned") == real
     db.con.execute(
         "INSERT INTO memories (id, content, content_hash, namespace, kind, tags, metadata, "
         "importance, created_at, updated_at, access_count, doc_len) VALUES "
@@ -45,7 +46,7 @@ def test_stop_before_then_finish(tmp_path, monkeypatch):
     assert [i for i, _ in reopened.lexical_search(["old"], SearchFilters(), 5)] == [OLD_ID]
     names = [r[0] for r in reopened.con.execute(
         "SELECT name FROM schema_migrations ORDER BY applied_at").fetchall()]
-    assert names == ["0001_initial", "0002_add_pinned"]
+    assert names == [*real, "0099_add_pinned"]
     assert reopened.migrate() == []  # nothing left to apply
     assert {"memories", "postings", "history", "meta"} <= tables(reopened)
     reopened.close()
@@ -56,3 +57,35 @@ def test_spill_files_are_encrypted(tmp_path):
     setting = db.con.execute("SELECT current_setting('temp_file_encryption')").fetchone()
     assert setting == (True,)
     db.close()
+
+
+def test_0002_moves_namespace_and_length_into_postings(tmp_path):
+    key = os.urandom(32).hex()
+    db = Database.__new__(Database)
+    db.path, db.temp_dir = tmp_path / "p.duckdb", tmp_path / "tmp"
+    db.con = Database._connect(db.path, key, db.temp_dir)
+    assert db.migrate(stop_before="0002_postings_scope") == ["0001_initial"]
+    db.con.execute(
+        "INSERT INTO memories (id, content, content_hash, namespace, kind, tags, metadata, "
+        "importance, created_at, updated_at, access_count, doc_len) VALUES "
+        f"('{OLD_ID}', 'violin lessons', 'h', 'music', 'note', [], '{{}}', 0.5, now(), "
+        "now(), 0, 7)")
+    db.con.execute(f"INSERT INTO postings VALUES ('violin', '{OLD_ID}', 1), "
+                   f"('lesson', '{OLD_ID}', 1)")
+    # The recipe is current, so opening does not rebuild the postings: what they hold
+    # afterwards is the migration's work (a rebuild would count 2 terms, not 7).
+    from memoryd.search.lexical import DocumentAnalyzer
+
+    db.set_meta("lexical_recipe", DocumentAnalyzer().signature)
+    db.close()
+
+    from memoryd.model import SearchFilters
+
+    reopened = Database(tmp_path / "p.duckdb", key, tmp_path / "tmp")
+    rows = reopened.con.execute(
+        "SELECT term, namespace, doc_len FROM postings ORDER BY term").fetchall()
+    assert rows == [("lesson", "music", 7), ("violin", "music", 7)]
+    hits = reopened.lexical_search(["violin"], SearchFilters(namespace="music"), 5)
+    assert [i for i, _ in hits] == [OLD_ID]
+    assert reopened.lexical_search(["violin"], SearchFilters(namespace="other"), 5) == []
+    reopened.close()
