@@ -157,6 +157,13 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    # DuckDB's memory limit (its buffer pool and query memory), in MB; 0: DuckDB's
+    # default, 80% of RAM. Data beyond it is re-read from the (encrypted) file.
+    memory_limit_mb: int = 0
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
 
@@ -166,6 +173,7 @@ class Settings:
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
@@ -213,6 +221,7 @@ def _section_classes() -> dict[str, type]:
         "embedding": EmbeddingSettings,
         "server": ServerSettings,
         "search": SearchSettings,
+        "store": StoreSettings,
         "log": LogSettings,
     }
 

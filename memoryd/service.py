@@ -117,6 +117,7 @@ class MemoryService:
             keys.duckdb_key(dek),
             self.paths.temp_dir,
             self.analyzer,
+            self.settings.store.memory_limit_mb,
         )
         self._dek = dek
         self.vectors.attach(self._db, dek)

@@ -85,12 +85,19 @@ class PreparedMemory:
 
 class Database:
     def __init__(
-        self, path: Path, key: str, temp_dir: Path, analyzer: DocumentAnalyzer | None = None
+        self,
+        path: Path,
+        key: str,
+        temp_dir: Path,
+        analyzer: DocumentAnalyzer | None = None,
+        memory_limit_mb: int = 0,
     ):
         self.path = path
         self.temp_dir = temp_dir
         self.analyzer = analyzer or DocumentAnalyzer()
         self.con = self._connect(path, key, temp_dir)
+        if memory_limit_mb > 0:
+            self.con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
         self.migrate()
         self.ensure_lexical_index()
 
