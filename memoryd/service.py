@@ -26,12 +26,7 @@ from memoryd.embed import EmbeddingRuntime
 from memoryd.errors import InvalidParams, KeyProblem, Locked, NotFound, Unavailable
 from memoryd.logs import redacted_traceback
 from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_id, utcnow
-from memoryd.search.fusion import (
-    add_neighbour_evidence,
-    add_recency_and_importance,
-    add_time_preference,
-    fuse,
-)
+from memoryd.search.fusion import rank
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.query import parse_query
 from memoryd.search.timeexpr import time_window
@@ -398,32 +393,10 @@ class MemoryService:
     async def search(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
         db = self._require_store()
         started = time.perf_counter()
-        validate.check_keys(
-            params,
-            validate.FILTER_FIELDS
-            | {"query", "limit", "mode", "explain", "recency_weight", "importance_weight"},
-        )
-        query = validate.content(params.get("query"), "query", validate.MAX_QUERY_CHARS)
-        limit = validate.limit(
-            params, self.settings.search.default_limit, self.settings.search.max_limit
-        )
-        mode = params.get("mode", "hybrid")
-        if mode not in validate.SEARCH_MODES:
-            raise InvalidParams("mode must be one of hybrid, lexical, vector")
-        explain = validate.boolean(params.get("explain", False), "explain")
-        filters = validate.search_filters(params)
-        pool = max(limit * 4, 50)
-        parsed = parse_query(query)
-        tuning = self.settings.search
-        recency_weight = validate.number(
-            params.get("recency_weight", tuning.recency_weight), "recency_weight", 0.0, 10.0
-        )
-        importance_weight = validate.number(
-            params.get("importance_weight", tuning.importance_weight),
-            "importance_weight",
-            0.0,
-            10.0,
-        )
+        request = validate.search_request(params, self.settings.search)
+        mode, filters = request.mode, request.filters
+        pool = max(request.limit * 4, 50)
+        parsed = parse_query(request.query)
 
         async def lexical_leg() -> dict[str, float]:
             if mode == "vector":
@@ -467,41 +440,32 @@ class MemoryService:
                     vec = np.frombuffer(blob, dtype=np.float32)
                     if vec.shape == query_vector.shape:
                         vector_scores[memory_id] = float(np.dot(vec, query_vector))
-        lexical_scores = {k: v for k, v in lexical_scores.items() if k in rows}
-        ranked = fuse(lexical_scores, vector_scores, mode, tuning.vector_weight)
-        if spread and ranked:
-            # Neighbours present in ``rows`` passed the filters (and phrases); only they
-            # can receive a share. Neighbour rows that were not candidates join with it.
-            present = {
-                k: (p if p in rows else None, n if n in rows else None)
-                for k, (p, n) in pairs.items()
-            }
-            ranked = add_neighbour_evidence(ranked[:pool], present, tuning.neighbour_weight)
-        window = time_window(query, utcnow()) if mode == "hybrid" else None
-        if window is not None and tuning.time_weight > 0:
-            inside = {r.id: window.contains(rows[r.id][0].created_at) for r in ranked}
-            ranked = add_time_preference(ranked, inside, tuning.time_weight)
-        if recency_weight > 0 or importance_weight > 0:
-            now = utcnow()
-            memories = {r.id: rows[r.id][0] for r in ranked}
-            ages = {
-                i: (now - m.created_at).total_seconds() / 86400
-                for i, m in memories.items()
-                if m.created_at is not None
-            }
-            ranked = add_recency_and_importance(
-                ranked,
-                ages,
-                {i: m.importance for i, m in memories.items()},
-                recency_weight,
-                importance_weight,
-                tuning.recency_half_life_days,
-            )
+        # Only neighbours that passed the filters (and phrases) can receive a share.
+        neighbours = (
+            {k: (p if p in rows else None, n if n in rows else None) for k, (p, n) in pairs.items()}
+            if spread
+            else None
+        )
+        now = utcnow()
+        window = time_window(request.query, now) if mode == "hybrid" else None
+        ranked = rank(
+            mode,
+            {k: v for k, v in lexical_scores.items() if k in rows},
+            vector_scores,
+            {k: v[0] for k, v in rows.items()},
+            neighbours,
+            window,
+            self.settings.search,
+            request.recency_weight,
+            request.importance_weight,
+            pool,
+            now,
+        )
         hits = []
-        for r in ranked[:limit]:
+        for r in ranked[: request.limit]:
             hit = rows[r.id][0].to_json()
             hit["score"] = round(r.score, 6)
-            if explain:
+            if request.explain:
                 hit["signals"] = r.signals()
             hits.append(hit)
         result: dict[str, Any] = {

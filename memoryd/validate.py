@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from memoryd.config import SearchSettings
 from memoryd.errors import InvalidParams
 from memoryd.model import NewMemory, SearchFilters, is_id, parse_time
 
@@ -211,3 +213,47 @@ def cursor(params: dict[str, Any]) -> str | None:
     if not isinstance(value, str) or not is_id(value):
         raise InvalidParams("after must be a cursor from a previous page")
     return value.lower()
+
+
+@dataclass
+class SearchRequest:
+    query: str
+    limit: int
+    mode: str
+    explain: bool
+    filters: SearchFilters
+    recency_weight: float
+    importance_weight: float
+
+
+SEARCH_FIELDS = FILTER_FIELDS | {
+    "query",
+    "limit",
+    "mode",
+    "explain",
+    "recency_weight",
+    "importance_weight",
+}
+
+
+def search_request(params: dict[str, Any], settings: SearchSettings) -> SearchRequest:
+    check_keys(params, SEARCH_FIELDS)
+    mode = params.get("mode", "hybrid")
+    if mode not in SEARCH_MODES:
+        raise InvalidParams("mode must be one of hybrid, lexical, vector")
+    return SearchRequest(
+        query=content(params.get("query"), "query", MAX_QUERY_CHARS),
+        limit=limit(params, settings.default_limit, settings.max_limit),
+        mode=mode,
+        explain=boolean(params.get("explain", False), "explain"),
+        filters=search_filters(params),
+        recency_weight=number(
+            params.get("recency_weight", settings.recency_weight), "recency_weight", 0.0, 10.0
+        ),
+        importance_weight=number(
+            params.get("importance_weight", settings.importance_weight),
+            "importance_weight",
+            0.0,
+            10.0,
+        ),
+    )

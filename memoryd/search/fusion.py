@@ -11,6 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+
+from memoryd.config import SearchSettings
+from memoryd.model import Memory
+from memoryd.search.timeexpr import TimeWindow
 
 MIN_COSINE_SPREAD = 0.25
 
@@ -151,4 +156,44 @@ def add_time_preference(
         if entry.in_time_window:
             entry.score = round(entry.score + weight, 6)
     ranked.sort(key=lambda r: (-r.score, r.id))
+    return ranked
+
+
+def rank(
+    mode: str,
+    lexical: Mapping[str, float],
+    vector: Mapping[str, float],
+    memories: Mapping[str, Memory],
+    neighbours: Mapping[str, tuple[str | None, str | None]] | None,
+    window: TimeWindow | None,
+    settings: SearchSettings,
+    recency_weight: float,
+    importance_weight: float,
+    pool: int,
+    now: datetime,
+) -> list[Ranked]:
+    """Every ranking step in order: fusion; in hybrid search a share of the thread
+    neighbours' scores and the time the query names; then the optional recency and
+    importance. ``memories`` holds every candidate and fetched neighbour."""
+    ranked = fuse(lexical, vector, mode, settings.vector_weight)
+    if neighbours is not None and ranked:
+        ranked = add_neighbour_evidence(ranked[:pool], neighbours, settings.neighbour_weight)
+    if window is not None and settings.time_weight > 0:
+        inside = {r.id: window.contains(memories[r.id].created_at) for r in ranked}
+        ranked = add_time_preference(ranked, inside, settings.time_weight)
+    if recency_weight > 0 or importance_weight > 0:
+        ages = {
+            r.id: (now - created).total_seconds() / 86400
+            for r in ranked
+            if (created := memories[r.id].created_at) is not None
+        }
+        importance = {r.id: memories[r.id].importance for r in ranked}
+        ranked = add_recency_and_importance(
+            ranked,
+            ages,
+            importance,
+            recency_weight,
+            importance_weight,
+            settings.recency_half_life_days,
+        )
     return ranked
