@@ -121,3 +121,10 @@ class SearchFilters:
     until: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     thread: str | None = None
+
+    @property
+    def beyond_namespace(self) -> bool:
+        """Whether any filter other than the namespace is set (those are applied to rows,
+        not by the indexes)."""
+        return bool(self.tags or self.kind or self.thread or self.since or self.until
+                    or self.metadata)

@@ -175,14 +175,7 @@ class VectorCatalog:
         await self.ready.wait()
         ns_tag = self.tag(filters.namespace) if filters.namespace is not None else None
         # Filters other than the namespace are applied afterwards, on the rows: fetch more.
-        other_filters = bool(
-            filters.tags
-            or filters.kind
-            or filters.thread
-            or filters.since
-            or filters.until
-            or filters.metadata
-        )
+        other_filters = filters.beyond_namespace
         if self._exact_ready and self._exact is not None:
             fetch = pool * (4 if other_filters else 1)  # exact: no approximation to cover
             return [i for i, _ in self._exact.search(query, fetch, ns_tag)]

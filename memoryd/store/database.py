@@ -675,14 +675,7 @@ class Database:
             in_scope, scope_params = "AND p.namespace = ?", [filters.namespace]
         # Only filters beyond the namespace need the memories table here; expiry is left
         # to the candidate fetch, which applies every filter to the rows anyway.
-        narrowing = bool(
-            filters.tags
-            or filters.kind
-            or filters.thread
-            or filters.since
-            or filters.until
-            or filters.metadata
-        )
+        narrowing = filters.beyond_namespace
         join, where = "", ""
         params: list[Any] = []
         if narrowing:
