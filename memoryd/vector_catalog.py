@@ -63,14 +63,20 @@ class VectorCatalog:
         self._exact: ExactVectors | None = None
         self._exact_ready = False
         self._exact_forgotten: set[str] = set()  # deleted while the matrix was loading
+        self._tags: dict[str, str] = {}
 
     def attach(self, db: Database, dek: bytes) -> None:
         """The store is open: writes may queue vectors from now on."""
         self._db, self._dek = db, dek
+        self._tags.clear()
 
     def tag(self, namespace: str) -> str:
-        assert self._dek is not None
-        return keys.namespace_tag(self._dek, namespace)
+        """The keyed pseudonym of a namespace (cached: deriving it costs an HKDF)."""
+        tag = self._tags.get(namespace)
+        if tag is None:
+            assert self._dek is not None
+            tag = self._tags[namespace] = keys.namespace_tag(self._dek, namespace)
+        return tag
 
     # -- opening and reconciling ---------------------------------------------------------------
 
@@ -214,6 +220,7 @@ class VectorCatalog:
             return
         batch, self._pending = self._pending, {}
         deletes, self._pending_deletes = self._pending_deletes, set()
+        # Deletes go first, so an id that was forgotten and queued again ends up once.
         self._flushing.update(batch)
         try:
             if deletes:
@@ -223,7 +230,7 @@ class VectorCatalog:
                 ids = list(batch)
                 tags = [batch[i][0] for i in ids]
                 matrix = np.stack([batch[i][1] for i in ids])
-                await self._vec_thread.run(self._index.upsert, ids, tags, matrix)
+                await self._vec_thread.run(self._index.add, ids, tags, matrix)
             self._flushes_since_compact += 1
         except BaseException:
             # Put the work back (newer entries win) so nothing acknowledged is dropped.

@@ -50,16 +50,35 @@ class HashEmbedder:
     def __init__(self, dim: int = 384):
         self.dim = dim
         self.name = f"hash-v2-{dim}"
+        self._word_cache: dict[str, tuple[list[int], list[float]]] = {}
+
+    def _word(self, word: str) -> tuple[list[int], list[float]]:
+        cached = self._word_cache.get(word)
+        if cached is None:
+            digest = hashlib.blake2b(word.encode(), digest_size=16).digest()
+            buckets, weights = [], []
+            for j in range(self.BUCKETS_PER_WORD):
+                buckets.append(int.from_bytes(digest[2 * j : 2 * j + 2], "little") % self.dim)
+                raw = int.from_bytes(digest[8 + 2 * j : 10 + 2 * j], "little")
+                weights.append(raw / 32767.5 - 1.0)  # in [-1, 1]
+            cached = (buckets, weights)
+            if len(self._word_cache) < 200_000:  # bounded: numbers and ids are endless
+                self._word_cache[word] = cached
+        return cached
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
         for row, text in enumerate(texts):
             for word in words(text) or [""]:
-                digest = hashlib.blake2b(word.encode(), digest_size=16).digest()
-                for j in range(self.BUCKETS_PER_WORD):
-                    bucket = int.from_bytes(digest[2 * j : 2 * j + 2], "little") % self.dim
-                    raw = int.from_bytes(digest[8 + 2 * j : 10 + 2 * j], "little")
-                    out[row, bucket] += raw / 32767.5 - 1.0  # in [-1, 1]
+                buckets, weights = self._word(word)
+                rows.extend([row] * len(buckets))
+                cols.extend(buckets)
+                vals.extend(weights)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        np.add.at(out, (np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)),
+                  np.asarray(vals, dtype=np.float32))
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
         return out / norms

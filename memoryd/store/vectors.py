@@ -79,10 +79,12 @@ class VectorIndex:
         column = self.table.to_arrow().column("id") if self.count() else pa.array([])
         return set(column.to_pylist())
 
-    def upsert(self, ids: Sequence[str], ns_tags: Sequence[str], vectors: np.ndarray) -> None:
+    def add(self, ids: Sequence[str], ns_tags: Sequence[str], vectors: np.ndarray) -> None:
+        """Append encrypted vectors. Callers delete an id's old vector first (a changed
+        memory is forgotten before it is queued again); deleting here too cost a scan per
+        batch for ids that are new by construction."""
         if not len(ids):
             return
-        self.delete(ids)
         encrypted = self.cipher.encrypt(np.asarray(vectors, dtype=np.float32))
         flat = pa.array(encrypted.reshape(-1), pa.float32())
         self.table.add(
