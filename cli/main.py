@@ -154,22 +154,21 @@ def read_secret(path: Path) -> str:
     return secret
 
 
-def _score(value: Any) -> str:
+def _number(value: Any, spec: str) -> str:
     if value is None:
         return "-"
     try:
-        return f"{float(value):.4f}"
+        return format(float(value), spec)
     except (TypeError, ValueError):
         return str(value)
+
+
+def _score(value: Any) -> str:
+    return _number(value, ".4f")
 
 
 def _signal(value: Any) -> str:
-    if value is None:
-        return "-"
-    try:
-        return f"{float(value):.4g}"
-    except (TypeError, ValueError):
-        return str(value)
+    return _number(value, ".4g")
 
 
 def _tags_text(tags: Any) -> str:

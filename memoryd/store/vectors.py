@@ -110,8 +110,6 @@ class VectorIndex:
         ns_tag: str | None = None,
     ) -> list[tuple[str, float]]:
         """Candidate ids by L2 distance over ciphertexts, nearest first."""
-        if self.count() == 0:
-            return []
         query = self.cipher.encrypt_query(np.asarray(vector, dtype=np.float32))
         builder = self.table.search(query).distance_type("l2").limit(limit)  # type: ignore[attr-defined]
         if ns_tag is not None:
