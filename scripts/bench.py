@@ -41,23 +41,6 @@ REPO = SCRIPTS.parent
 MODES = ("hybrid", "lexical", "vector")
 
 
-def _connect(client_cls: Any, paths: Any, daemon: subprocess.Popen[bytes]) -> Any:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            return client_cls(paths, autostart=False).connect()
-        except Exception:  # noqa: BLE001 - not up yet
-            if daemon.poll() is not None:
-                sys.exit("memoryd exited during start-up")
-            time.sleep(0.01)
-    sys.exit("memoryd did not start")
-
-
-def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "memoryd", "run"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
     """Wait until the index has every vector and the in-memory vectors are loaded (or
     are off because the store is above the cap)."""
@@ -73,7 +56,6 @@ def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
 
 
 def run_size(n: int, n_queries: int, with_peers: bool) -> dict[str, Any]:
-    from memoryd.client import Client
     from memoryd.config import resolve_paths
     from memoryd.embed.base import HashEmbedder
 
@@ -83,9 +65,8 @@ def run_size(n: int, n_queries: int, with_peers: bool) -> dict[str, Any]:
     texts = bench_appliance.memories(n)
     query_texts = bench_appliance.queries(n_queries, seed=23)
     out: dict[str, Any] = {"memories": n, "queries": n_queries}
-    daemon = _start(env)
+    daemon, client = bench_appliance.start_daemon(env)
     try:
-        client = _connect(Client, paths, daemon)
         started = time.perf_counter()
         for start in range(0, n, 1000):
             result = client.import_items([{"content": t} for t in texts[start:start + 1000]])
@@ -128,8 +109,7 @@ def run_size(n: int, n_queries: int, with_peers: bool) -> dict[str, Any]:
         client.close()
         daemon.wait(120)
         started = time.perf_counter()
-        daemon = _start(env)
-        client = _connect(Client, paths, daemon)
+        daemon, client = bench_appliance.start_daemon(env)
         client.search(query_texts[0], mode="hybrid")
         out["cold_start_to_first_search_s"] = round(time.perf_counter() - started, 3)
         client.shutdown()

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO.parent / "shared" / "models" / "all-MiniLM-L6-v2-int8"
@@ -73,6 +74,27 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
+def start_daemon(env: dict[str, str], timeout: float = 120.0) -> tuple[Any, Any]:
+    """Start `memoryd run` with ``env`` (its MEMORYD_HOME) and connect: (process, client).
+    Shared by the benchmark scripts."""
+    from memoryd.client import Client
+    from memoryd.config import resolve_paths
+
+    paths = resolve_paths({"MEMORYD_HOME": env["MEMORYD_HOME"]})
+    daemon = subprocess.Popen([sys.executable, "-m", "memoryd", "run"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return daemon, Client(paths, autostart=False).connect()
+        except Exception:  # noqa: BLE001 - not up yet
+            if daemon.poll() is not None:
+                sys.exit("memoryd exited during start-up")
+            time.sleep(0.01)
+    daemon.kill()
+    sys.exit("memoryd did not start")
+
+
 class RssSampler(threading.Thread):
     def __init__(self, pid: int):
         super().__init__(daemon=True)
@@ -103,7 +125,6 @@ def main() -> None:
     memory_cli = [str(bindir / "memory")] if (bindir / "memory").exists() else \
         [sys.executable, "-m", "memory_cli.main"]
 
-    from memoryd.client import Client
     from memoryd.config import resolve_paths
 
     paths = resolve_paths()
@@ -113,16 +134,7 @@ def main() -> None:
                             for t in texts))
 
     started = time.perf_counter()
-    daemon = subprocess.Popen([sys.executable, "-m", "memoryd", "run"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = None
-    while client is None:
-        try:
-            client = Client(paths, autostart=False).connect()
-        except Exception:  # noqa: BLE001 - not up yet
-            if daemon.poll() is not None:
-                sys.exit("memoryd exited during start-up")
-            time.sleep(0.01)
+    daemon, client = start_daemon(env)
     cold_start = time.perf_counter() - started
     # Wait for the model so ingest measures steady state, not the first load.
     while client.status()["embedding"]["state"] in ("not loaded", "loading"):

@@ -18,13 +18,15 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_appliance import start_daemon  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO.parent / "shared" / "models" / "all-MiniLM-L6-v2-int8"
@@ -79,12 +81,8 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="mdlocomo", dir="/tmp"))
     os.environ["MEMORYD_HOME"] = str(home)
     os.environ.setdefault("MEMORYD_MODEL_DIR", str(DEFAULT_MODEL))
-    from memoryd.client import Client
-
-    daemon = subprocess.Popen([sys.executable, "-m", "memoryd", "run"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon, client = start_daemon(dict(os.environ))
     try:
-        client = _connect(Client, daemon)
         conversations = {
             p.stem: json.loads(p.read_text()) for p in sorted(args.data.glob("*.json"))
         }
@@ -136,18 +134,6 @@ def main() -> None:
               f"{r['R@10']:.3f} | {r['p50_ms']} | {r['p95_ms']} | {cats} |")
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2) + "\n")
-
-
-def _connect(client_cls, daemon):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            return client_cls(autostart=False).connect()
-        except Exception:  # noqa: BLE001 - not up yet
-            if daemon.poll() is not None:
-                sys.exit("memoryd exited during start-up")
-            time.sleep(0.05)
-    sys.exit("memoryd did not start")
 
 
 if __name__ == "__main__":
