@@ -755,9 +755,14 @@ def _show_status(s: dict[str, Any]) -> None:
         pairs.append(("memories", s["memories"]))
     if "waiting_for_embedding" in s:
         pairs.append(("waiting", f"{s['waiting_for_embedding']} to embed"))
-    if index:
-        pairs.append(("vector index",
-                      f"{index.get('rows', '-')} rows, {index.get('pending', 0)} pending"))
+    tier = s.get("search_tier")
+    if tier == "ram":
+        ram = s.get("ram_vectors") or {}
+        loaded = "" if ram.get("ready") else ", loading"
+        pairs.append(("vectors", f"in RAM, {ram.get('rows', 0)} rows{loaded}"))
+    elif tier == "index" or index:
+        pairs.append(("vectors", f"encrypted index, {index.get('rows', '-')} rows, "
+                                 f"{index.get('pending', 0)} pending"))
     pairs += [
         ("model", f"{model}, dim {emb.get('dim') or '-'}"),
         ("model state", state),

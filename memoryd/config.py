@@ -147,9 +147,10 @@ class SearchSettings:
     # Hybrid: boost for memories inside a time the query names ("last week", "in May
     # 2023"), added to the fused score. 0 turns it off.
     time_weight: float = 0.3
-    # Exact vectors held in memory for search (1.5 KB each at 384 dimensions); above
-    # this many, searches use the encrypted vector index alone. 0 turns it off.
-    memory_vectors_max: int = 200_000
+    # Up to this many memories, search runs from RAM: int8 vectors (0.4 KB a memory at
+    # 384 dimensions) and BM25 postings, loaded at start. Above it, from the encrypted
+    # vector index and the postings in DuckDB. 0 turns RAM search off.
+    ram_max: int = 200_000
 
     @property
     def index_keys(self) -> tuple[str, ...]:

@@ -170,8 +170,8 @@ class MemoryService:
     # -- embeddings in the background -------------------------------------------------------
 
     async def _prepare_vectors(self) -> None:
-        """Load the model, open (or rebuild) the vector index and reconcile it with
-        DuckDB, load the in-memory vectors, then embed what waits. In the background."""
+        """Load the model, make vector search complete (RAM vectors loaded, or the
+        index reconciled with DuckDB), then embed what waits. In the background."""
         try:
             embedder = await self.embedding.ensure_loaded()
             if embedder is None or self.embedding_id is None:
@@ -179,7 +179,6 @@ class MemoryService:
             await self.vectors.open(embedder.dim, self.embedding_id)
         finally:
             self.vectors.ready.set()
-        await self.vectors.load_exact(embedder.dim)
         await self._embed_waiting()
 
     async def _embed_waiting(self) -> None:

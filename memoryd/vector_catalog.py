@@ -1,13 +1,20 @@
 """Vector search kept in step with DuckDB, the source of truth.
 
-Three places hold vectors besides DuckDB, and this module keeps them consistent:
+Where candidates come from depends on the size of the store (the *tier*), chosen at start:
 
-- the **encrypted index** (LanceDB, on disk): ids, keyed namespace tags and SAP-encrypted
-  vectors; derived, reconciled with DuckDB at start and rebuilt when it does not match;
-- the **queue** of vectors acknowledged in DuckDB but not yet written to the index
-  (flushed in batches; searched exactly meanwhile, so nothing acknowledged is missed);
-- the **in-memory matrix** of exact vectors, loaded after start up to
-  ``search.memory_vectors_max``: the fast path for candidates once ready.
+- **ram** (up to ``search.ram_max`` embedded memories): int8 copies of the
+  vectors in RAM (``QuantizedVectors``), loaded from DuckDB at start and updated on every
+  write. Nothing vector-shaped is written to disk besides DuckDB, and an index left by a
+  larger store is erased.
+- **index** (above it, or with the setting at 0): the **encrypted index** (LanceDB, on
+  disk) of ids, keyed namespace tags and SAP-encrypted vectors, reconciled with DuckDB at
+  start and rebuilt when it does not match, plus the **queue** of vectors acknowledged in
+  DuckDB but not yet written to it (flushed in batches; searched exactly meanwhile, so
+  nothing acknowledged is missed).
+
+A store that outgrows the RAM tier while running builds the index in the background
+from DuckDB, goes on searching RAM meanwhile, and switches once the index holds every
+vector. Either way the caller re-scores candidates with the exact vectors in DuckDB.
 
 All methods run on the event loop; engine work goes to the owner threads.
 """
@@ -15,7 +22,9 @@ All methods run on the event loop; engine work goes to the owner threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +36,7 @@ from memoryd.crypto import keys
 from memoryd.crypto.sap import SapCipher
 from memoryd.logs import redacted_traceback
 from memoryd.model import SearchFilters
-from memoryd.search.exact import ExactVectors
+from memoryd.search.quantized import QuantizedVectors
 from memoryd.store.database import Database
 from memoryd.store.owner import OwnerThread
 from memoryd.store.vectors import VectorIndex
@@ -38,7 +47,7 @@ FLUSH_INTERVAL_S = 0.2
 COMPACT_AFTER_FLUSHES = 50
 COMPACT_DELAY_AFTER_DELETE_S = 5.0
 SAP_BETA = 0.3
-LOAD_PAGE = 10_000
+RAM, INDEX = "ram", "index"
 
 
 class VectorCatalog:
@@ -46,23 +55,27 @@ class VectorCatalog:
         self.vector_dir = vector_dir
         self.settings = settings
         self._db_thread = db_thread
-        self._vec_thread = OwnerThread("lance")
+        self._vec_thread = OwnerThread("vectors")
         self._db: Database | None = None
         self._dek: bytes | None = None
         self._model: str | None = None
-        self._index: VectorIndex | None = None
-        # Set once the index holds (or has queued) every embedded memory: candidate
-        # searches wait for it so that a restart never hides memories from them.
+        self._dim: int | None = None
+        self.tier: str | None = None  # RAM or INDEX once open() has chosen
+        # Set once candidates can be complete: the RAM vectors are loaded, or the index
+        # holds (or has queued) every embedded memory. Searches wait for it, so that a
+        # restart never hides memories from them.
         self.ready = asyncio.Event()
+        self._index: VectorIndex | None = None
         self._pending: dict[str, tuple[str, np.ndarray]] = {}
         self._flushing: dict[str, tuple[str, np.ndarray]] = {}
         self._pending_deletes: set[str] = set()
         self._flush_wakeup = asyncio.Event()
         self._flushes_since_compact = 0
         self._last_delete_at: float | None = None
-        self._exact: ExactVectors | None = None
-        self._exact_ready = False
-        self._exact_forgotten: set[str] = set()  # deleted while the matrix was loading
+        self._ram: QuantizedVectors | None = None
+        self._ram_ready = False
+        self._forgotten_while_loading: set[str] = set()
+        self._growing: asyncio.Task[None] | None = None
         self._tags: dict[str, str] = {}
 
     def attach(self, db: Database, dek: bytes) -> None:
@@ -78,18 +91,82 @@ class VectorCatalog:
             tag = self._tags[namespace] = keys.namespace_tag(self._dek, namespace)
         return tag
 
-    # -- opening and reconciling ---------------------------------------------------------------
+    @property
+    def _feeds_index(self) -> bool:
+        """Whether changes must reach the index queue: always, except in the memory tier
+        while it is not growing into the index."""
+        return self.tier != RAM or self._growing is not None
+
+    # -- opening ---------------------------------------------------------------------------------
 
     async def open(self, dim: int, model: str) -> None:
-        """Open (or rebuild) the index for vectors of ``model`` and reconcile it."""
-        assert self._dek is not None
-        self._model = model
-        cipher = SapCipher(self._dek, dim, beta=SAP_BETA)
+        """Choose the tier for the vectors of ``model`` and make it complete."""
+        assert self._db is not None
+        self._model, self._dim = model, dim
+        total = await self._db_thread.run(self._db.count_embedded, model)
+        cap = self.settings.ram_max
+        if 0 < cap and total <= cap:
+            await self._open_memory(dim, total)
+        else:
+            log.info("%d vectors, search.ram_max %d: encrypted index", total, cap)
+            await self._open_index()
+            self.tier = INDEX
+
+    async def _open_memory(self, dim: int, total: int) -> None:
+        """Fill the RAM vectors from DuckDB. Writes that arrive meanwhile go into them
+        directly; the loader never overwrites those, nor brings back what was deleted in
+        the meantime."""
+        assert self._db is not None and self._model is not None
+        self.tier = RAM
+        ram = self._ram = QuantizedVectors(dim, capacity=max(1024, total))
+        if self._pending:  # acknowledged before the tier was chosen
+            ids = list(self._pending)
+            ram.upsert(
+                ids,
+                [self._pending[i][0] for i in ids],
+                np.stack([self._pending[i][1] for i in ids]),
+            )
+            self._pending.clear()
+        self._pending_deletes.clear()
+        # An index left by a larger store (or an older version) holds vectors that later
+        # deletes never reached: erase it; it is rebuilt from DuckDB if the store grows.
+        await self._vec_thread.run(shutil.rmtree, self.vector_dir, True)
+        started = time.perf_counter()
+        batches = await self._db_thread.run(self._db.vector_reader, self._model)
+        while (batch := await self._vec_thread.run(next, batches, None)) is not None:
+            if self._ram is not ram:
+                break  # dropped meanwhile (grown into the index)
+            ids, namespaces, vectors = batch
+            keep = [
+                n
+                for n, i in enumerate(ids)
+                if i not in ram and i not in self._forgotten_while_loading
+            ]
+            if keep:
+                ram.upsert(
+                    [ids[n] for n in keep],
+                    [self.tag(namespaces[n]) for n in keep],
+                    vectors[keep],
+                )
+        if self._ram is ram:
+            self._ram_ready = True
+            self._forgotten_while_loading.clear()
+            log.info(
+                "vectors in RAM: %d (%.0f MB) in %.2f s",
+                len(ram),
+                ram.nbytes / 1e6,
+                time.perf_counter() - started,
+            )
+
+    async def _open_index(self) -> None:
+        """Open (or rebuild) the encrypted index and reconcile it with DuckDB."""
+        assert self._dek is not None and self._dim is not None and self._model is not None
+        cipher = SapCipher(self._dek, self._dim, beta=SAP_BETA)
         # Rebuilt whenever ciphertexts would stop being comparable (another key, dimension,
         # beta or scheme) or the vectors mean something else (model or embedded text).
-        identity = {"cipher": cipher.params_id, "model": model}
+        identity = {"cipher": cipher.params_id, "model": self._model}
         self._index = await self._vec_thread.run(
-            VectorIndex, self.vector_dir, cipher, dim, identity
+            VectorIndex, self.vector_dir, cipher, self._dim, identity
         )
         await self.reconcile()
 
@@ -106,73 +183,67 @@ class VectorCatalog:
         ordered = sorted(missing)
         for start in range(0, len(ordered), 5000):
             chunk = ordered[start : start + 5000]
-            self.queue(await self._db_thread.run(db.embedded_vectors, model, chunk))
+            self._enqueue(await self._db_thread.run(db.embedded_vectors, model, chunk))
+            await self.flush()
         await self.flush()
         if missing or extra:
             log.info("vector index reconciled: %d added, %d removed", len(missing), len(extra))
         return {"added": len(missing), "removed": len(extra)}
 
-    async def load_exact(self, dim: int) -> None:
-        """Fill the in-memory matrix from DuckDB, page by page. Writes that arrive
-        meanwhile go into it directly; the loader never overwrites them, nor brings back
-        what was deleted in the meantime."""
-        assert self._db is not None and self._model is not None
-        db, model = self._db, self._model
-        cap = self.settings.memory_vectors_max
-        total = await self._db_thread.run(db.count_embedded, model)
-        if cap <= 0 or total > cap:
-            log.info("%d vectors, search.memory_vectors_max %d: index only", total, cap)
-            return
-        self._exact = exact = ExactVectors(dim, capacity=max(1024, total))
-        after = None
-        while True:
-            page = await self._db_thread.run(db.embedded_vectors_page, model, after, LOAD_PAGE)
-            if not page or self._exact is not exact:
-                break
-            after = page[-1][0]
-            fresh = [r for r in page if r[0] not in exact and r[0] not in self._exact_forgotten]
-            if fresh:
-                exact.upsert(
-                    [r[0] for r in fresh],
-                    [self.tag(r[1]) for r in fresh],
-                    np.stack([np.frombuffer(r[2], dtype=np.float32) for r in fresh]),
-                )
-        if self._exact is exact:
-            self._exact_ready = True
-            self._exact_forgotten.clear()
-            log.info("in-memory vectors ready: %d (%.0f MB)", len(exact), exact.nbytes / 1e6)
+    async def _grow_into_index(self) -> None:
+        """The store outgrew the memory tier: build the index from DuckDB while RAM goes
+        on answering, then switch to it."""
+        log.info("the store outgrew search.ram_max: building the vector index")
+        try:
+            await self._open_index()
+            self.tier = INDEX
+            self._ram, self._ram_ready = None, False
+            log.info("vector index ready; vectors in RAM released")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - tried again on the next write
+            log.error("building the vector index failed: %s", redacted_traceback(exc))
+            self._pending.clear()
+            self._pending_deletes.clear()
+        finally:
+            self._growing = None
 
     # -- changes ---------------------------------------------------------------------------------
 
     def queue(self, rows: list[tuple[str, str, bytes]]) -> None:
-        """New or changed (id, namespace, vector) rows: into the matrix now, the index soon."""
+        """New or changed (id, namespace, vector) rows: into RAM now, the index soon."""
         if not rows:
             return
-        tags = [self.tag(namespace) for _, namespace, _ in rows]
-        vectors = [np.frombuffer(blob, dtype=np.float32) for _, _, blob in rows]
-        for (memory_id, _, _), tag, vector in zip(rows, tags, vectors, strict=True):
-            self._pending[memory_id] = (tag, vector)
-        if self._exact is not None:
-            self._exact.upsert([r[0] for r in rows], tags, np.stack(vectors))
-            if len(self._exact) > self.settings.memory_vectors_max:
-                self._drop_exact("the store outgrew search.memory_vectors_max")
+        if self._ram is not None:
+            self._ram.upsert(
+                [r[0] for r in rows],
+                [self.tag(r[1]) for r in rows],
+                np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows]),
+            )
+            if self.tier == RAM and self._growing is None:
+                if len(self._ram) > self.settings.ram_max:
+                    self._growing = asyncio.get_running_loop().create_task(
+                        self._grow_into_index()
+                    )
+        if self._feeds_index:
+            self._enqueue(rows)
+
+    def _enqueue(self, rows: list[tuple[str, str, bytes]]) -> None:
+        for memory_id, namespace, blob in rows:
+            self._pending[memory_id] = (self.tag(namespace), np.frombuffer(blob, np.float32))
         self._flush_wakeup.set()
 
     def forget(self, ids: list[str]) -> None:
-        """Vectors of deleted (or re-embedded) memories leave the matrix and the index."""
-        for memory_id in ids:
-            self._pending.pop(memory_id, None)
-        self._pending_deletes.update(ids)
-        if self._exact is not None:
-            self._exact.remove(ids)
-            if not self._exact_ready:
-                self._exact_forgotten.update(ids)
-        self._flush_wakeup.set()
-
-    def _drop_exact(self, why: str) -> None:
-        log.info("in-memory vectors off: %s; searching the vector index", why)
-        self._exact, self._exact_ready = None, False
-        self._exact_forgotten.clear()
+        """Vectors of deleted (or re-embedded) memories leave RAM and the index."""
+        if self._ram is not None:
+            self._ram.remove(ids)
+            if not self._ram_ready:
+                self._forgotten_while_loading.update(ids)
+        if self._feeds_index:
+            for memory_id in ids:
+                self._pending.pop(memory_id, None)
+            self._pending_deletes.update(ids)
+            self._flush_wakeup.set()
 
     # -- candidates ------------------------------------------------------------------------------
 
@@ -182,9 +253,9 @@ class VectorCatalog:
         ns_tag = self.tag(filters.namespace) if filters.namespace is not None else None
         # Filters other than the namespace are applied afterwards, on the rows: fetch more.
         other_filters = filters.beyond_namespace
-        if self._exact_ready and self._exact is not None:
-            fetch = pool * (4 if other_filters else 1)  # exact: no approximation to cover
-            return [i for i, _ in self._exact.search(query, fetch, ns_tag)]
+        if self._ram is not None and self._ram_ready:
+            fetch = pool * (4 if other_filters else 1)
+            return [i for i, _ in self._ram.search(query, fetch, ns_tag)]
         fetch = pool * (4 if other_filters else 2)
         found: dict[str, None] = {}
         if self._index is not None:
@@ -264,6 +335,10 @@ class VectorCatalog:
     async def close(self) -> None:
         """Write what is queued and erase deleted vectors from disk, then stop."""
         try:
+            if self._growing is not None:
+                self._growing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._growing
             await self.flush()
             if self._index is not None and self._last_delete_at is not None:
                 await self._vec_thread.run(self._index.compact)
@@ -273,10 +348,11 @@ class VectorCatalog:
     async def status(self) -> dict[str, Any]:
         rows = await self._vec_thread.run(self._index.count) if self._index else 0
         return {
-            "memory_vectors": {
-                "rows": len(self._exact) if self._exact is not None else 0,
-                "ready": self._exact_ready,
-                "max": self.settings.memory_vectors_max,
+            "search_tier": self.tier,
+            "ram_vectors": {
+                "rows": len(self._ram) if self._ram is not None else 0,
+                "ready": self._ram_ready,
+                "max": self.settings.ram_max,
             },
             "vector_index": {
                 "rows": rows,

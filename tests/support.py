@@ -25,6 +25,11 @@ def short_tempdir(prefix: str = "md") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+# Daemon settings that put vector search on the encrypted LanceDB index at any size (the
+# tier big stores use), so that small tests exercise it.
+INDEX_TIER = {"MEMORYD_SEARCH_RAM_MAX": "0"}
+
+
 class DaemonProcess:
     """A real memoryd on a real socket, run as a child process of the test."""
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from memoryd.errors import KeyProblem, MemorydError, NotFound
@@ -775,16 +776,16 @@ class Database:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def embedded_vectors_page(
-        self, model: str, after: str | None, limit: int
-    ) -> list[tuple[str, str, bytes]]:
-        """(id, namespace, vector) in id order, after ``after``: for loading in pages."""
-        rows = self.con.execute(
-            "SELECT id, namespace, embedding FROM memories WHERE embedding_model = ? "
-            "AND id > ? ORDER BY id LIMIT ?",
-            [model, after or "", limit],
-        ).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
+    def vector_reader(self, model: str, batch_rows: int = 8192) -> Iterator[VectorBatch]:
+        """Every memory embedded by ``model``, as batches of (ids, namespaces, float32
+        rows), read on a cursor of its own: one consistent snapshot that another thread
+        may consume while the owner thread goes on with other statements."""
+        cursor = self.con.cursor()
+        cursor.execute("USE store")  # a cursor starts in the in-memory catalog
+        reader = cursor.execute(
+            "SELECT id, namespace, embedding FROM memories WHERE embedding_model = ?", [model]
+        ).fetch_record_batch(batch_rows)
+        return _vector_batches(cursor, reader)
 
     def embedded_ids(self, model: str) -> set[str]:
         return {
@@ -865,6 +866,32 @@ def filter_sql(filters: SearchFilters, alias: str | None = None) -> tuple[list[s
 
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+VectorBatch = tuple[list[str], list[str], "np.ndarray"]
+
+
+def _vector_batches(cursor: duckdb.DuckDBPyConnection, reader: Any) -> Iterator[VectorBatch]:
+    try:
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            blobs = batch.column(2)
+            ids = batch.column(0).to_pylist()
+            namespaces = batch.column(1).to_pylist()
+            offsets = np.frombuffer(blobs.buffers()[1], dtype=np.int32)[
+                blobs.offset : blobs.offset + len(blobs) + 1
+            ]
+            widths = np.diff(offsets)
+            if (widths == widths[0]).all():
+                # One contiguous buffer of equal-width vectors: view it, no per-row copy.
+                values = np.frombuffer(blobs.buffers()[2], dtype=np.uint8)
+                rows = values[offsets[0] : offsets[-1]].view(np.float32).reshape(len(ids), -1)
+            else:
+                rows = np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs.to_pylist()])
+            yield ids, namespaces, rows
+    finally:
+        cursor.close()
 
 
 def _id_list(ids: Sequence[str]) -> str:

@@ -37,7 +37,7 @@ def test_bench_scale_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
     [size] = report["sizes"]
-    assert size["memories"] == 500 and size["in_memory_vectors"] is True
+    assert size["memories"] == 500 and size["search_tier"] == "ram"
     assert size["vector_recall_at_10"] == 1.0  # the in-memory path is exact
     for key in ("store_ingest_per_s", "hybrid_p50_ms", "lexical_p95_ms", "vector_p50_ms",
                 "idle_rss_mb", "disk_bytes_per_memory", "cold_start_to_first_search_s"):

@@ -8,6 +8,7 @@ import stat
 import time
 
 import pytest
+from support import INDEX_TIER
 
 from memoryd.client import Client, RemoteError
 
@@ -69,19 +70,25 @@ def test_everything_survives_restart(daemon, client: Client):
         assert [e["action"] for e in again.history(memory["id"])] == ["add", "update"]
 
 
-def test_kill_9_after_acknowledged_add_loses_nothing(daemon, client: Client):
-    memory = client.add("Acknowledged memories survive a crash")["memory"]
+@pytest.mark.parametrize("tier", ["ram", "index"])
+def test_kill_9_after_acknowledged_add_loses_nothing(make_daemon, tier: str):
+    daemon = make_daemon(INDEX_TIER if tier == "index" else {}).start()
+    with daemon.client() as client:
+        memory = client.add("Acknowledged memories survive a crash")["memory"]
     daemon.kill9()  # no chance to flush the vector index or checkpoint
     daemon.start()
     with daemon.client() as again:
         assert again.get(memory["id"])["content"] == memory["content"]
         hits = again.search("what survives a crash?", mode="vector")["hits"]
         assert hits and hits[0]["id"] == memory["id"]
-        status = wait_for(lambda: (s := again.status())["vector_index"]["rows"] == 1 and s)
-        assert status["waiting_for_embedding"] == 0
+        rows = "vector_index" if tier == "index" else "ram_vectors"
+        status = wait_for(lambda: (s := again.status())[rows]["rows"] == 1 and s)
+        assert status["search_tier"] == tier and status["waiting_for_embedding"] == 0
 
 
-def test_deleted_vector_folder_is_rebuilt(daemon, client: Client, paths):
+def test_deleted_vector_folder_is_rebuilt(make_daemon, paths):
+    daemon = make_daemon(INDEX_TIER).start()
+    client = daemon.client()
     ids = [client.add(text)["memory"]["id"] for text in PARAPHRASE_MEMORIES]
     wait_for(lambda: client.status()["vector_index"]["rows"] == 3)
     client.close()
@@ -94,7 +101,9 @@ def test_deleted_vector_folder_is_rebuilt(daemon, client: Client, paths):
         assert hits[0]["id"] == ids[0]
 
 
-def test_corrupt_vector_index_is_rebuilt(daemon, client: Client, paths):
+def test_corrupt_vector_index_is_rebuilt(make_daemon, paths):
+    daemon = make_daemon(INDEX_TIER).start()
+    client = daemon.client()
     target = client.add("Alice is allergic to peanuts")["memory"]["id"]
     wait_for(lambda: client.status()["vector_index"]["rows"] == 1)
     client.close()

@@ -180,7 +180,7 @@ def test_phrases_and_prefixes(client: Client):
 
 
 def test_in_memory_vectors_and_index_only_agree(make_daemon):
-    """The in-memory exact path and the encrypted-index path find the same things."""
+    """The RAM tier and the encrypted-index tier find the same things."""
     texts = [
         "Alice is allergic to peanuts",
         "The quarterly report is due on Friday",
@@ -188,7 +188,7 @@ def test_in_memory_vectors_and_index_only_agree(make_daemon):
         "The boiler needs servicing in March",
     ]
     found = {}
-    for label, env in (("memory", {}), ("index", {"MEMORYD_SEARCH_MEMORY_VECTORS_MAX": "0"})):
+    for label, env in (("ram", {}), ("index", {"MEMORYD_SEARCH_RAM_MAX": "0"})):
         daemon = make_daemon(env).start()
         with daemon.client() as c:
             for text in texts:
@@ -196,19 +196,20 @@ def test_in_memory_vectors_and_index_only_agree(make_daemon):
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 status = c.status()
-                if status["vector_index"]["pending"] == 0 and (
-                    label == "index" or status["memory_vectors"]["ready"]
+                if status["search_tier"] == label and status["vector_index"]["pending"] == 0 and (
+                    label == "index" or status["ram_vectors"]["ready"]
                 ):
                     break
                 time.sleep(0.05)
             status = c.status()
-            assert status["memory_vectors"]["rows"] == (4 if label == "memory" else 0)
+            assert status["search_tier"] == label
+            assert status["ram_vectors"]["rows"] == (4 if label == "ram" else 0)
             found[label] = [
                 c.search(q, mode="vector")["hits"][0]["content"]
                 for q in ("nut allergy", "music taste", "heating maintenance")
             ]
         daemon.stop()
-    assert found["memory"] == found["index"] == [texts[0], texts[2], texts[3]]
+    assert found["ram"] == found["index"] == [texts[0], texts[2], texts[3]]
 
 
 def test_recency_and_importance_are_optional_signals(client: Client):

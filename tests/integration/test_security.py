@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import INDEX_TIER
 
 from memoryd.client import RemoteError
 from memoryd.crypto import keys
@@ -39,7 +40,10 @@ def canary_needles(*texts: str) -> list[bytes]:
     return needles
 
 
-def test_canary_never_reaches_disk(daemon, client, memoryd_home: Path, paths):
+@pytest.mark.parametrize("tier", ["ram", "index"])
+def test_canary_never_reaches_disk(make_daemon, memoryd_home: Path, paths, tier: str):
+    daemon = make_daemon(INDEX_TIER if tier == "index" else {}).start()
+    client = daemon.client()
     memory = client.add(f"My secret is {CANARY}", tags=[CANARY], namespace="private",
                         metadata={"note": CANARY, "path": f"/home/me/{CANARY}.md"},
                         thread=CANARY)["memory"]
@@ -54,12 +58,18 @@ def test_canary_never_reaches_disk(daemon, client, memoryd_home: Path, paths):
     client.close()
     daemon.stop()
     assert_not_on_disk(memoryd_home, needles)
-    assert list(paths.vector_dir.rglob("*.lance")), "the vector index was written"
+    index_files = list(paths.vector_dir.rglob("*.lance"))
+    if tier == "index":
+        assert index_files, "the vector index was written"
+    else:
+        assert not index_files, "the RAM tier writes no vector files"
 
 
-def test_vectors_on_disk_are_not_the_plain_embedding(daemon, client, paths):
-    from support import MODEL_DIR
+def test_vectors_on_disk_are_not_the_plain_embedding(make_daemon, paths):
+    from support import INDEX_TIER, MODEL_DIR
 
+    daemon = make_daemon(INDEX_TIER).start()
+    client = daemon.client()
     from memoryd.config import EmbeddingSettings
     from memoryd.embed.base import FastEmbedder
 

@@ -1,24 +1,43 @@
-"""Exact nearest neighbours over vectors held in memory (never written anywhere).
+"""Nearest-neighbour candidates from int8 vectors held in memory (never written anywhere).
 
-A float32 matrix with one row per memory, a namespace code per row, and a free-row
-list; deletes leave holes that are reused, and the matrix is compacted when holes pile up.
-Brute-force inner products over it are faster than any index below a few hundred
-thousand rows on this class of machine (0.3 ms at 10k, 5 ms at 100k, 384 dimensions),
-and exact. Owned by the event loop thread: callers snapshot before handing work to a
-thread.
+One int8 row per memory, a namespace code per row, and a free-row list; deletes leave
+holes that are reused, and the rows are compacted when holes pile up. Each vector is
+scaled so that its largest component is ±127 before rounding: cosine similarity ignores
+the scale, so every vector keeps the full int8 range.
+
+Why int8: a query scans every row, and the scan is bound by memory bandwidth. int8 rows
+are a quarter of float32 (384 bytes a memory at 384 dimensions), and SimSIMD's int8
+cosine kernels run several times faster than a float32 matmul over the same rows
+(100k rows: ~1.5 ms on two threads against ~5 ms). The order is approximate, so callers
+over-fetch and re-score the candidates with the exact vectors kept in DuckDB.
+
+Owned by the event loop thread.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
+import simsimd
+
+SCAN_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
-class ExactVectors:
+def quantize(vectors: np.ndarray) -> np.ndarray:
+    """int8 codes of float rows, each scaled so its largest component is ±127."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    peak = np.abs(vectors).max(axis=1, keepdims=True)
+    scaled = vectors * (127.0 / np.maximum(peak, 1e-12))
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.int8)
+
+
+class QuantizedVectors:
     def __init__(self, dim: int, capacity: int = 1024):
         self.dim = dim
-        self._vectors = np.zeros((capacity, dim), dtype=np.float32)
+        self._codes = np.zeros((capacity, dim), dtype=np.int8)
         self._tags = np.full(capacity, -1, dtype=np.int32)  # -1: free row
         self._ids: list[str | None] = [None] * capacity
         self._row: dict[str, int] = {}
@@ -34,18 +53,20 @@ class ExactVectors:
 
     @property
     def nbytes(self) -> int:
-        return int(self._vectors.nbytes + self._tags.nbytes)
+        return int(self._codes.nbytes + self._tags.nbytes)
 
     def upsert(self, ids: Sequence[str], tags: Sequence[str], vectors: np.ndarray) -> None:
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
-        for memory_id, tag, vector in zip(ids, tags, vectors, strict=True):
+        codes = quantize(np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim))
+        rows = np.empty(len(ids), dtype=np.int64)
+        for n, memory_id in enumerate(ids):
             row = self._row.get(memory_id)
             if row is None:
                 row = self._take_row()
                 self._row[memory_id] = row
                 self._ids[row] = memory_id
-            self._vectors[row] = vector
-            self._tags[row] = self._code(tag)
+            rows[n] = row
+        self._codes[rows] = codes
+        self._tags[rows] = [self._code(tag) for tag in tags]
 
     def remove(self, ids: Sequence[str]) -> None:
         for memory_id in ids:
@@ -58,8 +79,8 @@ class ExactVectors:
             self._compact()
 
     def search(self, query: np.ndarray, k: int, tag: str | None = None) -> list[tuple[str, float]]:
-        """The ``k`` most similar (inner product) ids, best first, optionally in one
-        namespace (by its tag)."""
+        """About the ``k`` most cosine-similar ids, best first, with their approximate
+        similarity, optionally in one namespace (by its tag)."""
         if not self._row or k <= 0:
             return []
         used = self._used
@@ -71,20 +92,27 @@ class ExactVectors:
             if code is None:
                 return []
             keep = tags == code
-        # Score the contiguous block and mask the rest: gathering the wanted rows first
-        # would copy the matrix (46 MB at 30k memories) on every query.
-        scores = self._vectors[:used] @ np.asarray(query, dtype=np.float32)
-        scores[~keep] = -np.inf
-        available = int(keep.sum())
+        available = int(np.count_nonzero(keep))
         if available == 0:
             return []
+        # Scan the contiguous block and mask the rest: gathering the wanted rows first
+        # would copy them on every query.
+        distances = np.empty((1, used), dtype=np.float32)
+        simsimd.cdist(
+            quantize(np.asarray(query, dtype=np.float32).reshape(1, self.dim)),
+            self._codes[:used],
+            metric="cosine",
+            out=distances,
+            threads=SCAN_THREADS,
+        )
+        scores = distances[0]
+        scores[~keep] = np.inf
         k = min(k, available)
-        top = np.argpartition(-scores, k - 1)[:k] if used > k else np.arange(used)
-        top = top[np.argsort(-scores[top])]
+        top = np.argpartition(scores, k - 1)[:k] if used > k else np.flatnonzero(keep)
+        top = top[np.argsort(scores[top], kind="stable")]
         return [
-            (self._ids[int(i)], float(scores[i]))  # type: ignore[misc]
+            (self._ids[int(i)], 1.0 - float(scores[i]))  # type: ignore[misc]
             for i in top
-            if keep[i]
         ]
 
     def _code(self, tag: str) -> int:
@@ -103,17 +131,17 @@ class ExactVectors:
         return row
 
     def _resize(self, capacity: int) -> None:
-        vectors = np.zeros((capacity, self.dim), dtype=np.float32)
+        codes = np.zeros((capacity, self.dim), dtype=np.int8)
         tags = np.full(capacity, -1, dtype=np.int32)
         keep = min(self._used, capacity)
-        vectors[:keep] = self._vectors[:keep]
+        codes[:keep] = self._codes[:keep]
         tags[:keep] = self._tags[:keep]
-        self._vectors, self._tags = vectors, tags
+        self._codes, self._tags = codes, tags
         self._ids.extend([None] * (capacity - len(self._ids)))
 
     def _compact(self) -> None:
         live = [r for r in range(self._used) if self._ids[r] is not None]
-        self._vectors[: len(live)] = self._vectors[live]
+        self._codes[: len(live)] = self._codes[live]
         self._tags[: len(live)] = self._tags[live]
         self._tags[len(live) : self._used] = -1
         ids = [self._ids[r] for r in live]

@@ -1,0 +1,80 @@
+"""Where vector candidates come from: RAM up to search.ram_max, the encrypted index above.
+
+A store below the limit keeps no vector files (an index left by a bigger store is
+erased); a store that outgrows the limit while running builds the index from DuckDB and
+switches to it without missing anything."""
+
+from __future__ import annotations
+
+import time
+
+from support import INDEX_TIER
+
+TEXTS = [
+    "Alice is allergic to peanuts",
+    "The quarterly report is due on Friday",
+    "Bob's favourite band is Radiohead",
+    "The boiler needs servicing in March",
+    "Carol's flight to Lisbon leaves at 7am",
+]
+QUERIES = {"nut allergy": 0, "music taste": 2, "heating maintenance": 3, "trip to Portugal": 4}
+
+
+def wait_status(client, predicate, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.status()
+        if predicate(status):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"status never matched: {client.status()}")
+
+
+def first_hits(client) -> dict[str, str]:
+    return {q: client.search(q, mode="vector")["hits"][0]["content"] for q in QUERIES}
+
+
+def test_ram_tier_erases_an_index_left_by_a_bigger_store(make_daemon, paths):
+    daemon = make_daemon(INDEX_TIER).start()
+    with daemon.client() as c:
+        for text in TEXTS:
+            c.add(text)
+        wait_status(c, lambda s: s["vector_index"]["rows"] == len(TEXTS))
+        deleted = c.search("nut allergy", mode="vector")["hits"][0]["id"]
+        c.delete(deleted)
+    daemon.stop()
+    assert list(paths.vector_dir.rglob("*.lance"))
+
+    daemon = make_daemon().start()
+    with daemon.client() as c:
+        status = wait_status(c, lambda s: s["ram_vectors"]["ready"])
+        assert status["search_tier"] == "ram" and status["ram_vectors"]["rows"] == 4
+        assert not paths.vector_dir.exists()
+        hits = first_hits(c)
+    assert hits["music taste"] == TEXTS[2] and hits["trip to Portugal"] == TEXTS[4]
+    assert hits["nut allergy"] != TEXTS[0]
+
+
+def test_a_store_that_outgrows_ram_switches_to_the_index(make_daemon, paths):
+    daemon = make_daemon({"MEMORYD_SEARCH_RAM_MAX": "3"}).start()
+    with daemon.client() as c:
+        for text in TEXTS[:2]:
+            c.add(text)
+        status = wait_status(c, lambda s: s["ram_vectors"]["ready"])
+        assert status["search_tier"] == "ram" and not paths.vector_dir.exists()
+        c.import_items([{"content": t} for t in TEXTS[2:]])
+        status = wait_status(c, lambda s: s["search_tier"] == "index"
+                             and s["vector_index"]["rows"] == len(TEXTS))
+        assert status["ram_vectors"]["rows"] == 0 and status["vector_index"]["pending"] == 0
+        assert list(paths.vector_dir.rglob("*.lance"))
+        hits = first_hits(c)
+        c.add("Dave waters the ferns every Sunday")  # written to the index from now on
+        wait_status(c, lambda s: s["vector_index"]["rows"] == len(TEXTS) + 1)
+        assert c.search("plant care", mode="vector")["hits"][0]["content"].startswith("Dave")
+    assert hits == {q: TEXTS[n] for q, n in QUERIES.items()}
+    daemon.stop()
+    daemon = make_daemon({"MEMORYD_SEARCH_RAM_MAX": "3"}).start()
+    with daemon.client() as c:
+        status = wait_status(c, lambda s: s["vector_index"]["ready"])
+        assert status["search_tier"] == "index"
+        assert first_hits(c) == hits
