@@ -196,6 +196,11 @@ class Daemon:
                     await writer.drain()
         except (ConnectionError, BrokenPipeError):
             pass
+        except asyncio.CancelledError:
+            # Shutdown cancels idle connections. End quietly: Python 3.11's stream
+            # callback calls exception() on a cancelled handler task and logs a bogus
+            # traceback for it.
+            pass
         finally:
             self.connections -= 1
             with contextlib.suppress(Exception):
