@@ -30,7 +30,7 @@ from memoryd.search.fusion import rank
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.query import parse_query
 from memoryd.search.timeexpr import time_window
-from memoryd.store.database import Database, PreparedMemory
+from memoryd.store.database import Database, PreparedMemory, build_ram_postings
 from memoryd.store.owner import OwnerThread
 from memoryd.vector_catalog import VectorCatalog
 
@@ -119,6 +119,7 @@ class MemoryService:
         self.embedding.start_loading()
         log.info("store open: %d memories", await self._db_thread.run(self._db.count))
         self._spawn(self._prepare_vectors())
+        self._spawn(self._load_ram_postings())
         self._spawn(self.vectors.flush_loop())
         self._spawn(self.vectors.compact_loop())
         self._spawn(self._expiry_loop())
@@ -180,6 +181,22 @@ class MemoryService:
         finally:
             self.vectors.ready.set()
         await self._embed_waiting()
+
+    async def _load_ram_postings(self) -> None:
+        """Copy the postings into RAM for fast lexical search (small stores only); SQL
+        answers meanwhile, and for good if the store is above ``search.ram_max``."""
+        db = self._require_store()
+        db.ram_max = self.settings.search.ram_max
+        if await self._db_thread.run(db.count) > db.ram_max:
+            return
+        load = await self._db_thread.run(db.begin_ram_postings)
+        index = None
+        try:
+            index = await asyncio.get_running_loop().run_in_executor(
+                None, build_ram_postings, load
+            )
+        finally:
+            await self._db_thread.run(db.finish_ram_postings, index)
 
     async def _embed_waiting(self) -> None:
         db = self._require_store()
@@ -526,6 +543,7 @@ class MemoryService:
                 db.count_waiting, self.embedding_id
             )
             out.update(await self.vectors.status())
+            out["lexical_in_ram"] = db.ram_postings_ready
         return out
 
     async def unlock(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:

@@ -21,9 +21,11 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from memoryd.errors import KeyProblem, MemorydError, NotFound
 from memoryd.model import Memory, SearchFilters, utcnow
+from memoryd.search.inverted import InvertedIndex
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.store.migrations import MIGRATIONS
 
@@ -97,6 +99,12 @@ class Database:
         self.temp_dir = temp_dir
         self.analyzer = analyzer or DocumentAnalyzer()
         self.con = self._connect(path, key, temp_dir)
+        # Lexical search from RAM (memoryd.search.inverted) once loaded, while the store
+        # holds at most ``ram_max`` memories; the postings table stays the truth.
+        self.ram_max = 0
+        self._ram_postings: InvertedIndex | None = None
+        self._ram_log: list[tuple[str, tuple[Any, ...]]] | None = None  # during a load
+        self._after_commit: list[tuple[str, tuple[Any, ...]]] | None = None
         if memory_limit_mb > 0:
             self.con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
         self.migrate()
@@ -169,12 +177,68 @@ class Database:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         self.con.execute("BEGIN TRANSACTION")
+        self._after_commit = []
         try:
             yield self.con
         except BaseException:
+            self._after_commit = None
             self.con.execute("ROLLBACK")
             raise
         self.con.execute("COMMIT")
+        changes, self._after_commit = self._after_commit, None
+        for op, args in changes:
+            self._ram_change(op, args)
+
+    # -- lexical search from RAM ---------------------------------------------------------------
+
+    @property
+    def ram_postings_ready(self) -> bool:
+        return self._ram_postings is not None
+
+    def _postings_changed(self, op: str, *args: Any) -> None:
+        """Postings were written (op "add") or erased ("remove"): the RAM copy follows
+        once the transaction commits, and not at all if it rolls back."""
+        if self._after_commit is not None:
+            self._after_commit.append((op, args))
+        else:
+            self._ram_change(op, args)
+
+    def _ram_change(self, op: str, args: tuple[Any, ...]) -> None:
+        if self._ram_log is not None:
+            self._ram_log.append((op, args))
+        index = self._ram_postings
+        if index is None:
+            return
+        getattr(index, op)(*args)
+        if len(index) > self.ram_max:
+            self._ram_postings = None
+            log.info("lexical search back to SQL: more than search.ram_max memories")
+
+    def begin_ram_postings(self) -> RamPostingsLoad:
+        """Open a snapshot of the postings for ``build_ram_postings`` (on another thread)
+        and note every change from now on, for ``finish_ram_postings`` to replay."""
+        self._ram_log = []
+        cursor = self.con.cursor()
+        cursor.execute("USE store")  # a cursor starts in the in-memory catalog
+        cursor.execute("BEGIN TRANSACTION")  # both reads below see one snapshot
+        documents = cursor.execute("SELECT id, namespace, doc_len FROM memories").to_arrow_table()
+        postings = cursor.execute("SELECT term, memory_id, tf FROM postings").to_arrow_reader(
+            65_536
+        )
+        return RamPostingsLoad(cursor, documents, postings)
+
+    def finish_ram_postings(self, index: InvertedIndex | None) -> None:
+        """Replay what changed during the build and search from ``index`` from now on
+        (``None``: the build failed; stay with SQL)."""
+        changes, self._ram_log = self._ram_log or [], None
+        if index is None:
+            return
+        for op, args in changes:
+            getattr(index, op)(*args)
+        if len(index) <= self.ram_max:
+            self._ram_postings = index
+            mb = index.nbytes / 1e6
+            log.info("lexical search from RAM: %d memories (%.0f MB)", len(index), mb)
 
     def close(self) -> None:
         with contextlib.suppress(duckdb.Error):
@@ -402,8 +466,8 @@ class Database:
             )
         self._write_postings(con, documents, namespaces, replace=True)
 
-    @staticmethod
     def _write_postings(
+        self,
         con: Any,
         documents: dict[str, Counter[str]],
         namespaces: dict[str, str],
@@ -413,6 +477,7 @@ class Database:
         and set each memory's document length (new rows carry theirs already)."""
         if not documents:
             return
+        self._postings_changed("add", documents, namespaces)
         term_col: list[str] = []
         id_col: list[str] = []
         tf_col: list[int] = []
@@ -547,6 +612,7 @@ class Database:
                 raise NotFound(f"no memory with id {memory_id}")
             old_next = self._next_in_thread(con, memory_id)
             con.execute("DELETE FROM postings WHERE memory_id = ?", [memory_id])
+            self._postings_changed("remove", [memory_id])
             con.execute("DELETE FROM memories WHERE id = ?", [memory_id])
             if old_next:  # its document held the deleted memory as context
                 self._reindex_lexical(con, [old_next])
@@ -658,10 +724,24 @@ class Database:
         filters: SearchFilters,
         limit: int,
         prefixes: Sequence[str] = (),
+    ) -> list[tuple[str, float]]:
+        """BM25 (id, score), best first: from RAM when loaded and no filter beyond the
+        namespace must narrow the ranking first, else in SQL. Both rank alike."""
+        index = self._ram_postings
+        if index is not None and not filters.beyond_namespace:
+            return index.search(sorted(set(query_terms)), prefixes, filters.namespace, limit)
+        return self.lexical_search_sql(query_terms, filters, limit, prefixes)
+
+    def lexical_search_sql(
+        self,
+        query_terms: Sequence[str],
+        filters: SearchFilters,
+        limit: int,
+        prefixes: Sequence[str] = (),
         k1: float = 1.2,
         b: float = 0.75,
     ) -> list[tuple[str, float]]:
-        """BM25 over the postings: (id, score), best first.
+        """BM25 over the postings table: (id, score), best first.
 
         Collection statistics (document count, average length, document frequencies)
         come from the searched namespace when there is one: a term that is rare in this
@@ -784,7 +864,7 @@ class Database:
         cursor.execute("USE store")  # a cursor starts in the in-memory catalog
         reader = cursor.execute(
             "SELECT id, namespace, embedding FROM memories WHERE embedding_model = ?", [model]
-        ).fetch_record_batch(batch_rows)
+        ).to_arrow_reader(batch_rows)
         return _vector_batches(cursor, reader)
 
     def embedded_ids(self, model: str) -> set[str]:
@@ -866,6 +946,40 @@ def filter_sql(filters: SearchFilters, alias: str | None = None) -> tuple[list[s
 
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@dataclass
+class RamPostingsLoad:
+    """A snapshot of documents and postings, read on a cursor of its own."""
+
+    cursor: duckdb.DuckDBPyConnection
+    documents: pa.Table
+    postings: Any  # pyarrow RecordBatchReader
+
+
+def build_ram_postings(load: RamPostingsLoad) -> InvertedIndex:
+    """Build the RAM postings from a snapshot: safe on any thread but the owner's."""
+    try:
+        index = InvertedIndex()
+        ids = load.documents.column("id").combine_chunks()
+        index.load_documents(
+            ids.to_pylist(),
+            load.documents.column("namespace").to_pylist(),
+            load.documents.column("doc_len").to_numpy(zero_copy_only=False),
+        )
+        for batch in load.postings:
+            terms = pc.dictionary_encode(batch.column(0))
+            docs = pc.fill_null(pc.index_in(batch.column(1), value_set=ids), -1)
+            index.load_postings(
+                terms.dictionary.to_pylist(),
+                terms.indices.to_numpy(zero_copy_only=False),
+                docs.to_numpy(zero_copy_only=False),
+                batch.column(2).to_numpy(zero_copy_only=False),
+            )
+        index.finish_load()
+        return index
+    finally:
+        load.cursor.close()
 
 
 VectorBatch = tuple[list[str], list[str], "np.ndarray"]

@@ -1,0 +1,95 @@
+"""BM25 from the RAM postings equals BM25 in SQL over the postings table, through
+loads, adds, edits, deletes and prefixes, in one namespace and across all."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+
+import pytest
+
+from memoryd.model import SearchFilters, new_id, utcnow
+from memoryd.store.database import Database, PreparedMemory, build_ram_postings
+
+WORDS = ("apple river violin garden engine summer harbour lantern pepper cobalt "
+         "deploy deployment deployed pipeline friday review").split()
+
+
+def prepared(content: str, namespace: str) -> PreparedMemory:
+    now = utcnow()
+    return PreparedMemory(
+        id=new_id(), content=content, content_hash=hashlib.sha256(content.encode()).hexdigest(),
+        namespace=namespace, kind="note", tags=[], metadata={}, importance=0.5, source=None,
+        thread=None, position=None, created_at=now, expires_at=None, updated_at=now,
+    )
+
+
+def batch(rng: random.Random, n: int) -> list[PreparedMemory]:
+    return [prepared(" ".join(rng.choices(WORDS, k=rng.randint(1, 9))) + f" n{rng.random()}",
+                     rng.choice(["work", "home"])) for _ in range(n)]
+
+
+QUERIES = [(["appl", "river"], []), (["violin"], []), (["pepper", "cobalt", "harbour"], []),
+           ([], ["deploy"]), ([], ["deployme"]), (["summer"], ["lant"]), (["nosuchword"], [])]
+
+
+def assert_same(db: Database) -> None:
+    """Every document with the same score, and the same top 20 up to ties (sums of the
+    same terms in another order may differ in the last bit, which reorders exact ties)."""
+    for namespace in (None, "work", "home", "nowhere"):
+        filters = SearchFilters(namespace=namespace)
+        for terms, prefixes in QUERIES:
+            sql = dict(db.lexical_search_sql(terms, filters, 10_000, prefixes))
+            ram = dict(db.lexical_search(terms, filters, 10_000, prefixes))
+            assert ram.keys() == sql.keys(), (namespace, terms, prefixes)
+            for memory_id, score in sql.items():
+                assert ram[memory_id] == pytest.approx(score, rel=1e-6)
+            top_sql = db.lexical_search_sql(terms, filters, 20, prefixes)
+            top_ram = db.lexical_search(terms, filters, 20, prefixes)
+            assert [s for _, s in top_ram] == pytest.approx([s for _, s in top_sql], rel=1e-6)
+
+
+def test_ram_postings_rank_like_sql(tmp_path):
+    rng = random.Random(3)
+    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    db.ram_max = 10_000
+    items = batch(rng, 300)
+    db.insert(items, "test")
+    load = db.begin_ram_postings()
+    db.insert(batch(rng, 40), "test")  # lands while the RAM copy is being built
+    doomed = items[5]
+    db.delete(doomed.id, "test")
+    db.finish_ram_postings(build_ram_postings(load))
+    assert db.ram_postings_ready
+    assert_same(db)
+    # Changes after the load: adds, edits, deletes, and a transaction that fails.
+    more = batch(rng, 120)
+    db.insert(more, "test")
+    for item in rng.sample(more + items[10:], 30):
+        db.update(item.id, {"content": item.content + " violin revised"}, "test",
+                  {"content_hash": item.content_hash + "x"})
+    for item in rng.sample(items[50:], 20):
+        db.delete(item.id, "test")
+    with pytest.raises(RuntimeError):
+        with db.transaction() as con:
+            db._write_postings(con, {"ghost": __import__("collections").Counter(violin=9)},
+                               {"ghost": "work"}, replace=False)
+            raise RuntimeError("rolled back")
+    assert "ghost" not in [i for i, _ in db.lexical_search(["violin"], SearchFilters(), 500)]
+    assert_same(db)
+    db.close()
+
+
+def test_ram_postings_step_aside_above_the_limit(tmp_path):
+    rng = random.Random(4)
+    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    db.ram_max = 50
+    db.insert(batch(rng, 40), "test")
+    db.finish_ram_postings(build_ram_postings(db.begin_ram_postings()))
+    assert db.ram_postings_ready
+    db.insert(batch(rng, 20), "test")  # 60 > 50: SQL from now on
+    assert not db.ram_postings_ready
+    assert db.lexical_search(["violin"], SearchFilters(), 5) == db.lexical_search_sql(
+        ["violin"], SearchFilters(), 5)
+    db.close()
