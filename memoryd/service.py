@@ -113,13 +113,16 @@ class MemoryService:
             self.paths.temp_dir,
             self.analyzer,
             self.settings.store.memory_limit_mb,
+            self.settings.search.ram_max,
         )
         self._dek = dek
         self.vectors.attach(self._db, dek)
         self.embedding.start_loading()
-        log.info("store open: %d memories", await self._db_thread.run(self._db.count))
+        memories = await self._db_thread.run(self._db.count)
+        log.info("store open: %d memories", memories)
         self._spawn(self._prepare_vectors())
-        self._spawn(self._load_ram_postings())
+        if 0 < self.settings.search.ram_max and memories <= self.settings.search.ram_max:
+            self._spawn(self._load_ram_postings())
         self._spawn(self.vectors.flush_loop())
         self._spawn(self.vectors.compact_loop())
         self._spawn(self._expiry_loop())
@@ -183,12 +186,9 @@ class MemoryService:
         await self._embed_waiting()
 
     async def _load_ram_postings(self) -> None:
-        """Copy the postings into RAM for fast lexical search (small stores only); SQL
-        answers meanwhile, and for good if the store is above ``search.ram_max``."""
+        """Copy the postings into RAM for fast lexical search (stores up to
+        ``search.ram_max`` only); SQL answers meanwhile."""
         db = self._require_store()
-        db.ram_max = self.settings.search.ram_max
-        if await self._db_thread.run(db.count) > db.ram_max:
-            return
         load = await self._db_thread.run(db.begin_ram_postings)
         index = None
         try:

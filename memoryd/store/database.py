@@ -94,6 +94,7 @@ class Database:
         temp_dir: Path,
         analyzer: DocumentAnalyzer | None = None,
         memory_limit_mb: int = 0,
+        ram_max: int = 0,
     ):
         self.path = path
         self.temp_dir = temp_dir
@@ -101,7 +102,7 @@ class Database:
         self.con = self._connect(path, key, temp_dir)
         # Lexical search from RAM (memoryd.search.inverted) once loaded, while the store
         # holds at most ``ram_max`` memories; the postings table stays the truth.
-        self.ram_max = 0
+        self.ram_max = ram_max
         self._ram_postings: InvertedIndex | None = None
         self._ram_log: list[tuple[str, tuple[Any, ...]]] | None = None  # during a load
         self._after_commit: list[tuple[str, tuple[Any, ...]]] | None = None
@@ -729,7 +730,7 @@ class Database:
         namespace must narrow the ranking first, else in SQL. Both rank alike."""
         index = self._ram_postings
         if index is not None and not filters.beyond_namespace:
-            return index.search(sorted(set(query_terms)), prefixes, filters.namespace, limit)
+            return index.search(query_terms, prefixes, filters.namespace, limit)
         return self.lexical_search_sql(query_terms, filters, limit, prefixes)
 
     def lexical_search_sql(

@@ -39,7 +39,8 @@ def test_ram_tier_erases_an_index_left_by_a_bigger_store(make_daemon, paths):
     with daemon.client() as c:
         for text in TEXTS:
             c.add(text)
-        wait_status(c, lambda s: s["vector_index"]["rows"] == len(TEXTS))
+        status = wait_status(c, lambda s: s["vector_index"]["rows"] == len(TEXTS))
+        assert status["lexical_in_ram"] is False  # ram_max 0: SQL
         deleted = c.search("nut allergy", mode="vector")["hits"][0]["id"]
         c.delete(deleted)
     daemon.stop()
@@ -47,7 +48,7 @@ def test_ram_tier_erases_an_index_left_by_a_bigger_store(make_daemon, paths):
 
     daemon = make_daemon().start()
     with daemon.client() as c:
-        status = wait_status(c, lambda s: s["ram_vectors"]["ready"])
+        status = wait_status(c, lambda s: s["ram_vectors"]["ready"] and s["lexical_in_ram"])
         assert status["search_tier"] == "ram" and status["ram_vectors"]["rows"] == 4
         assert not paths.vector_dir.exists()
         hits = first_hits(c)

@@ -52,8 +52,7 @@ def assert_same(db: Database) -> None:
 
 def test_ram_postings_rank_like_sql(tmp_path):
     rng = random.Random(3)
-    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
-    db.ram_max = 10_000
+    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp", ram_max=10_000)
     items = batch(rng, 300)
     db.insert(items, "test")
     load = db.begin_ram_postings()
@@ -83,8 +82,7 @@ def test_ram_postings_rank_like_sql(tmp_path):
 
 def test_ram_postings_step_aside_above_the_limit(tmp_path):
     rng = random.Random(4)
-    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
-    db.ram_max = 50
+    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp", ram_max=50)
     db.insert(batch(rng, 40), "test")
     db.finish_ram_postings(build_ram_postings(db.begin_ram_postings()))
     assert db.ram_postings_ready
