@@ -109,8 +109,8 @@ class VectorCatalog:
             await self._open_memory(dim, total)
         else:
             log.info("%d vectors, search.ram_max %d: encrypted index", total, cap)
+            self.tier = INDEX  # chosen now: status must not show an open index untiered
             await self._open_index()
-            self.tier = INDEX
 
     async def _open_memory(self, dim: int, total: int) -> None:
         """Fill the RAM vectors from DuckDB. Writes that arrive meanwhile go into them
