@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from memoryd import __version__, validate
+from memoryd import __version__, heap, validate
 from memoryd.config import Paths, Settings
 from memoryd.crypto import keys
 from memoryd.embed import EmbeddingRuntime
@@ -183,6 +183,7 @@ class MemoryService:
             await self.vectors.open(embedder.dim, self.embedding_id)
         finally:
             self.vectors.ready.set()
+        await asyncio.get_running_loop().run_in_executor(None, heap.release)
         await self._embed_waiting()
 
     async def _load_ram_postings(self) -> None:
@@ -197,6 +198,7 @@ class MemoryService:
             )
         finally:
             await self._db_thread.run(db.finish_ram_postings, index)
+        await asyncio.get_running_loop().run_in_executor(None, heap.release)
 
     async def _embed_waiting(self) -> None:
         db = self._require_store()

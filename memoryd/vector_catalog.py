@@ -27,7 +27,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,7 +39,9 @@ from memoryd.model import SearchFilters
 from memoryd.search.quantized import QuantizedVectors
 from memoryd.store.database import Database
 from memoryd.store.owner import OwnerThread
-from memoryd.store.vectors import VectorIndex
+
+if TYPE_CHECKING:  # lancedb costs ~1 s and ~65 MB to import: only the index tier loads it
+    from memoryd.store.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +163,8 @@ class VectorCatalog:
     async def _open_index(self) -> None:
         """Open (or rebuild) the encrypted index and reconcile it with DuckDB."""
         assert self._dek is not None and self._dim is not None and self._model is not None
+        from memoryd.store.vectors import VectorIndex
+
         cipher = SapCipher(self._dek, self._dim, beta=SAP_BETA)
         # Rebuilt whenever ciphertexts would stop being comparable (another key, dimension,
         # beta or scheme) or the vectors mean something else (model or embedded text).
