@@ -63,6 +63,9 @@ def test_finds_the_exact_top_ten_through_changes():
         assert set(brute(ids, vectors, tags, query, 7, "b")) <= set(in_b)
     assert first_agree >= 45  # the approximate order is nearly the exact one
     assert store.search(vectors[0], 5, "no-such-tag") == []
+    # The similarities returned approximate the exact cosine.
+    for memory_id, similarity in store.search(queries[0], 40):
+        assert abs(similarity - float(live[memory_id][0] @ queries[0])) < 0.02
     # A stored vector finds itself first, with a similarity close to 1.
     best, similarity = store.search(vectors[3], 1)[0]
     assert best == ids[3] and similarity > 0.99
