@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +27,12 @@ from memoryd.embed import EmbeddingRuntime
 from memoryd.errors import InvalidParams, KeyProblem, Locked, NotFound, Unavailable
 from memoryd.logs import redacted_traceback
 from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_id, utcnow
-from memoryd.search.fusion import rank
+from memoryd.search.fusion import Rankable, Ranked, rank
 from memoryd.search.lexical import DocumentAnalyzer
-from memoryd.search.query import parse_query
+from memoryd.search.query import ParsedQuery, parse_query
+from memoryd.search.ram import RankFact
 from memoryd.search.timeexpr import time_window
-from memoryd.store.database import Database, PreparedMemory, build_ram_postings
+from memoryd.store.database import Database, PreparedMemory, build_ram_index
 from memoryd.store.owner import OwnerThread
 from memoryd.vector_catalog import VectorCatalog
 
@@ -41,6 +43,8 @@ EMBED_BATCH = 256
 # How long a request waits for a model that is still loading before it goes on without
 # it (a local model loads in well under a second; a hub download may take minutes).
 MODEL_WAIT_S = 10.0
+
+Pairs = tuple[str | None, str | None]  # a memory's (previous, next) in its thread
 
 
 @dataclass
@@ -122,7 +126,7 @@ class MemoryService:
         log.info("store open: %d memories", memories)
         self._spawn(self._prepare_vectors())
         if 0 < self.settings.search.ram_max and memories <= self.settings.search.ram_max:
-            self._spawn(self._load_ram_postings())
+            self._spawn(self._load_ram_index())
         self._spawn(self.vectors.flush_loop())
         self._spawn(self.vectors.compact_loop())
         self._spawn(self._expiry_loop())
@@ -186,18 +190,16 @@ class MemoryService:
         await asyncio.get_running_loop().run_in_executor(None, heap.release)
         await self._embed_waiting()
 
-    async def _load_ram_postings(self) -> None:
-        """Copy the postings into RAM for fast lexical search (stores up to
-        ``search.ram_max`` only); SQL answers meanwhile."""
+    async def _load_ram_index(self) -> None:
+        """Copy the postings and rank facts into RAM for fast lexical search and ranking
+        (stores up to ``search.ram_max`` only); SQL and the rows answer meanwhile."""
         db = self._require_store()
-        load = await self._db_thread.run(db.begin_ram_postings)
-        index = None
+        load = await self._db_thread.run(db.begin_ram_index)
+        ram = None
         try:
-            index = await asyncio.get_running_loop().run_in_executor(
-                None, build_ram_postings, load
-            )
+            ram = await asyncio.get_running_loop().run_in_executor(None, build_ram_index, load)
         finally:
-            await self._db_thread.run(db.finish_ram_postings, index)
+            await self._db_thread.run(db.finish_ram_index, ram)
         await asyncio.get_running_loop().run_in_executor(None, heap.release)
 
     async def _embed_waiting(self) -> None:
@@ -446,21 +448,25 @@ class MemoryService:
 
         candidates = list(dict.fromkeys([*lexical_scores, *vector_ids]))
         spread = mode == "hybrid" and self.settings.search.neighbour_weight > 0
-        rows, pairs = await self._db_thread.run(db.candidates, candidates, filters, spread)
-        if parsed.phrases:
-            rows = {k: v for k, v in rows.items() if parsed.matches_phrases(v[0].content)}
-        vector_scores: dict[str, float] = {}
-        if query_vector is not None:
-            # Neighbour rows fetched for spreading are not candidates: no own score.
-            wanted = set(vector_ids) if mode == "vector" else set(candidates)
-            for memory_id, (_, blob) in rows.items():
-                if memory_id in wanted and blob is not None:
-                    vec = np.frombuffer(blob, dtype=np.float32)
-                    if vec.shape == query_vector.shape:
-                        vector_scores[memory_id] = float(np.dot(vec, query_vector))
+        # Neighbours fetched for spreading are not candidates: no own vector score.
+        wanted = vector_ids if mode == "vector" else candidates
+        known = None
+        if not filters.beyond_namespace and not parsed.phrases:
+            known = await self._ranked_from_ram(db, candidates, wanted, query_vector, spread)
+        rows = None
+        memories: Mapping[str, Rankable]
+        if known is None:
+            rows, memories, vector_scores, pairs = await self._ranked_from_rows(
+                db, candidates, wanted, query_vector, filters, spread, parsed
+            )
+        else:
+            memories, vector_scores, pairs = known
         # Only neighbours that passed the filters (and phrases) can receive a share.
         neighbours = (
-            {k: (p if p in rows else None, n if n in rows else None) for k, (p, n) in pairs.items()}
+            {
+                k: (p if p in memories else None, n if n in memories else None)
+                for k, (p, n) in pairs.items()
+            }
             if spread
             else None
         )
@@ -468,9 +474,9 @@ class MemoryService:
         window = time_window(request.query, now) if mode == "hybrid" else None
         ranked = rank(
             mode,
-            {k: v for k, v in lexical_scores.items() if k in rows},
+            {k: v for k, v in lexical_scores.items() if k in memories},
             vector_scores,
-            {k: v[0] for k, v in rows.items()},
+            memories,
             neighbours,
             window,
             self.settings.search,
@@ -480,8 +486,8 @@ class MemoryService:
             now,
         )
         hits = []
-        for r in ranked[: request.limit]:
-            hit = rows[r.id][0].to_json()
+        for r, memory in await self._hit_rows(db, ranked, request.limit, filters, rows):
+            hit = memory.to_json()
             hit["score"] = round(r.score, 6)
             if request.explain:
                 hit["signals"] = r.signals()
@@ -500,6 +506,83 @@ class MemoryService:
                 "phrase": window.phrase,
             }
         return result
+
+    async def _ranked_from_ram(
+        self,
+        db: Database,
+        candidates: list[str],
+        wanted: list[str],
+        query_vector: np.ndarray | None,
+        spread: bool,
+    ) -> tuple[dict[str, RankFact], dict[str, float], dict[str, Pairs]] | None:
+        """What ranking reads, from RAM: the candidates' rank facts and int8 vector
+        similarities. ``None`` when either is not in RAM (the rows are read instead)."""
+        if query_vector is not None and not self.vectors.in_ram:
+            return None
+        found = await self._db_thread.run(db.candidate_facts, candidates, spread)
+        if found is None:
+            return None
+        facts, pairs = found
+        vector_scores: dict[str, float] = {}
+        if query_vector is not None:
+            scores = self.vectors.similarities(query_vector, [i for i in wanted if i in facts])
+            if scores is None:  # the vectors left RAM meanwhile (grown into the index)
+                return None
+            vector_scores = scores
+        return facts, vector_scores, pairs
+
+    async def _ranked_from_rows(
+        self,
+        db: Database,
+        candidates: list[str],
+        wanted: list[str],
+        query_vector: np.ndarray | None,
+        filters: SearchFilters,
+        spread: bool,
+        parsed: ParsedQuery,
+    ) -> tuple[
+        dict[str, tuple[Memory, bytes | None]],
+        dict[str, Memory],
+        dict[str, float],
+        dict[str, Pairs],
+    ]:
+        """What ranking reads, from the candidates' rows: every filter and phrase applied,
+        vector similarity exact."""
+        rows, pairs = await self._db_thread.run(db.candidates, candidates, filters, spread)
+        if parsed.phrases:
+            rows = {k: v for k, v in rows.items() if parsed.matches_phrases(v[0].content)}
+        vector_scores: dict[str, float] = {}
+        if query_vector is not None:
+            targets = set(wanted)
+            for memory_id, (_, blob) in rows.items():
+                if memory_id in targets and blob is not None:
+                    vec = np.frombuffer(blob, dtype=np.float32)
+                    if vec.shape == query_vector.shape:
+                        vector_scores[memory_id] = float(np.dot(vec, query_vector))
+        return rows, {k: v[0] for k, v in rows.items()}, vector_scores, pairs
+
+    async def _hit_rows(
+        self,
+        db: Database,
+        ranked: list[Ranked],
+        limit: int,
+        filters: SearchFilters,
+        rows: dict[str, tuple[Memory, bytes | None]] | None,
+    ) -> list[tuple[Ranked, Memory]]:
+        """The rows of the best ``limit`` ranked ids: read now when ranking ran from RAM
+        (skipping any deleted meanwhile), else already in ``rows``."""
+        if rows is not None:
+            return [(r, rows[r.id][0]) for r in ranked[:limit]]
+        out: list[tuple[Ranked, Memory]] = []
+        start = 0
+        while len(out) < limit and start < len(ranked):
+            chunk = ranked[start : start + limit - len(out)]
+            start += len(chunk)
+            fetched = await self._db_thread.run(
+                db.get_many, [r.id for r in chunk], filters, False
+            )
+            out += [(r, fetched[r.id][0]) for r in chunk if r.id in fetched]
+        return out
 
     async def _query_vector(self, query: str) -> np.ndarray | None:
         vectors = await self.embedding.embed([query], wait=MODEL_WAIT_S)
@@ -545,7 +628,7 @@ class MemoryService:
                 db.count_waiting, self.embedding_id
             )
             out.update(await self.vectors.status())
-            out["lexical_in_ram"] = db.ram_postings_ready
+            out["lexical_in_ram"] = db.ram_ready
         return out
 
     async def unlock(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:

@@ -275,6 +275,17 @@ class VectorCatalog:
                 found.setdefault(ids[int(n)], None)
         return list(found)
 
+    @property
+    def in_ram(self) -> bool:
+        return self._ram is not None and self._ram_ready
+
+    def similarities(self, query: np.ndarray, ids: list[str]) -> dict[str, float] | None:
+        """Approximate cosine similarity of ``query`` to those ``ids`` that have a vector,
+        from RAM; ``None`` when the vectors are not in RAM (read the exact ones instead)."""
+        if self._ram is None or not self._ram_ready:
+            return None
+        return self._ram.similarities(query, ids)
+
     # -- background upkeep ---------------------------------------------------------------------
 
     async def flush_loop(self) -> None:

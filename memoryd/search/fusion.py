@@ -12,12 +12,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from memoryd.config import SearchSettings
-from memoryd.model import Memory
 from memoryd.search.timeexpr import TimeWindow
 
 MIN_COSINE_SPREAD = 0.25
+
+
+class Rankable(Protocol):
+    """What ranking reads of a memory: a ``Memory`` row, or its rank facts in RAM."""
+
+    @property
+    def created_at(self) -> datetime | None: ...
+
+    @property
+    def importance(self) -> float: ...
 
 
 @dataclass
@@ -163,7 +173,7 @@ def rank(
     mode: str,
     lexical: Mapping[str, float],
     vector: Mapping[str, float],
-    memories: Mapping[str, Memory],
+    memories: Mapping[str, Rankable],
     neighbours: Mapping[str, tuple[str | None, str | None]] | None,
     window: TimeWindow | None,
     settings: SearchSettings,

@@ -125,6 +125,18 @@ class QuantizedVectors:
             for i in top
         ]
 
+    def similarities(self, query: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
+        """The approximate cosine similarity of ``query`` to each of ``ids`` held here,
+        the same figure ``search`` gives."""
+        held = [(i, r) for i in ids if (r := self._row.get(i)) is not None]
+        if not held:
+            return {}
+        rows = np.fromiter((r for _, r in held), dtype=np.int64, count=len(held))
+        query_code = quantize(np.asarray(query, dtype=np.float32).reshape(1, self.dim))
+        dots = self._codes[rows].astype(np.int32) @ query_code[0].astype(np.int32)
+        scores = dots * self._inv_norms[rows] * _inverse_norms(query_code)[0]
+        return {memory_id: float(s) for (memory_id, _), s in zip(held, scores, strict=True)}
+
     def _code(self, tag: str) -> int:
         code = self._tag_code.get(tag)
         if code is None:

@@ -27,6 +27,7 @@ from memoryd.errors import KeyProblem, MemorydError, NotFound
 from memoryd.model import Memory, SearchFilters, utcnow
 from memoryd.search.inverted import InvertedIndex
 from memoryd.search.lexical import DocumentAnalyzer
+from memoryd.search.ram import NEVER, FactRow, RamIndex, RankFact, RankFacts
 from memoryd.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -100,10 +101,10 @@ class Database:
         self.temp_dir = temp_dir
         self.analyzer = analyzer or DocumentAnalyzer()
         self.con = self._connect(path, key, temp_dir)
-        # Lexical search from RAM (memoryd.search.inverted) once loaded, while the store
-        # holds at most ``ram_max`` memories; the postings table stays the truth.
+        # Lexical search and ranking from RAM (memoryd.search.ram) once loaded, while the
+        # store holds at most ``ram_max`` memories; the tables stay the truth.
         self.ram_max = ram_max
-        self._ram_postings: InvertedIndex | None = None
+        self._ram: RamIndex | None = None
         self._ram_log: list[tuple[str, tuple[Any, ...]]] | None = None  # during a load
         self._after_commit: list[tuple[str, tuple[Any, ...]]] | None = None
         if memory_limit_mb > 0:
@@ -193,12 +194,13 @@ class Database:
     # -- lexical search from RAM ---------------------------------------------------------------
 
     @property
-    def ram_postings_ready(self) -> bool:
-        return self._ram_postings is not None
+    def ram_ready(self) -> bool:
+        return self._ram is not None
 
-    def _postings_changed(self, op: str, *args: Any) -> None:
-        """Postings were written (op "add") or erased ("remove"): the RAM copy follows
-        once the transaction commits, and not at all if it rolls back."""
+    def _ram_changed(self, op: str, *args: Any) -> None:
+        """Postings were written (op "add"), rank facts written ("facts") or a memory
+        erased ("remove"): the RAM copy follows once the transaction commits, and not at
+        all if it rolls back."""
         if self._after_commit is not None:
             self._after_commit.append((op, args))
         else:
@@ -207,39 +209,42 @@ class Database:
     def _ram_change(self, op: str, args: tuple[Any, ...]) -> None:
         if self._ram_log is not None:
             self._ram_log.append((op, args))
-        index = self._ram_postings
-        if index is None:
+        ram = self._ram
+        if ram is None:
             return
-        getattr(index, op)(*args)
-        if len(index) > self.ram_max:
-            self._ram_postings = None
-            log.info("lexical search back to SQL: more than search.ram_max memories")
+        ram.apply(op, args)
+        if len(ram) > self.ram_max:
+            self._ram = None
+            log.info("lexical search and ranking back to SQL: more than search.ram_max memories")
 
-    def begin_ram_postings(self) -> RamPostingsLoad:
-        """Open a snapshot of the postings for ``build_ram_postings`` (on another thread)
-        and note every change from now on, for ``finish_ram_postings`` to replay."""
+    def begin_ram_index(self) -> RamIndexLoad:
+        """Open a snapshot of the postings and rank facts for ``build_ram_index`` (on
+        another thread) and note every change from now on, for ``finish_ram_index``."""
         self._ram_log = []
         cursor = self.con.cursor()
         cursor.execute("USE store")  # a cursor starts in the in-memory catalog
         cursor.execute("BEGIN TRANSACTION")  # both reads below see one snapshot
-        documents = cursor.execute("SELECT id, namespace, doc_len FROM memories").to_arrow_table()
+        documents = cursor.execute(
+            "SELECT id, namespace, doc_len, created_at, importance, expires_at, "
+            "thread IS NOT NULL AS threaded FROM memories"
+        ).to_arrow_table()
         postings = cursor.execute("SELECT term, memory_id, tf FROM postings").to_arrow_reader(
             65_536
         )
-        return RamPostingsLoad(cursor, documents, postings)
+        return RamIndexLoad(cursor, documents, postings)
 
-    def finish_ram_postings(self, index: InvertedIndex | None) -> None:
-        """Replay what changed during the build and search from ``index`` from now on
+    def finish_ram_index(self, ram: RamIndex | None) -> None:
+        """Replay what changed during the build and search from ``ram`` from now on
         (``None``: the build failed; stay with SQL)."""
         changes, self._ram_log = self._ram_log or [], None
-        if index is None:
+        if ram is None:
             return
         for op, args in changes:
-            getattr(index, op)(*args)
-        if len(index) <= self.ram_max:
-            self._ram_postings = index
-            mb = index.nbytes / 1e6
-            log.info("lexical search from RAM: %d memories (%.0f MB)", len(index), mb)
+            ram.apply(op, args)
+        if len(ram) <= self.ram_max:
+            self._ram = ram
+            mb = ram.nbytes / 1e6
+            log.info("lexical search and ranking from RAM: %d memories (%.0f MB)", len(ram), mb)
 
     def close(self) -> None:
         with contextlib.suppress(duckdb.Error):
@@ -296,6 +301,13 @@ class Database:
                 namespaces = {m.id: m.namespace for m in fresh}
                 self._write_postings(con, documents, namespaces, replace=False)
                 self._reindex_lexical(con, successors)
+                self._ram_changed(
+                    "facts",
+                    [
+                        (m.id, m.created_at, m.importance, m.expires_at, m.thread is not None)
+                        for m in fresh
+                    ],
+                )
         return results
 
     def _new_documents(
@@ -478,7 +490,7 @@ class Database:
         and set each memory's document length (new rows carry theirs already)."""
         if not documents:
             return
-        self._postings_changed("add", documents, namespaces)
+        self._ram_changed("add", documents, namespaces)
         term_col: list[str] = []
         id_col: list[str] = []
         tf_col: list[int] = []
@@ -597,12 +609,23 @@ class Database:
             )
             if record.keys() & {"content", "metadata", "namespace", "thread", "position"}:
                 self._reindex_lexical(con, [i for i in (memory_id, old_next) if i])
+            if record.keys() & {"created_at", "importance", "expires_at", "thread"}:
+                self._ram_changed("facts", [self._fact_row(con, memory_id)])
             con.execute(
                 "INSERT INTO history (memory_id, changed_at, actor, action, changes) "
                 "VALUES (?, ?, ?, 'update', ?)",
                 [memory_id, now, actor, json.dumps(record, ensure_ascii=False)],
             )
         return record
+
+    @staticmethod
+    def _fact_row(con: Any, memory_id: str) -> FactRow:
+        row = con.execute(
+            "SELECT id, created_at, importance, expires_at, thread IS NOT NULL "
+            "FROM memories WHERE id = ?",
+            [memory_id],
+        ).fetchone()
+        return (row[0], row[1], row[2], row[3], row[4])
 
     def delete(self, memory_id: str, actor: str) -> None:
         """Erase a memory: its row, postings, vector and the content its history holds.
@@ -613,7 +636,7 @@ class Database:
                 raise NotFound(f"no memory with id {memory_id}")
             old_next = self._next_in_thread(con, memory_id)
             con.execute("DELETE FROM postings WHERE memory_id = ?", [memory_id])
-            self._postings_changed("remove", [memory_id])
+            self._ram_changed("remove", [memory_id])
             con.execute("DELETE FROM memories WHERE id = ?", [memory_id])
             if old_next:  # its document held the deleted memory as context
                 self._reindex_lexical(con, [old_next])
@@ -688,17 +711,43 @@ class Database:
         self,
         ids: Sequence[str],
         filters: SearchFilters,
+        vectors: bool = True,
     ) -> dict[str, tuple[Memory, bytes | None]]:
-        """Rows and exact vectors for candidate ids that pass the filters."""
+        """Rows and (with ``vectors``) exact vectors for candidate ids that pass the
+        filters."""
         if not ids:
             return {}
         where, params = filter_sql(filters)
+        vector = "embedding" if vectors else "NULL"
         rows = self.con.execute(
-            f"SELECT {MEMORY_COLUMNS}, embedding FROM memories "
+            f"SELECT {MEMORY_COLUMNS}, {vector} FROM memories "
             f"WHERE id IN ({_id_list(ids)}) AND {' AND '.join(where)}",
             params,
         ).fetchall()
         return {r[0]: (_memory(r[:-1]), r[-1]) for r in rows}
+
+    def candidate_facts(
+        self, ids: Sequence[str], neighbours: bool
+    ) -> tuple[dict[str, RankFact], dict[str, tuple[str | None, str | None]]] | None:
+        """Like ``candidates`` for a search filtered by namespace at most, from the RAM
+        rank facts instead of the rows: the facts of candidates that exist and have not
+        expired and, with ``neighbours``, the thread neighbours of threaded ones (and
+        their facts). ``None`` until the RAM index is loaded."""
+        ram = self._ram
+        if ram is None:
+            return None
+        now = utcnow()
+        facts = ram.facts.lookup(ids, now)
+        if not neighbours:
+            return facts, {}
+        threaded = [i for i, fact in facts.items() if fact.threaded]
+        if not threaded:
+            return facts, {}
+        pairs = self.neighbours(threaded)
+        missing = sorted({n for pair in pairs.values() for n in pair if n and n not in facts})
+        if missing:
+            facts.update(ram.facts.lookup(missing, now))
+        return facts, pairs
 
     def candidates(
         self, ids: Sequence[str], filters: SearchFilters, neighbours: bool
@@ -728,9 +777,9 @@ class Database:
     ) -> list[tuple[str, float]]:
         """BM25 (id, score), best first: from RAM when loaded and no filter beyond the
         namespace must narrow the ranking first, else in SQL. Both rank alike."""
-        index = self._ram_postings
-        if index is not None and not filters.beyond_namespace:
-            return index.search(query_terms, prefixes, filters.namespace, limit)
+        ram = self._ram
+        if ram is not None and not filters.beyond_namespace:
+            return ram.postings.search(query_terms, prefixes, filters.namespace, limit)
         return self.lexical_search_sql(query_terms, filters, limit, prefixes)
 
     def lexical_search_sql(
@@ -950,23 +999,34 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 
 @dataclass
-class RamPostingsLoad:
-    """A snapshot of documents and postings, read on a cursor of its own."""
+class RamIndexLoad:
+    """A snapshot of documents (with rank facts) and postings, read on a cursor of its
+    own."""
 
     cursor: duckdb.DuckDBPyConnection
     documents: pa.Table
     postings: Any  # pyarrow RecordBatchReader
 
 
-def build_ram_postings(load: RamPostingsLoad) -> InvertedIndex:
-    """Build the RAM postings from a snapshot: safe on any thread but the owner's."""
+def build_ram_index(load: RamIndexLoad) -> RamIndex:
+    """Build the RAM index from a snapshot: safe on any thread but the owner's."""
     try:
         index = InvertedIndex()
-        ids = load.documents.column("id").combine_chunks()
+        documents = load.documents
+        ids = documents.column("id").combine_chunks()
+        id_list = ids.to_pylist()
         index.load_documents(
-            ids.to_pylist(),
-            load.documents.column("namespace").to_pylist(),
-            load.documents.column("doc_len").to_numpy(zero_copy_only=False),
+            id_list,
+            documents.column("namespace").to_pylist(),
+            documents.column("doc_len").to_numpy(zero_copy_only=False),
+        )
+        facts = RankFacts()
+        facts.load(
+            id_list,
+            _micros(documents.column("created_at"), 0),
+            documents.column("importance").to_numpy(zero_copy_only=False),
+            _micros(documents.column("expires_at"), NEVER),
+            documents.column("threaded").to_numpy(zero_copy_only=False),
         )
         for batch in load.postings:
             terms = pc.dictionary_encode(batch.column(0))
@@ -978,9 +1038,15 @@ def build_ram_postings(load: RamPostingsLoad) -> InvertedIndex:
                 batch.column(2).to_numpy(zero_copy_only=False),
             )
         index.finish_load()
-        return index
+        return RamIndex(index, facts)
     finally:
         load.cursor.close()
+
+
+def _micros(column: pa.ChunkedArray, missing: int) -> np.ndarray:
+    """A timestamp column as microseconds since the epoch, ``missing`` for nulls."""
+    as_int = pc.fill_null(column.cast(pa.timestamp("us")).cast(pa.int64()), missing)
+    return as_int.to_numpy()
 
 
 VectorBatch = tuple[list[str], list[str], "np.ndarray"]

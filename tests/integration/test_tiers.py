@@ -79,3 +79,36 @@ def test_a_store_that_outgrows_ram_switches_to_the_index(make_daemon, paths):
         status = wait_status(c, lambda s: s["vector_index"]["ready"])
         assert status["search_tier"] == "index"
         assert first_hits(c) == hits
+
+
+def test_ranking_from_ram_matches_ranking_from_rows(make_daemon):
+    """A search filtered by namespace at most ranks from the RAM index (rank facts, int8
+    similarities) and reads only the hits' rows; any other filter reads every candidate's
+    row. Both must rank alike, follow edits, and never return what is gone or expired."""
+    daemon = make_daemon().start()
+    with daemon.client() as c:
+        ids = [c.add(t)["memory"]["id"] for t in TEXTS]
+        turns = ["Where should we eat tonight?", "The Thai place near the station",
+                 "Fine, book it for eight"]
+        c.import_items([{"content": t, "thread": "dinner", "position": n}
+                        for n, t in enumerate(turns)])
+        expiring = c.add("Dentist appointment moved to Thursday",
+                         expires_at="2000-01-01T00:00:00Z")["memory"]["id"]
+        wait_status(c, lambda s: s["ram_vectors"]["ready"] and s["lexical_in_ram"])
+        c.update(ids[1], importance=1.0)
+        c.delete(ids[3])
+        everything = {"since": "1990-01-01T00:00:00Z"}  # matches all: forces the row path
+        for query in ("nut allergy", "music band", "dinner Thai food", "dentist appointment",
+                      "report Friday"):
+            for options in ({"mode": "hybrid"}, {"mode": "vector"}, {"mode": "lexical"},
+                            {"mode": "hybrid", "importance_weight": 0.5}):
+                from_ram = c.search(query, limit=20, **options)["hits"]
+                from_rows = c.search(query, limit=20, **options, **everything)["hits"]
+                assert [h["id"] for h in from_ram] == [h["id"] for h in from_rows], (query, options)
+                for a, b in zip(from_ram, from_rows, strict=True):
+                    assert abs(a["score"] - b["score"]) < 0.02
+                    assert a == {**b, "score": a["score"]}
+                found = {h["id"] for h in from_ram}
+                assert ids[3] not in found and expiring not in found
+        important = c.search("report Friday", importance_weight=0.5, explain=True)["hits"][0]
+        assert important["id"] == ids[1] and important["signals"]["importance"] == 1.0

@@ -7,6 +7,7 @@ re-scores exactly), and nothing deleted or outside the namespace ever comes back
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from memoryd.search.quantized import QuantizedVectors, quantize
 
@@ -63,9 +64,14 @@ def test_finds_the_exact_top_ten_through_changes():
         assert set(brute(ids, vectors, tags, query, 7, "b")) <= set(in_b)
     assert first_agree >= 45  # the approximate order is nearly the exact one
     assert store.search(vectors[0], 5, "no-such-tag") == []
-    # The similarities returned approximate the exact cosine.
-    for memory_id, similarity in store.search(queries[0], 40):
+    # The similarities returned approximate the exact cosine, and ``similarities`` gives
+    # the same figures for any ids (unknown ids are left out).
+    found = dict(store.search(queries[0], 40))
+    for memory_id, similarity in found.items():
         assert abs(similarity - float(live[memory_id][0] @ queries[0])) < 0.02
+    again = store.similarities(queries[0], [*found, "no-such-id"])
+    assert again.keys() == found.keys()
+    assert all(again[i] == pytest.approx(found[i], abs=1e-5) for i in found)
     # A stored vector finds itself first, with a similarity close to 1.
     best, similarity = store.search(vectors[3], 1)[0]
     assert best == ids[3] and similarity > 0.99

@@ -1,16 +1,18 @@
-"""BM25 from the RAM postings equals BM25 in SQL over the postings table, through
-loads, adds, edits, deletes and prefixes, in one namespace and across all."""
+"""The RAM index agrees with the tables, through loads, adds, edits, deletes and failed
+transactions: BM25 from the RAM postings equals BM25 in SQL over the postings table (with
+prefixes, in one namespace and across all), and the rank facts equal the rows."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import random
+from datetime import timedelta
 
 import pytest
 
 from memoryd.model import SearchFilters, new_id, utcnow
-from memoryd.store.database import Database, PreparedMemory, build_ram_postings
+from memoryd.store.database import Database, PreparedMemory, build_ram_index
 
 WORDS = ("apple river violin garden engine summer harbour lantern pepper cobalt "
          "deploy deployment deployed pipeline friday review").split()
@@ -50,18 +52,36 @@ def assert_same(db: Database) -> None:
             assert [s for _, s in top_ram] == pytest.approx([s for _, s in top_sql], rel=1e-6)
 
 
+def assert_same_facts(db: Database) -> None:
+    """Each stored, unexpired memory's rank facts are its row's; the expired have none."""
+    now = utcnow()
+    rows = db.con.execute(
+        "SELECT id, created_at, importance, thread IS NOT NULL, expires_at FROM memories"
+    ).fetchall()
+    found = db.candidate_facts([r[0] for r in rows] + ["not-a-memory"], False)
+    assert found is not None
+    facts, _ = found
+    live = {r[0]: r for r in rows if r[4] is None or r[4] > now}
+    assert facts.keys() == live.keys()
+    for memory_id, (_, created_at, importance, threaded, _) in live.items():
+        fact = facts[memory_id]
+        assert (fact.created_at, fact.importance, fact.threaded) == (
+            created_at, importance, threaded)
+
+
 def test_ram_postings_rank_like_sql(tmp_path):
     rng = random.Random(3)
     db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp", ram_max=10_000)
     items = batch(rng, 300)
     db.insert(items, "test")
-    load = db.begin_ram_postings()
+    load = db.begin_ram_index()
     db.insert(batch(rng, 40), "test")  # lands while the RAM copy is being built
     doomed = items[5]
     db.delete(doomed.id, "test")
-    db.finish_ram_postings(build_ram_postings(load))
-    assert db.ram_postings_ready
+    db.finish_ram_index(build_ram_index(load))
+    assert db.ram_ready
     assert_same(db)
+    assert_same_facts(db)
     # Changes after the load: adds, edits, deletes, and a transaction that fails.
     more = batch(rng, 120)
     db.insert(more, "test")
@@ -70,6 +90,12 @@ def test_ram_postings_rank_like_sql(tmp_path):
                   {"content_hash": item.content_hash + "x"})
     for item in rng.sample(items[50:], 20):
         db.delete(item.id, "test")
+    # Edits of what ranking reads, without touching the postings.
+    past = utcnow() - timedelta(days=400)
+    for n, item in enumerate(rng.sample(items[10:50], 12)):
+        change = [{"importance": 0.9}, {"created_at": past}, {"thread": "t1", "position": n},
+                  {"expires_at": utcnow() - timedelta(seconds=1)}][n % 4]
+        db.update(item.id, change, "test")
     with pytest.raises(RuntimeError):
         with db.transaction() as con:
             db._write_postings(con, {"ghost": __import__("collections").Counter(violin=9)},
@@ -77,6 +103,7 @@ def test_ram_postings_rank_like_sql(tmp_path):
             raise RuntimeError("rolled back")
     assert "ghost" not in [i for i, _ in db.lexical_search(["violin"], SearchFilters(), 500)]
     assert_same(db)
+    assert_same_facts(db)
     db.close()
 
 
@@ -84,10 +111,10 @@ def test_ram_postings_step_aside_above_the_limit(tmp_path):
     rng = random.Random(4)
     db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp", ram_max=50)
     db.insert(batch(rng, 40), "test")
-    db.finish_ram_postings(build_ram_postings(db.begin_ram_postings()))
-    assert db.ram_postings_ready
+    db.finish_ram_index(build_ram_index(db.begin_ram_index()))
+    assert db.ram_ready
     db.insert(batch(rng, 20), "test")  # 60 > 50: SQL from now on
-    assert not db.ram_postings_ready
+    assert not db.ram_ready
     assert db.lexical_search(["violin"], SearchFilters(), 5) == db.lexical_search_sql(
         ["violin"], SearchFilters(), 5)
     db.close()
