@@ -32,7 +32,7 @@ from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.query import ParsedQuery, parse_query
 from memoryd.search.ram import RankFact
 from memoryd.search.timeexpr import time_window
-from memoryd.store.database import Database, PreparedMemory, build_ram_index
+from memoryd.store.database import Database, PreparedMemory, build_ram_index, load_content_keys
 from memoryd.store.owner import OwnerThread
 from memoryd.vector_catalog import VectorCatalog
 
@@ -125,6 +125,7 @@ class MemoryService:
         memories = await self._db_thread.run(self._db.count)
         log.info("store open: %d memories", memories)
         self._spawn(self._prepare_vectors())
+        self._spawn(self._load_content_keys())
         if 0 < self.settings.search.ram_max and memories <= self.settings.search.ram_max:
             self._spawn(self._load_ram_index())
         self._spawn(self.vectors.flush_loop())
@@ -201,6 +202,13 @@ class MemoryService:
         finally:
             await self._db_thread.run(db.finish_ram_index, ram)
         await asyncio.get_running_loop().run_in_executor(None, heap.release)
+
+    async def _load_content_keys(self) -> None:
+        """Load the duplicate-check prefilter; until then every check asks SQL."""
+        db = self._require_store()
+        batches = await self._db_thread.run(db.content_hash_reader)
+        keys = await asyncio.get_running_loop().run_in_executor(None, load_content_keys, batches)
+        await self._db_thread.run(db.content_keys.load, keys)
 
     async def _embed_waiting(self) -> None:
         db = self._require_store()

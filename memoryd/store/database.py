@@ -28,6 +28,7 @@ from memoryd.model import Memory, SearchFilters, utcnow
 from memoryd.search.inverted import InvertedIndex
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.ram import NEVER, FactRow, RamIndex, RankFact, RankFacts
+from memoryd.store.content_keys import ContentKeys, stored_keys
 from memoryd.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class Database:
         self._ram: RamIndex | None = None
         self._ram_log: list[tuple[str, tuple[Any, ...]]] | None = None  # during a load
         self._after_commit: list[tuple[str, tuple[Any, ...]]] | None = None
+        # Which content may be stored already; loaded in the background (load_content_keys).
+        self.content_keys = ContentKeys()
         if memory_limit_mb > 0:
             self.con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
         self.migrate()
@@ -263,6 +266,8 @@ class Database:
     def find_duplicates(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """Existing ids for (namespace, content_hash) pairs, in one query. The pairs go in
         as a registered Arrow table: a 1,000-element list parameter cost ~60 ms to bind."""
+        maybe = self.content_keys.may_contain([k[1] for k in keys])
+        keys = [k for k, stored in zip(keys, maybe, strict=True) if stored]
         if not keys:
             return {}
         wanted = pa.table({"namespace": [k[0] for k in keys], "content_hash": [k[1] for k in keys]})
@@ -296,6 +301,7 @@ class Database:
                 fresh.append(item)
                 results.append((item.id, False))
             if fresh:
+                self.content_keys.add(m.content_hash for m in fresh)
                 documents, successors = self._new_documents(con, fresh)
                 self._insert_rows(con, fresh, actor, documents)
                 namespaces = {m.id: m.namespace for m in fresh}
@@ -600,6 +606,8 @@ class Database:
             assignments.append(f"{name} = ?")
             params.append(value)
         now = utcnow()
+        if derived and "content_hash" in derived:
+            self.content_keys.add([derived["content_hash"]])
         with self.transaction() as con:
             old_next = self._next_in_thread(con, memory_id)
             assignments.append("updated_at = ?")
@@ -917,6 +925,14 @@ class Database:
         ).to_arrow_reader(batch_rows)
         return _vector_batches(cursor, reader)
 
+    def content_hash_reader(self) -> Any:
+        """Every stored content hash, as Arrow batches read on a cursor of its own (the
+        cursor closes with the reader's last batch; see ``load_content_keys``)."""
+        cursor = self.con.cursor()
+        cursor.execute("USE store")  # a cursor starts in the in-memory catalog
+        reader = cursor.execute("SELECT content_hash FROM memories").to_arrow_reader(65_536)
+        return _closing_batches(cursor, reader)
+
     def embedded_ids(self, model: str) -> set[str]:
         return {
             r[0]
@@ -1073,6 +1089,19 @@ def _vector_batches(cursor: duckdb.DuckDBPyConnection, reader: Any) -> Iterator[
             yield ids, namespaces, rows
     finally:
         cursor.close()
+
+
+def _closing_batches(cursor: duckdb.DuckDBPyConnection, reader: Any) -> Iterator[Any]:
+    try:
+        yield from reader
+    finally:
+        cursor.close()
+
+
+def load_content_keys(batches: Iterator[Any]) -> np.ndarray:
+    """The duplicate-check keys of every stored hash: safe on any thread but the owner's."""
+    parts = [stored_keys(batch.column(0).to_pylist()) for batch in batches]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
 
 
 def _id_list(ids: Sequence[str]) -> str:
