@@ -27,18 +27,19 @@ def test_bench_appliance_smoke(tmp_path):
 
 
 def test_bench_scale_smoke(tmp_path):
-    """scripts/bench.py end to end on a small store, peers included when installed."""
+    """scripts/bench.py end to end on 1,000 memories (the issue's CI smoke), peers
+    included when installed."""
     out = tmp_path / "scale.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT.parent / "bench.py"), "--sizes", "500", "--queries", "10",
+        [sys.executable, str(SCRIPT.parent / "bench.py"), "--sizes", "1000", "--queries", "10",
          "--real", "0", "--json-out", str(out)],
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
     [size] = report["sizes"]
-    assert size["memories"] == 500 and size["search_tier"] == "ram"
-    assert size["vector_recall_at_10"] == 1.0  # the in-memory path is exact
+    assert size["memories"] == 1000 and size["search_tier"] == "ram"
+    assert size["vector_recall_at_10"] >= 0.95  # int8 in RAM: near exact
     for key in ("store_ingest_per_s", "hybrid_p50_ms", "lexical_p95_ms", "vector_p50_ms",
                 "idle_rss_mb", "disk_bytes_per_memory", "cold_start_to_first_search_s"):
         assert size[key] > 0, key
