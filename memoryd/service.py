@@ -440,7 +440,8 @@ class MemoryService:
             vector = await self._query_vector(parsed.text)
             if vector is None:
                 return None, []
-            return vector, await self.vectors.candidates(vector, filters, pool)
+            alone = mode == "vector"  # in hybrid search the lexical leg runs meanwhile
+            return vector, await self.vectors.candidates(vector, filters, pool, alone)
 
         # The legs run on different threads (DuckDB's; the model's and Lance's): overlap them.
         lexical_scores, (query_vector, vector_ids) = await asyncio.gather(

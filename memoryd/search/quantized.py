@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import simsimd
 
-SCAN_THREADS = max(1, min(4, os.cpu_count() or 1))
+MAX_SCAN_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def quantize(vectors: np.ndarray) -> np.ndarray:
@@ -87,9 +87,13 @@ class QuantizedVectors:
         if self._used > 4096 and len(self._free) > self._used // 2:
             self._compact()
 
-    def search(self, query: np.ndarray, k: int, tag: str | None = None) -> list[tuple[str, float]]:
+    def search(
+        self, query: np.ndarray, k: int, tag: str | None = None, threads: int = MAX_SCAN_THREADS
+    ) -> list[tuple[str, float]]:
         """About the ``k`` most cosine-similar ids, best first, with their approximate
-        similarity, optionally in one namespace (by its tag)."""
+        similarity, optionally in one namespace (by its tag). The scan splits over
+        ``threads``: fewer when other work runs at the same time, since one thread that
+        waits for a core delays the whole scan."""
         if not self._row or k <= 0:
             return []
         used = self._used
@@ -109,7 +113,7 @@ class QuantizedVectors:
         query_code = quantize(np.asarray(query, dtype=np.float32).reshape(1, self.dim))
         dots = np.empty((1, used), dtype=np.float32)
         simsimd.cdist(
-            query_code, self._codes[:used], metric="dot", out=dots, threads=SCAN_THREADS
+            query_code, self._codes[:used], metric="dot", out=dots, threads=threads
         )
         # Negated cosine (times the query's constant norm): smaller is nearer.
         scores = dots[0]
