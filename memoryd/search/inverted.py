@@ -247,11 +247,30 @@ class InvertedIndex:
         all_tfs = np.concatenate(tf_col)
         live = self._alive[all_docs]
         all_terms, all_docs, all_tfs = all_terms[live], all_docs[live], all_tfs[live]
+        if self._dead:
+            all_docs = self._renumber()[all_docs]
         order = np.argsort(all_terms, kind="stable")
         self._doc, self._tf = all_docs[order], all_tfs[order]
         self._ptr = np.zeros(n_terms + 1, dtype=np.int64)
         np.cumsum(np.bincount(all_terms, minlength=n_terms), out=self._ptr[1:])
         self._recent, self._recent_count, self._dead, self._loading = {}, 0, 0, []
+
+    def _renumber(self) -> np.ndarray:
+        """Give the live documents consecutive ordinals (an edit gives a document a new
+        one, so dead ordinals would otherwise pile up until a restart). Returns the new
+        ordinal of each old one (-1: dead)."""
+        used = len(self._doc_id)
+        alive = np.flatnonzero(self._alive[:used])
+        new_of_old = np.full(used, -1, dtype=np.int32)
+        new_of_old[alive] = np.arange(len(alive), dtype=np.int32)
+        self._doc_id = [self._doc_id[int(d)] for d in alive]
+        self._ord = {memory_id: n for n, memory_id in enumerate(self._doc_id)}  # type: ignore[misc]
+        for name in ("_alive", "_len", "_ns"):
+            old = getattr(self, name)
+            fresh = np.zeros_like(old)
+            fresh[: len(alive)] = old[alive]
+            setattr(self, name, fresh)
+        return new_of_old
 
     def _term_id(self, term: str) -> int:
         term_id = self._term.get(term)

@@ -118,3 +118,29 @@ def test_ram_postings_step_aside_above_the_limit(tmp_path):
     assert db.lexical_search(["violin"], SearchFilters(), 5) == db.lexical_search_sql(
         ["violin"], SearchFilters(), 5)
     db.close()
+
+
+def test_rebuilds_renumber_documents_and_rank_the_same():
+    """Edits give a document a new ordinal; a rebuild drops the dead ones (memory does not
+    grow with edits) and ranks exactly as before."""
+    from collections import Counter
+
+    from memoryd.search.inverted import InvertedIndex
+
+    rng = random.Random(5)
+    index = InvertedIndex()
+    docs = {f"m{n}": Counter(rng.choices(WORDS, k=rng.randint(1, 6))) for n in range(400)}
+    index.add(docs, {i: rng.choice(["work", "home"]) for i in docs})
+    for _ in range(3):  # edit many, delete a few
+        edited = {i: Counter(rng.choices(WORDS, k=3)) for i in rng.sample(sorted(index._ord), 150)}
+        index.add(edited, {i: "work" for i in edited})
+        index.remove(rng.sample(sorted(index._ord), 10))
+    queries = [(["violin"], [], None), (["apple", "river"], [], "work"), ([], ["deploy"], None)]
+    before = [index.search(t, p, ns, 50) for t, p, ns in queries]
+    assert len(index._doc_id) > len(index) + 400  # dead ordinals piled up
+    index._rebuild()
+    assert len(index._doc_id) == len(index) == 370
+    assert sorted(index._ord.values()) == list(range(370))
+    assert [index.search(t, p, ns, 50) for t, p, ns in queries] == before
+    index.add({"late": Counter(violin=5)}, {"late": "home"})  # ordinals go on after it
+    assert index.search(["violin"], [], "home", 1)[0][0] == "late"
