@@ -135,21 +135,24 @@ class VectorCatalog:
         await self._vec_thread.run(shutil.rmtree, self.vector_dir, True)
         started = time.perf_counter()
         batches = await self._db_thread.run(self._db.vector_reader, self._model)
-        while (batch := await self._vec_thread.run(next, batches, None)) is not None:
-            if self._ram is not ram:
-                break  # dropped meanwhile (grown into the index)
-            ids, namespaces, vectors = batch
-            keep = [
-                n
-                for n, i in enumerate(ids)
-                if i not in ram and i not in self._forgotten_while_loading
-            ]
-            if keep:
-                ram.upsert(
-                    [ids[n] for n in keep],
-                    [self.tag(namespaces[n]) for n in keep],
-                    vectors[keep],
-                )
+        try:
+            while (batch := await self._vec_thread.run(next, batches, None)) is not None:
+                if self._ram is not ram:
+                    break  # dropped meanwhile (grown into the index)
+                ids, namespaces, vectors = batch
+                keep = [
+                    n
+                    for n, i in enumerate(ids)
+                    if i not in ram and i not in self._forgotten_while_loading
+                ]
+                if keep:
+                    ram.upsert(
+                        [ids[n] for n in keep],
+                        [self.tag(namespaces[n]) for n in keep],
+                        vectors[keep],
+                    )
+        finally:
+            await self._vec_thread.run(batches.close)  # closes its cursor, even when cut short
         if self._ram is ram:
             self._ram_ready = True
             self._forgotten_while_loading.clear()
