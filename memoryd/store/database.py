@@ -12,7 +12,7 @@ import json
 import logging
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -914,7 +914,7 @@ class Database:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def vector_reader(self, model: str, batch_rows: int = 8192) -> Iterator[VectorBatch]:
+    def vector_reader(self, model: str, batch_rows: int = 8192) -> VectorBatches:
         """Every memory embedded by ``model``, as batches of (ids, namespaces, float32
         rows), read on a cursor of its own: one consistent snapshot that another thread
         may consume while the owner thread goes on with other statements."""
@@ -1066,9 +1066,10 @@ def _micros(column: pa.ChunkedArray, missing: int) -> np.ndarray:
 
 
 VectorBatch = tuple[list[str], list[str], "np.ndarray"]
+VectorBatches = Generator[VectorBatch, None, None]
 
 
-def _vector_batches(cursor: duckdb.DuckDBPyConnection, reader: Any) -> Iterator[VectorBatch]:
+def _vector_batches(cursor: duckdb.DuckDBPyConnection, reader: Any) -> VectorBatches:
     try:
         for batch in reader:
             if batch.num_rows == 0:
