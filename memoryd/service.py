@@ -125,6 +125,7 @@ class MemoryService:
             self._spawn(self._load_ram_postings())
         self._spawn(self.vectors.flush_loop())
         self._spawn(self.vectors.compact_loop())
+        self._spawn(self.vectors.ann_loop())
         self._spawn(self._expiry_loop())
 
     def _spawn(self, coro: Any) -> None:

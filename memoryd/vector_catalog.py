@@ -16,6 +16,13 @@ A store that outgrows the RAM tier while running builds the index in the backgro
 from DuckDB, goes on searching RAM meanwhile, and switches once the index holds every
 vector. Either way the caller re-scores candidates with the exact vectors in DuckDB.
 
+Once the index holds ``search.ann_min_rows`` vectors it gets an ANN index (see
+``memoryd.store.vectors``), trained on a thread of its own while searches go on
+exhaustively, and trained again when the table has doubled since (its partitions are
+sized for the rows it was trained on). Compaction (``optimize``) folds rows added since
+into it between trainings. Training and compaction never overlap: compaction deletes
+files no committed version references, which includes an index still being written.
+
 All methods run on the event loop; engine work goes to the owner threads.
 """
 
@@ -25,9 +32,11 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -39,7 +48,7 @@ from memoryd.model import SearchFilters
 from memoryd.search.quantized import QuantizedVectors
 from memoryd.store.database import Database
 from memoryd.store.owner import OwnerThread
-from memoryd.store.vectors import VectorIndex
+from memoryd.store.vectors import VectorIndex, build_ann_index
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +56,40 @@ FLUSH_INTERVAL_S = 0.2
 COMPACT_AFTER_FLUSHES = 50
 COMPACT_DELAY_AFTER_DELETE_S = 5.0
 SAP_BETA = 0.3
+ANN_CHECK_INTERVAL_S = 2.0
+# Train the ANN index again once the table has grown by this factor since the last training.
+ANN_RETRAIN_GROWTH = 2.0
 RAM, INDEX = "ram", "index"
+
+T = TypeVar("T")
+
+
+async def run_in_daemon_thread(name: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on a daemon thread of its own and await its result. Daemon, unlike an
+    executor's workers, so that stopping memoryd does not wait minutes for an ANN
+    training to end; the files of a training cut short are never committed, and the
+    next compaction deletes them."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, exc = fn(), None
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
+            result, exc = None, error
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, exc)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return await future
 
 
 class VectorCatalog:
@@ -77,6 +119,12 @@ class VectorCatalog:
         self._forgotten_while_loading: set[str] = set()
         self._growing: asyncio.Task[None] | None = None
         self._tags: dict[str, str] = {}
+        # Held by compaction, and by an ANN training while it starts: they never overlap.
+        self._maintenance = asyncio.Lock()
+        self._ann_job: asyncio.Future[int] | None = None
+        self._ann_trained_rows: int | None = None  # rows at the last training (or at start)
+        self._ann_trainings = 0
+        self._ann_last_s: float | None = None
 
     def attach(self, db: Database, dek: bytes) -> None:
         """The store is open: writes may queue vectors from now on."""
@@ -323,14 +371,76 @@ class VectorCatalog:
             if self._last_delete_at is None and self._flushes_since_compact < COMPACT_AFTER_FLUSHES:
                 continue
             try:
-                await self.flush()
-                await self._vec_thread.run(self._index.compact)
+                async with self._maintenance:
+                    await self.flush()
+                    await self._compact()
                 self._flushes_since_compact = 0
                 self._last_delete_at = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - tried again on the next round
                 log.error("vector index compaction failed: %s", redacted_traceback(exc))
+
+    async def ann_loop(self) -> None:
+        """Train the ANN index when the encrypted index is big enough, and again when it
+        has doubled since."""
+        while True:
+            await asyncio.sleep(ANN_CHECK_INTERVAL_S)
+            if self._index is None or self.tier != INDEX:
+                continue
+            try:
+                await self.maintain_ann()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - tried again on the next round
+                log.error("ANN index training failed: %s", redacted_traceback(exc))
+                await asyncio.sleep(60.0)
+
+    async def maintain_ann(self) -> bool:
+        """Train the ANN index if due; True if it did."""
+        index = self._index
+        assert index is not None
+        rows = await self._vec_thread.run(index.count)
+        if rows < max(1, self.settings.ann_min_rows):
+            return False
+        if self._ann_trained_rows is None:
+            stats = await self._vec_thread.run(index.ann_stats)
+            # An index left by an earlier run: count its rows as trained on, so it is not
+            # trained again at every start.
+            self._ann_trained_rows = stats["indexed"] if stats else 0
+        if self._ann_trained_rows and rows < ANN_RETRAIN_GROWTH * self._ann_trained_rows:
+            return False
+        started = time.perf_counter()
+        async with self._maintenance:  # not while a compaction runs
+            if self._index is not index:
+                return False  # the index was replaced meanwhile
+            job = self._ann_job = asyncio.ensure_future(
+                run_in_daemon_thread("vector-ann", lambda: build_ann_index(index.path))
+            )
+        # Shielded: cancelling this task (at shutdown) must not make the job look finished
+        # while its thread still writes; compaction waits for the job itself.
+        trained = await asyncio.shield(job)
+        # The serving handle would see the index at its next write anyway; a read-only
+        # period should not have to wait for one.
+        await self._vec_thread.run(index.reload)
+        self._ann_trained_rows = trained
+        self._ann_trainings += 1
+        self._ann_last_s = time.perf_counter() - started
+        log.info("ANN index trained on %d vectors in %.1f s", trained, self._ann_last_s)
+        return True
+
+    @property
+    def _ann_training(self) -> bool:
+        return self._ann_job is not None and not self._ann_job.done()
+
+    async def _compact(self) -> None:
+        """Compact the index once no ANN training runs (call with ``_maintenance`` held):
+        compaction deletes every file no committed version references, which includes
+        those of an index still being written."""
+        assert self._index is not None
+        if self._ann_job is not None and not self._ann_job.done():
+            await asyncio.wait({self._ann_job})
+        await self._vec_thread.run(self._index.compact)
 
     async def close(self) -> None:
         """Write what is queued and erase deleted vectors from disk, then stop."""
@@ -341,12 +451,15 @@ class VectorCatalog:
                     await self._growing
             await self.flush()
             if self._index is not None and self._last_delete_at is not None:
-                await self._vec_thread.run(self._index.compact)
+                # Erased vectors must leave the disk, even if a training must end first.
+                async with self._maintenance:
+                    await self._compact()
         finally:
             self._vec_thread.shutdown()
 
     async def status(self) -> dict[str, Any]:
         rows = await self._vec_thread.run(self._index.count) if self._index else 0
+        ann = await self._vec_thread.run(self._index.ann_stats) if self._index else None
         return {
             "search_tier": self.tier,
             "ram_vectors": {
@@ -358,5 +471,15 @@ class VectorCatalog:
                 "rows": rows,
                 "pending": len(self._pending) + len(self._flushing),
                 "ready": self._index is not None,
+                "ann": {
+                    "indexed": ann["indexed"] if ann else 0,
+                    "unindexed": ann["unindexed"] if ann else rows,
+                    "training": self._ann_training,
+                    "trainings": self._ann_trainings,
+                    "last_training_s": (
+                        round(self._ann_last_s, 2) if self._ann_last_s is not None else None
+                    ),
+                    "min_rows": self.settings.ann_min_rows,
+                },
             },
         }
