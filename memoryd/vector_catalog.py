@@ -59,6 +59,10 @@ SAP_BETA = 0.3
 ANN_CHECK_INTERVAL_S = 2.0
 # Train the ANN index again once the table has grown by this factor since the last training.
 ANN_RETRAIN_GROWTH = 2.0
+# Rows outside the ANN index are scanned exhaustively at every search (~2 us a row here):
+# fold them in by compaction once this many pile up, or once writes pause this long.
+ANN_FOLD_ROWS = 20_000
+ANN_FOLD_IDLE_S = 10.0
 RAM, INDEX = "ram", "index"
 
 T = TypeVar("T")
@@ -114,6 +118,7 @@ class VectorCatalog:
         self._flush_wakeup = asyncio.Event()
         self._flushes_since_compact = 0
         self._last_delete_at: float | None = None
+        self._last_write_at = time.monotonic()
         self._ram: QuantizedVectors | None = None
         self._ram_ready = False
         self._forgotten_while_loading: set[str] = set()
@@ -351,6 +356,7 @@ class VectorCatalog:
                 matrix = np.stack([batch[i][1] for i in ids])
                 await self._vec_thread.run(self._index.add, ids, tags, matrix)
             self._flushes_since_compact += 1
+            self._last_write_at = time.monotonic()
         except BaseException:
             # Put the work back (newer entries win) so nothing acknowledged is dropped.
             for memory_id, entry in batch.items():
@@ -390,6 +396,7 @@ class VectorCatalog:
                 continue
             try:
                 await self.maintain_ann()
+                await self._fold_unindexed()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - tried again on the next round
@@ -428,6 +435,26 @@ class VectorCatalog:
         self._ann_last_s = time.perf_counter() - started
         log.info("ANN index trained on %d vectors in %.1f s", trained, self._ann_last_s)
         return True
+
+    async def _fold_unindexed(self) -> None:
+        """Compact (which indexes the rows the ANN index does not cover yet) when enough
+        of them have piled up, or writes have paused with some left over: compact_loop
+        alone would leave the tail of a large import to exhaustive search until the next
+        burst of writes."""
+        index = self._index
+        if index is None or self._ann_training:
+            return
+        stats = await self._vec_thread.run(index.ann_stats)
+        if not stats or not stats["unindexed"]:
+            return
+        idle = time.monotonic() - self._last_write_at >= ANN_FOLD_IDLE_S
+        if stats["unindexed"] < ANN_FOLD_ROWS and not idle:
+            return
+        async with self._maintenance:
+            await self.flush()
+            await self._compact()
+        self._flushes_since_compact = 0
+        log.info("ANN index: %d new vectors folded in", stats["unindexed"])
 
     @property
     def _ann_training(self) -> bool:
