@@ -116,6 +116,7 @@ class VectorCatalog:
         self._flushing: dict[str, tuple[str, np.ndarray]] = {}
         self._pending_deletes: set[str] = set()
         self._flush_wakeup = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._flushes_since_compact = 0
         self._last_delete_at: float | None = None
         self._last_write_at = time.monotonic()
@@ -228,14 +229,16 @@ class VectorCatalog:
         assert self._db is not None and self._index is not None and self._model is not None
         db, model = self._db, self._model
         await self.flush()
-        in_db = await self._db_thread.run(db.embedded_ids, model)
-        in_index = await self._vec_thread.run(self._index.ids)
-        missing = in_db - in_index - set(self._pending)
-        extra = in_index - in_db
-        self._pending_deletes |= extra
-        ordered = sorted(missing)
-        for start in range(0, len(ordered), 5000):
-            chunk = ordered[start : start + 5000]
+        # Both snapshots with no flush in between: a vector flushed after the index's ids
+        # were read would look missing and be written twice. Commits meanwhile stay in
+        # the queue, so they are not counted missing either.
+        async with self._flush_lock:
+            in_index = await self._vec_thread.run(self._index.id_table)
+            missing, extra = await self._db_thread.run(db.diff_embedded_ids, model, in_index)
+            missing = [i for i in missing if i not in self._pending]
+        self._pending_deletes.update(extra)
+        for start in range(0, len(missing), 5000):
+            chunk = missing[start : start + 5000]
             self._enqueue(await self._db_thread.run(db.embedded_vectors, model, chunk))
             await self.flush()
         await self.flush()
@@ -340,6 +343,10 @@ class VectorCatalog:
                 await asyncio.sleep(1.0)
 
     async def flush(self) -> None:
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if self._index is None or (not self._pending and not self._pending_deletes):
             return
         batch, self._pending = self._pending, {}

@@ -61,7 +61,8 @@ def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
     return client.status()
 
 
-def run_size(n: int, n_queries: int, with_peers: bool) -> dict[str, Any]:
+def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
+             ) -> dict[str, Any]:
     from memoryd.config import resolve_paths
     from memoryd.embed.base import HashEmbedder
 
@@ -132,7 +133,10 @@ def run_size(n: int, n_queries: int, with_peers: bool) -> dict[str, Any]:
         if daemon.poll() is None:
             daemon.terminate()
             daemon.wait(60)
-        shutil.rmtree(home, ignore_errors=True)
+        if keep_home:
+            print(f"kept {home} (MEMORYD_HOME of the {n:,} run)", file=sys.stderr)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
     out["numpy"] = peers.summary(peers.numpy_exact(vectors, query_vectors))
     if with_peers:
@@ -185,6 +189,8 @@ def main() -> None:
                         help="memories for the real-embedder run (0: skip)")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--keep-home", action="store_true",
+                        help="keep each size's MEMORYD_HOME (e.g. to time restarts)")
     args = parser.parse_args()
 
     with_peers = not args.no_peers
@@ -198,7 +204,8 @@ def main() -> None:
     report: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)},
         "cli_version_process_p50_ms": cli_import_ms(),
-        "sizes": [run_size(int(n), args.queries, with_peers) for n in args.sizes.split(",")],
+        "sizes": [run_size(int(n), args.queries, with_peers, args.keep_home)
+                  for n in args.sizes.split(",")],
     }
     if args.real:
         report["real_embedder"] = real_embedder(args.real)
