@@ -407,7 +407,7 @@ class VectorCatalog:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - tried again on the next round
-                log.error("ANN index training failed: %s", redacted_traceback(exc))
+                log.error("ANN index upkeep failed: %s", redacted_traceback(exc))
                 await asyncio.sleep(60.0)
 
     async def maintain_ann(self) -> bool:
@@ -457,11 +457,16 @@ class VectorCatalog:
         idle = time.monotonic() - self._last_write_at >= ANN_FOLD_IDLE_S
         if stats["unindexed"] < ANN_FOLD_ROWS and not idle:
             return
+        started = time.perf_counter()
         async with self._maintenance:
             await self.flush()
             await self._compact()
         self._flushes_since_compact = 0
-        log.info("ANN index: %d new vectors folded in", stats["unindexed"])
+        log.info(
+            "ANN index: %d new vectors folded in (%.1f s)",
+            stats["unindexed"],
+            time.perf_counter() - started,
+        )
 
     @property
     def _ann_training(self) -> bool:
