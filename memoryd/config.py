@@ -151,6 +151,10 @@ class SearchSettings:
     # 384 dimensions) and BM25 postings, loaded at start. Above it, from the encrypted
     # vector index and the postings in DuckDB. 0 turns RAM search off.
     ram_max: int = 200_000
+    # Above ram_max, the encrypted index gets an ANN index (IVF_SQ over the ciphertexts)
+    # once it holds this many vectors, built in the background; below it, and until the
+    # build commits, the index is searched exhaustively.
+    ann_min_rows: int = 100_000
 
     @property
     def index_keys(self) -> tuple[str, ...]:

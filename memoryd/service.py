@@ -130,6 +130,7 @@ class MemoryService:
             self._spawn(self._load_ram_index())
         self._spawn(self.vectors.flush_loop())
         self._spawn(self.vectors.compact_loop())
+        self._spawn(self.vectors.ann_loop())
         self._spawn(self._expiry_loop())
 
     def _spawn(self, coro: Any) -> None:

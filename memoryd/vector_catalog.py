@@ -16,6 +16,13 @@ A store that outgrows the RAM tier while running builds the index in the backgro
 from DuckDB, goes on searching RAM meanwhile, and switches once the index holds every
 vector. Either way the caller re-scores candidates with the exact vectors in DuckDB.
 
+Once the index holds ``search.ann_min_rows`` vectors it gets an ANN index (see
+``memoryd.store.vectors``), trained on a thread of its own while searches go on
+exhaustively, and trained again when the table has doubled since (its partitions are
+sized for the rows it was trained on). Compaction (``optimize``) folds rows added since
+into it between trainings. Training and compaction never overlap: compaction deletes
+files no committed version references, which includes an index still being written.
+
 All methods run on the event loop; engine work goes to the owner threads.
 """
 
@@ -25,9 +32,11 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -49,7 +58,44 @@ FLUSH_INTERVAL_S = 0.2
 COMPACT_AFTER_FLUSHES = 50
 COMPACT_DELAY_AFTER_DELETE_S = 5.0
 SAP_BETA = 0.3
+ANN_CHECK_INTERVAL_S = 2.0
+# Train the ANN index again once the table has grown by this factor since the last training.
+ANN_RETRAIN_GROWTH = 2.0
+# Rows outside the ANN index are scanned exhaustively at every search (~2 us a row here):
+# fold them in by compaction once this many pile up, or once writes pause this long.
+ANN_FOLD_ROWS = 20_000
+ANN_FOLD_IDLE_S = 10.0
 RAM, INDEX = "ram", "index"
+
+T = TypeVar("T")
+
+
+async def run_in_daemon_thread(name: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on a daemon thread of its own and await its result. Daemon, unlike an
+    executor's workers, so that stopping memoryd does not wait minutes for an ANN
+    training to end; the files of a training cut short are never committed, and the
+    next compaction deletes them."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, exc = fn(), None
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
+            result, exc = None, error
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, exc)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return await future
 
 
 class VectorCatalog:
@@ -72,13 +118,21 @@ class VectorCatalog:
         self._flushing: dict[str, tuple[str, np.ndarray]] = {}
         self._pending_deletes: set[str] = set()
         self._flush_wakeup = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._flushes_since_compact = 0
         self._last_delete_at: float | None = None
+        self._last_write_at = time.monotonic()
         self._ram: QuantizedVectors | None = None
         self._ram_ready = False
         self._forgotten_while_loading: set[str] = set()
         self._growing: asyncio.Task[None] | None = None
         self._tags: dict[str, str] = {}
+        # Held by compaction, and by an ANN training while it starts: they never overlap.
+        self._maintenance = asyncio.Lock()
+        self._ann_job: asyncio.Future[int] | None = None
+        self._ann_trained_rows: int | None = None  # rows at the last training (or at start)
+        self._ann_trainings = 0
+        self._ann_last_s: float | None = None
 
     def attach(self, db: Database, dek: bytes) -> None:
         """The store is open: writes may queue vectors from now on."""
@@ -182,14 +236,16 @@ class VectorCatalog:
         assert self._db is not None and self._index is not None and self._model is not None
         db, model = self._db, self._model
         await self.flush()
-        in_db = await self._db_thread.run(db.embedded_ids, model)
-        in_index = await self._vec_thread.run(self._index.ids)
-        missing = in_db - in_index - set(self._pending)
-        extra = in_index - in_db
-        self._pending_deletes |= extra
-        ordered = sorted(missing)
-        for start in range(0, len(ordered), 5000):
-            chunk = ordered[start : start + 5000]
+        # Both snapshots with no flush in between: a vector flushed after the index's ids
+        # were read would look missing and be written twice. Commits meanwhile stay in
+        # the queue, so they are not counted missing either.
+        async with self._flush_lock:
+            in_index = await self._vec_thread.run(self._index.id_table)
+            missing, extra = await self._db_thread.run(db.diff_embedded_ids, model, in_index)
+            missing = [i for i in missing if i not in self._pending]
+        self._pending_deletes.update(extra)
+        for start in range(0, len(missing), 5000):
+            chunk = missing[start : start + 5000]
             self._enqueue(await self._db_thread.run(db.embedded_vectors, model, chunk))
             await self.flush()
         await self.flush()
@@ -309,6 +365,10 @@ class VectorCatalog:
                 await asyncio.sleep(1.0)
 
     async def flush(self) -> None:
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if self._index is None or (not self._pending and not self._pending_deletes):
             return
         batch, self._pending = self._pending, {}
@@ -325,6 +385,7 @@ class VectorCatalog:
                 matrix = np.stack([batch[i][1] for i in ids])
                 await self._vec_thread.run(self._index.add, ids, tags, matrix)
             self._flushes_since_compact += 1
+            self._last_write_at = time.monotonic()
         except BaseException:
             # Put the work back (newer entries win) so nothing acknowledged is dropped.
             for memory_id, entry in batch.items():
@@ -345,14 +406,104 @@ class VectorCatalog:
             if self._last_delete_at is None and self._flushes_since_compact < COMPACT_AFTER_FLUSHES:
                 continue
             try:
-                await self.flush()
-                await self._vec_thread.run(self._index.compact)
+                async with self._maintenance:
+                    await self.flush()
+                    await self._compact()
                 self._flushes_since_compact = 0
                 self._last_delete_at = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - tried again on the next round
                 log.error("vector index compaction failed: %s", redacted_traceback(exc))
+
+    async def ann_loop(self) -> None:
+        """Train the ANN index when the encrypted index is big enough, and again when it
+        has doubled since."""
+        while True:
+            await asyncio.sleep(ANN_CHECK_INTERVAL_S)
+            if self._index is None or self.tier != INDEX:
+                continue
+            try:
+                await self.maintain_ann()
+                await self._fold_unindexed()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - tried again on the next round
+                log.error("ANN index upkeep failed: %s", redacted_traceback(exc))
+                await asyncio.sleep(60.0)
+
+    async def maintain_ann(self) -> bool:
+        """Train the ANN index if due; True if it did."""
+        index = self._index
+        assert index is not None
+        rows = await self._vec_thread.run(index.count)
+        if rows < max(1, self.settings.ann_min_rows):
+            return False
+        if self._ann_trained_rows is None:
+            stats = await self._vec_thread.run(index.ann_stats)
+            # An index left by an earlier run: count its rows as trained on, so it is not
+            # trained again at every start.
+            self._ann_trained_rows = stats["indexed"] if stats else 0
+        if self._ann_trained_rows and rows < ANN_RETRAIN_GROWTH * self._ann_trained_rows:
+            return False
+        started = time.perf_counter()
+        async with self._maintenance:  # not while a compaction runs
+            if self._index is not index:
+                return False  # the index was replaced meanwhile
+            from memoryd.store.vectors import build_ann_index  # index tier only
+
+            job = self._ann_job = asyncio.ensure_future(
+                run_in_daemon_thread("vector-ann", lambda: build_ann_index(index.path))
+            )
+        # Shielded: cancelling this task (at shutdown) must not make the job look finished
+        # while its thread still writes; compaction waits for the job itself.
+        trained = await asyncio.shield(job)
+        # The serving handle would see the index at its next write anyway; a read-only
+        # period should not have to wait for one.
+        await self._vec_thread.run(index.reload)
+        self._ann_trained_rows = trained
+        self._ann_trainings += 1
+        self._ann_last_s = time.perf_counter() - started
+        log.info("ANN index trained on %d vectors in %.1f s", trained, self._ann_last_s)
+        return True
+
+    async def _fold_unindexed(self) -> None:
+        """Compact (which indexes the rows the ANN index does not cover yet) when enough
+        of them have piled up, or writes have paused with some left over: compact_loop
+        alone would leave the tail of a large import to exhaustive search until the next
+        burst of writes."""
+        index = self._index
+        if index is None or self._ann_training:
+            return
+        stats = await self._vec_thread.run(index.ann_stats)
+        if not stats or not stats["unindexed"]:
+            return
+        idle = time.monotonic() - self._last_write_at >= ANN_FOLD_IDLE_S
+        if stats["unindexed"] < ANN_FOLD_ROWS and not idle:
+            return
+        started = time.perf_counter()
+        async with self._maintenance:
+            await self.flush()
+            await self._compact()
+        self._flushes_since_compact = 0
+        log.info(
+            "ANN index: %d new vectors folded in (%.1f s)",
+            stats["unindexed"],
+            time.perf_counter() - started,
+        )
+
+    @property
+    def _ann_training(self) -> bool:
+        return self._ann_job is not None and not self._ann_job.done()
+
+    async def _compact(self) -> None:
+        """Compact the index once no ANN training runs (call with ``_maintenance`` held):
+        compaction deletes every file no committed version references, which includes
+        those of an index still being written."""
+        assert self._index is not None
+        if self._ann_job is not None and not self._ann_job.done():
+            await asyncio.wait({self._ann_job})
+        await self._vec_thread.run(self._index.compact)
 
     async def close(self) -> None:
         """Write what is queued and erase deleted vectors from disk, then stop."""
@@ -363,12 +514,15 @@ class VectorCatalog:
                     await self._growing
             await self.flush()
             if self._index is not None and self._last_delete_at is not None:
-                await self._vec_thread.run(self._index.compact)
+                # Erased vectors must leave the disk, even if a training must end first.
+                async with self._maintenance:
+                    await self._compact()
         finally:
             self._vec_thread.shutdown()
 
     async def status(self) -> dict[str, Any]:
         rows = await self._vec_thread.run(self._index.count) if self._index else 0
+        ann = await self._vec_thread.run(self._index.ann_stats) if self._index else None
         return {
             "search_tier": self.tier,
             "ram_vectors": {
@@ -380,5 +534,15 @@ class VectorCatalog:
                 "rows": rows,
                 "pending": len(self._pending) + len(self._flushing),
                 "ready": self._index is not None,
+                "ann": {
+                    "indexed": ann["indexed"] if ann else 0,
+                    "unindexed": ann["unindexed"] if ann else rows,
+                    "training": self._ann_training,
+                    "trainings": self._ann_trainings,
+                    "last_training_s": (
+                        round(self._ann_last_s, 2) if self._ann_last_s is not None else None
+                    ),
+                    "min_rows": self.settings.ann_min_rows,
+                },
             },
         }

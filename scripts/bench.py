@@ -49,13 +49,20 @@ def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
         status = client.status()
         mem = status["ram_vectors"]
         loaded = mem["ready"] or status["memories"] > mem["max"]
-        if status["vector_index"]["pending"] == 0 and loaded:
+        index = status["vector_index"]
+        ann = index.get("ann", {})
+        # Above ann_min_rows the index tier answers from its ANN index: wait until it is
+        # trained and covers every row, so that the figures are the steady state.
+        ann_done = status["search_tier"] != "index" or index["rows"] < ann.get("min_rows", 0) or (
+            not ann.get("training") and ann.get("unindexed") == 0)
+        if index["pending"] == 0 and loaded and ann_done:
             return status
         time.sleep(0.2)
     return client.status()
 
 
-def run_size(n: int, n_queries: int, with_peers: bool) -> dict[str, Any]:
+def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
+             ) -> dict[str, Any]:
     from memoryd.config import resolve_paths
     from memoryd.embed.base import HashEmbedder
 
@@ -73,8 +80,15 @@ def run_size(n: int, n_queries: int, with_peers: bool) -> dict[str, Any]:
             if result["failed"]:
                 sys.exit("import failed")
         out["store_ingest_per_s"] = round(n / (time.perf_counter() - started), 1)
+        ingested = time.perf_counter()
         status = _settle(client)
+        out["settle_after_ingest_s"] = round(time.perf_counter() - ingested, 1)
         out["search_tier"] = status["search_tier"]
+        ann = status["vector_index"].get("ann", {})
+        if ann.get("trainings"):
+            out["ann_trainings"] = ann["trainings"]
+            out["ann_last_training_s"] = ann["last_training_s"]
+            out["ann_indexed_rows"] = ann["indexed"]
         out["idle_rss_mb"] = round(bench_appliance.rss_kb(daemon.pid) / 1024, 1)
 
         sampler = bench_appliance.RssSampler(daemon.pid)
@@ -119,7 +133,10 @@ def run_size(n: int, n_queries: int, with_peers: bool) -> dict[str, Any]:
         if daemon.poll() is None:
             daemon.terminate()
             daemon.wait(60)
-        shutil.rmtree(home, ignore_errors=True)
+        if keep_home:
+            print(f"kept {home} (MEMORYD_HOME of the {n:,} run)", file=sys.stderr)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
     out["numpy"] = peers.summary(peers.numpy_exact(vectors, query_vectors))
     if with_peers:
@@ -172,6 +189,8 @@ def main() -> None:
                         help="memories for the real-embedder run (0: skip)")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--keep-home", action="store_true",
+                        help="keep each size's MEMORYD_HOME (e.g. to time restarts)")
     args = parser.parse_args()
 
     with_peers = not args.no_peers
@@ -185,7 +204,8 @@ def main() -> None:
     report: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)},
         "cli_version_process_p50_ms": cli_import_ms(),
-        "sizes": [run_size(int(n), args.queries, with_peers) for n in args.sizes.split(",")],
+        "sizes": [run_size(int(n), args.queries, with_peers, args.keep_home)
+                  for n in args.sizes.split(",")],
     }
     if args.real:
         report["real_embedder"] = real_embedder(args.real)
@@ -196,7 +216,8 @@ def main() -> None:
     keys = ["store_ingest_per_s", "hybrid_p50_ms", "hybrid_p95_ms", "lexical_p50_ms",
             "vector_p50_ms", "vector_p95_ms", "vector_recall_at_10", "idle_rss_mb",
             "load_rss_mb", "disk_bytes_per_memory", "cold_start_to_first_search_s",
-            "search_tier", "vector_p50_over_chroma_e2e_p50", "store_ingest_over_chroma"]
+            "search_tier", "settle_after_ingest_s", "ann_trainings", "ann_last_training_s",
+            "ann_indexed_rows", "vector_p50_over_chroma_e2e_p50", "store_ingest_over_chroma"]
     print("| metric | " + " | ".join(f"{s['memories']:,}" for s in report["sizes"]) + " |")
     print("|---|" + "---|" * len(report["sizes"]))
     for key in keys:

@@ -28,6 +28,8 @@ def short_tempdir(prefix: str = "md") -> Path:
 # Daemon settings that put vector search on the encrypted LanceDB index at any size (the
 # tier big stores use), so that small tests exercise it.
 INDEX_TIER = {"MEMORYD_SEARCH_RAM_MAX": "0"}
+# The index tier with its ANN index trained from the first vector on.
+ANN_TIER = {**INDEX_TIER, "MEMORYD_SEARCH_ANN_MIN_ROWS": "1"}
 
 
 class DaemonProcess:

@@ -933,13 +933,26 @@ class Database:
         reader = cursor.execute("SELECT content_hash FROM memories").to_arrow_reader(65_536)
         return _closing_batches(cursor, reader)
 
-    def embedded_ids(self, model: str) -> set[str]:
-        return {
-            r[0]
-            for r in self.con.execute(
-                "SELECT id FROM memories WHERE embedding_model = ?", [model]
+    def diff_embedded_ids(self, model: str, indexed: pa.Table) -> tuple[list[str], list[str]]:
+        """Ids embedded by ``model`` missing from ``indexed`` (a table with an ``id``
+        column: the vector index's ids), and ids in it that are not, or no longer,
+        embedded by ``model``. Two anti-joins over a registered Arrow table: at 1M
+        memories, building and subtracting Python sets of the ids took about a second."""
+        self.con.register("indexed_ids", indexed)
+        try:
+            missing = self.con.execute(
+                "SELECT m.id FROM memories m ANTI JOIN indexed_ids x ON x.id = m.id "
+                "WHERE m.embedding_model = ? ORDER BY m.id",
+                [model],
             ).fetchall()
-        }
+            extra = self.con.execute(
+                "SELECT x.id FROM indexed_ids x ANTI JOIN "
+                "(SELECT id FROM memories WHERE embedding_model = ?) m ON m.id = x.id",
+                [model],
+            ).fetchall()
+        finally:
+            self.con.unregister("indexed_ids")
+        return [r[0] for r in missing], [r[0] for r in extra]
 
     def stats(self) -> dict[str, Any]:
         con = self.con

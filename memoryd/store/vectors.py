@@ -5,6 +5,14 @@ namespace without the name on disk) and its SAP-encrypted vector. The index can 
 rebuilt from the exact vectors in DuckDB, and is whenever it is missing, unreadable, or was
 built with another key, model or dimension. Methods are synchronous; one owner thread
 calls them.
+
+Large tables get an ANN index over the ``vector`` column (IVF_SQ: k-means partitions of
+the ciphertexts and 8-bit scalar-quantised copies of them, so it holds nothing the table
+does not). :func:`build_ann_index` builds it on a connection of its own, so that the owner
+thread goes on serving reads and writes during a build that takes tens of seconds at a
+million rows; Lance's optimistic commits let the two write the table at once. Rows that
+arrive after a build sit in fragments the ANN index does not cover, which Lance searches
+exhaustively (we never set ``fast_search``), until an ``optimize`` folds them in.
 """
 
 from __future__ import annotations
@@ -19,12 +27,20 @@ from pathlib import Path
 import lancedb
 import numpy as np
 import pyarrow as pa
+from lancedb.index import IvfSq
 
 from memoryd.crypto.sap import SapCipher
 
 log = logging.getLogger(__name__)
 
 TABLE = "vectors"
+ANN_INDEX = "vector_idx"  # the name Lance gives an index on the ``vector`` column
+# IVF partitions probed per search; each probe scans one partition's int8 codes (Lance
+# sizes partitions at ~8k rows: ~120 at 1M rows). Measured on SAP-encrypted hash-embedder
+# vectors (weakly clustered: the hard case), 100 candidates re-ranked exactly: recall@10
+# at 1M was 0.77 / 0.90 / 0.97 at 10 / 20 / 40 probes (13 / 20 / 33 ms a search, on a
+# busy machine); at 200k, 20 probes already gave 0.997.
+ANN_NPROBES = 40
 
 
 class VectorIndex:
@@ -75,9 +91,25 @@ class VectorIndex:
     def count(self) -> int:
         return int(self.table.count_rows())
 
-    def ids(self) -> set[str]:
-        column = self.table.to_arrow().column("id") if self.count() else pa.array([])
-        return set(column.to_pylist())
+    def id_table(self) -> pa.Table:
+        """Every id, as an Arrow table with one column: only the ids are read, not the
+        vectors (1.5 GB at 1M rows), and no Python string is made for each."""
+        if not self.count():
+            return pa.table({"id": pa.array([], pa.string())})
+        return self.table.search().select(["id"]).limit(None).to_arrow()
+
+    def ann_stats(self) -> dict[str, int] | None:
+        """Rows the ANN index covers and rows it does not yet, or None without one."""
+        if not any(i.name == ANN_INDEX for i in self.table.list_indices()):
+            return None
+        stats = self.table.index_stats(ANN_INDEX)
+        if stats is None:
+            return None
+        return {"indexed": stats.num_indexed_rows, "unindexed": stats.num_unindexed_rows}
+
+    def reload(self) -> None:
+        """See what another connection committed (an ANN index built off this thread)."""
+        self.table.checkout_latest()
 
     def add(self, ids: Sequence[str], ns_tags: Sequence[str], vectors: np.ndarray) -> None:
         """Append encrypted vectors. Callers delete an id's old vector first (a changed
@@ -111,7 +143,12 @@ class VectorIndex:
     ) -> list[tuple[str, float]]:
         """Candidate ids by L2 distance over ciphertexts, nearest first."""
         query = self.cipher.encrypt_query(np.asarray(vector, dtype=np.float32))
-        builder = self.table.search(query).distance_type("l2").limit(limit)  # type: ignore[attr-defined]
+        builder = (
+            self.table.search(query)  # type: ignore[attr-defined]
+            .distance_type("l2")
+            .limit(limit)
+            .nprobes(ANN_NPROBES)  # ignored while there is no ANN index
+        )
         if ns_tag is not None:
             builder = builder.where(f"ns = '{ns_tag}'", prefilter=True)
         result = builder.select(["id", "_distance"]).to_arrow()
@@ -127,3 +164,14 @@ class VectorIndex:
             # Only this process touches the index, so dropping every old version is safe.
             warnings.simplefilter("ignore", UserWarning)
             self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+
+
+def build_ann_index(path: Path) -> int:
+    """Train and write the ANN index of the table at ``path``, replacing any older one, on
+    a connection of its own (run it off the owner thread). Returns the rows it was
+    trained on. Writes that commit meanwhile are kept: Lance rebases the index commit on
+    them, and their rows stay searchable exhaustively until the next optimize."""
+    table = lancedb.connect(str(path)).open_table(TABLE)
+    rows = int(table.count_rows())
+    table.create_index("vector", config=IvfSq(distance_type="l2"), replace=True, name=ANN_INDEX)
+    return rows

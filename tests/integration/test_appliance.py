@@ -86,6 +86,33 @@ def test_kill_9_after_acknowledged_add_loses_nothing(make_daemon, tier: str):
         assert status["search_tier"] == tier and status["waiting_for_embedding"] == 0
 
 
+def test_restart_reconciles_unflushed_adds_and_deletes(make_daemon, paths):
+    """A crash between DuckDB commits and the index flush leaves the index with a vector
+    of a deleted memory and without one of an added memory: the start-up reconcile
+    removes the first and adds the second before any search is answered."""
+    daemon = make_daemon(INDEX_TIER).start()
+    with daemon.client() as client:
+        kept = client.add("The lighthouse lamp is cleaned on Mondays")["memory"]
+        doomed = client.add("The ferry timetable changes in October")["memory"]
+        wait_for(lambda: client.status()["vector_index"]["rows"] == 2)
+        client.delete(doomed["id"])
+        late = client.add("The harbour master retires next spring")["memory"]
+    daemon.kill9()  # within the flush loop's 200 ms batching delay
+    daemon.start()
+    with daemon.client() as again:
+        ferry = again.search("when does the ferry timetable change?", mode="vector")["hits"]
+        assert doomed["id"] not in [h["id"] for h in ferry]
+        harbour = again.search("who is retiring from the harbour?", mode="vector")["hits"]
+        assert harbour and harbour[0]["id"] == late["id"]
+        status = wait_for(lambda: (s := again.status())["vector_index"]["rows"] == 2 and s)
+        assert status["vector_index"]["pending"] == 0
+        ids = {h["id"] for h in again.search("lighthouse ferry harbour", mode="vector")["hits"]}
+        assert ids == {kept["id"], late["id"]}
+    # The row count alone would match without a reconcile (one in, one out).
+    log = (paths.log_dir / "memoryd.log").read_text()
+    assert "vector index reconciled: 1 added, 1 removed" in log
+
+
 def test_deleted_vector_folder_is_rebuilt(make_daemon, paths):
     daemon = make_daemon(INDEX_TIER).start()
     client = daemon.client()

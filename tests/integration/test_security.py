@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import INDEX_TIER
+from support import ANN_TIER, INDEX_TIER
 
 from memoryd.client import RemoteError
 from memoryd.crypto import keys
@@ -40,9 +40,10 @@ def canary_needles(*texts: str) -> list[bytes]:
     return needles
 
 
-@pytest.mark.parametrize("tier", ["ram", "index"])
+@pytest.mark.parametrize("tier", ["ram", "index", "ann"])
 def test_canary_never_reaches_disk(make_daemon, memoryd_home: Path, paths, tier: str):
-    daemon = make_daemon(INDEX_TIER if tier == "index" else {}).start()
+    env = {"ram": {}, "index": INDEX_TIER, "ann": ANN_TIER}[tier]
+    daemon = make_daemon(env).start()
     client = daemon.client()
     memory = client.add(f"My secret is {CANARY}", tags=[CANARY], namespace="private",
                         metadata={"note": CANARY, "path": f"/home/me/{CANARY}.md"},
@@ -52,6 +53,11 @@ def test_canary_never_reaches_disk(make_daemon, memoryd_home: Path, paths, tier:
     client.update(memory["id"], content=f"Now it is {CANARY_EDIT}")
     # While running: database, WAL, vector index, logs, temp files.
     time.sleep(1.0)  # let the vector index flush
+    if tier == "ann":  # and its ANN index be trained
+        deadline = time.monotonic() + 30
+        while not client.status()["vector_index"]["ann"]["trainings"]:
+            assert time.monotonic() < deadline, client.status()["vector_index"]
+            time.sleep(0.1)
     needles = canary_needles(CANARY, CANARY_EDIT)
     assert assert_not_on_disk(memoryd_home, needles) >= 4
     client.delete(memory["id"])
@@ -59,8 +65,11 @@ def test_canary_never_reaches_disk(make_daemon, memoryd_home: Path, paths, tier:
     daemon.stop()
     assert_not_on_disk(memoryd_home, needles)
     index_files = list(paths.vector_dir.rglob("*.lance"))
-    if tier == "index":
+    if tier != "ram":
         assert index_files, "the vector index was written"
+    if tier == "ann":
+        assert any(p.parent.name == "_indices" or "_indices" in p.parts
+                   for p in files_under(paths.vector_dir)), "the ANN index was written"
     else:
         assert not index_files, "the RAM tier writes no vector files"
 

@@ -1,0 +1,126 @@
+"""The ANN index of the encrypted vector index: trained in the background once the table
+holds search.ann_min_rows vectors, without a search missing a memory before, during or
+after the training; rows written after it are found, deleted ones are not.
+
+The hash embedder keeps ingest fast: these tests judge where candidates come from, not
+semantics. A memory searched by its own text is its own nearest vector, so it must be the
+first hit whenever the candidates include it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from support import INDEX_TIER
+
+MIN_ROWS = 3000
+ANN_ENV = {
+    **INDEX_TIER,
+    "MEMORYD_EMBEDDING_PROVIDER": "hash",
+    "MEMORYD_SEARCH_ANN_MIN_ROWS": str(MIN_ROWS),
+}
+WORDS = ("amber basil cedar delta ember fjord garnet harbor iris juniper kelp lotus "
+         "maple nectar onyx pepper quartz raven sage tundra umber violet willow yarrow").split()
+
+
+def text(n: int) -> str:
+    # Distinct word mixes, so every memory has a vector of its own.
+    picks = [WORDS[(n * k + k * k) % len(WORDS)] for k in range(1, 6)]
+    return f"{' '.join(picks)} note {n}"
+
+
+def wait_status(client, predicate, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.status()
+        if predicate(status):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"status never matched: {client.status()['vector_index']}")
+
+
+def settled(rows: int):
+    return lambda s: s["vector_index"]["rows"] == rows and s["vector_index"]["pending"] == 0
+
+
+def import_texts(client, numbers: range, ids: dict[int, str]) -> None:
+    result = client.import_items([{"content": text(n)} for n in numbers])
+    for n, row in zip(numbers, result["results"], strict=True):
+        ids[n] = row["id"]
+
+
+def top_id(client, n: int) -> str | None:
+    hits = client.search(text(n), mode="vector", limit=3)["hits"]
+    return hits[0]["id"] if hits else None
+
+
+def test_ann_index_is_trained_in_the_background_without_missing_memories(make_daemon):
+    daemon = make_daemon(ANN_ENV).start()
+    ids: dict[int, str] = {}
+    with daemon.client() as c:
+        # Below the threshold: no ANN index, exhaustive search.
+        for start in range(0, MIN_ROWS - 500, 500):
+            import_texts(c, range(start, start + 500), ids)
+        status = wait_status(c, settled(MIN_ROWS - 500))
+        time.sleep(3)  # longer than the ANN check interval: nothing may be trained yet
+        assert c.status()["vector_index"]["ann"]["trainings"] == 0
+        assert all(top_id(c, n) == ids[n] for n in range(0, MIN_ROWS - 500, 97))
+
+        # Cross the threshold while another client searches without pause.
+        wrong: list[tuple[int, str | None]] = []
+        searched = 0
+        stop = threading.Event()
+
+        def search_meanwhile() -> None:
+            nonlocal searched
+            with daemon.client() as s:
+                n = 0
+                while not stop.is_set():
+                    n = (n + 131) % (MIN_ROWS - 500)
+                    found = top_id(s, n)
+                    searched += 1
+                    if found != ids[n]:
+                        wrong.append((n, found))
+
+        searcher = threading.Thread(target=search_meanwhile)
+        searcher.start()
+        try:
+            import_texts(c, range(MIN_ROWS - 500, MIN_ROWS + 500), ids)
+            status = wait_status(c, lambda s: s["vector_index"]["ann"]["trainings"] >= 1)
+        finally:
+            stop.set()
+            searcher.join()
+        assert searched > 0 and wrong == []
+        ann = status["vector_index"]["ann"]
+        assert ann["indexed"] >= MIN_ROWS and ann["training"] is False
+
+        # After the training: every memory still found through the ANN index.
+        assert all(top_id(c, n) == ids[n] for n in range(0, MIN_ROWS + 500, 89))
+
+        # Rows written after the training sit outside it and must still be found.
+        total = MIN_ROWS + 500
+        import_texts(c, range(total, total + 50), ids)
+        status = wait_status(c, settled(total + 50))
+        assert status["vector_index"]["ann"]["unindexed"] >= 50
+        assert all(top_id(c, n) == ids[n] for n in range(total, total + 50, 7))
+
+        # Deleted memories are not found, whether the ANN index covers them or not.
+        gone = [5, 1234, MIN_ROWS + 10, total + 3]
+        for n in gone:
+            c.delete(ids[n])
+        wait_status(c, settled(total + 50 - len(gone)))
+        assert all(top_id(c, n) != ids[n] for n in gone)
+        # Compaction after the deletes folds the new rows into the ANN index.
+        wait_status(c, lambda s: s["vector_index"]["ann"]["unindexed"] == 0, timeout=60)
+        assert all(top_id(c, n) != ids[n] for n in gone)
+        assert all(top_id(c, n) == ids[n] for n in range(total, total + 50, 7))
+
+    # A restart keeps the trained index and does not train it again.
+    daemon.restart()
+    with daemon.client() as c:
+        status = wait_status(c, lambda s: s["vector_index"]["ready"])
+        time.sleep(3)
+        status = c.status()["vector_index"]
+        assert status["ann"]["indexed"] == total + 50 - len(gone)
+        assert status["ann"]["trainings"] == 0
+        assert top_id(c, 77) == ids[77] and top_id(c, gone[0]) != ids[gone[0]]
