@@ -441,8 +441,7 @@ class MemoryService:
             vector = await self._query_vector(parsed.text)
             if vector is None:
                 return None, []
-            alone = mode == "vector"  # in hybrid search the lexical leg runs meanwhile
-            return vector, await self.vectors.candidates(vector, filters, pool, alone)
+            return vector, await self.vectors.candidates(vector, filters, pool)
 
         # The legs run on different threads (DuckDB's; the model's and Lance's): overlap them.
         lexical_scores, (query_vector, vector_ids) = await asyncio.gather(

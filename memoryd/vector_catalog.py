@@ -45,7 +45,7 @@ from memoryd.crypto import keys
 from memoryd.crypto.sap import SapCipher
 from memoryd.logs import redacted_traceback
 from memoryd.model import SearchFilters
-from memoryd.search.quantized import MAX_SCAN_THREADS, QuantizedVectors
+from memoryd.search.quantized import QuantizedVectors
 from memoryd.store.database import Database
 from memoryd.store.owner import OwnerThread
 
@@ -310,19 +310,15 @@ class VectorCatalog:
 
     # -- candidates ------------------------------------------------------------------------------
 
-    async def candidates(
-        self, query: np.ndarray, filters: SearchFilters, pool: int, alone: bool = True
-    ) -> list[str]:
-        """Ids of the vectors nearest ``query``, at least ``pool`` of them when there are.
-        ``alone``: no other search work runs meanwhile (the RAM scan may use every core)."""
+    async def candidates(self, query: np.ndarray, filters: SearchFilters, pool: int) -> list[str]:
+        """Ids of the vectors nearest ``query``, at least ``pool`` of them when there are."""
         await self.ready.wait()
         ns_tag = self.tag(filters.namespace) if filters.namespace is not None else None
         # Filters other than the namespace are applied afterwards, on the rows: fetch more.
         other_filters = filters.beyond_namespace
         if self._ram is not None and self._ram_ready:
             fetch = pool * (4 if other_filters else 1)
-            threads = MAX_SCAN_THREADS if alone else 1
-            return [i for i, _ in self._ram.search(query, fetch, ns_tag, threads)]
+            return [i for i, _ in self._ram.search(query, fetch, ns_tag)]
         fetch = pool * (4 if other_filters else 2)
         found: dict[str, None] = {}
         if self._index is not None:
