@@ -44,6 +44,9 @@ EMBED_BATCH = 256
 # it (a local model loads in well under a second; a hub download may take minutes).
 MODEL_WAIT_S = 10.0
 
+# Writes paused this long: return freed memory to the OS (memoryd.heap).
+RELEASE_AFTER_WRITES_S = 2.0
+
 Pairs = tuple[str | None, str | None]  # a memory's (previous, next) in its thread
 
 
@@ -68,6 +71,7 @@ class MemoryService:
         self.vectors = VectorCatalog(paths.vector_dir, settings.search, self._db_thread)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._last_write = 0.0  # time.monotonic() of the last stored memory
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -132,6 +136,7 @@ class MemoryService:
         self._spawn(self.vectors.compact_loop())
         self._spawn(self.vectors.ann_loop())
         self._spawn(self._expiry_loop())
+        self._spawn(self._release_after_writes())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -236,6 +241,17 @@ class MemoryService:
         if total:
             log.info("embedded %d memories that were waiting", total)
 
+    async def _release_after_writes(self) -> None:
+        """Once writes pause, give the allocators' freed buffers back: an import of 100k
+        memories left the daemon holding memory it never used again."""
+        released = 0.0
+        while True:
+            await asyncio.sleep(RELEASE_AFTER_WRITES_S)
+            last = self._last_write
+            if last > released and time.monotonic() - last >= RELEASE_AFTER_WRITES_S:
+                released = last
+                await asyncio.get_running_loop().run_in_executor(None, heap.release)
+
     async def _expiry_loop(self) -> None:
         db = self._require_store()
         while True:
@@ -281,6 +297,7 @@ class MemoryService:
         vector_at = dict(zip(fresh, vectors, strict=True)) if vectors is not None else {}
         prepared = [self._prepare(item, vector_at.get(n)) for n, item in enumerate(items)]
         results = await self._db_thread.run(db.insert, prepared, ctx.actor)
+        self._last_write = time.monotonic()
         self.vectors.queue(
             [
                 (p.id, p.namespace, p.embedding)

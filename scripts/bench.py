@@ -39,6 +39,7 @@ import peers  # noqa: E402
 
 REPO = SCRIPTS.parent
 MODES = ("hybrid", "lexical", "vector")
+IDLE_S = 5.0  # seconds without requests before "idle" RSS is read
 
 
 def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
@@ -89,6 +90,7 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
             out["ann_trainings"] = ann["trainings"]
             out["ann_last_training_s"] = ann["last_training_s"]
             out["ann_indexed_rows"] = ann["indexed"]
+        time.sleep(IDLE_S)  # idle: the daemon gives freed buffers back once writes pause
         out["idle_rss_mb"] = round(bench_appliance.rss_kb(daemon.pid) / 1024, 1)
 
         sampler = bench_appliance.RssSampler(daemon.pid)
