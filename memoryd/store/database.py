@@ -936,10 +936,21 @@ class Database:
     def diff_embedded_ids(self, model: str, indexed: pa.Table) -> tuple[list[str], list[str]]:
         """Ids embedded by ``model`` missing from ``indexed`` (a table with an ``id``
         column: the vector index's ids), and ids in it that are not, or no longer,
-        embedded by ``model``. Two anti-joins over a registered Arrow table: at 1M
-        memories, building and subtracting Python sets of the ids took about a second."""
+        embedded by ``model``.
+
+        The usual answer is "none": equal counts and equal sums of 64-bit id hashes say
+        so in ~0.1 s at 1M memories (a differing set of ids matches both only by a hash
+        collision; a count alone would miss one add and one delete lost together). Only
+        otherwise do two anti-joins (~0.4 s) list the differences."""
         self.con.register("indexed_ids", indexed)
         try:
+            checksum = "SELECT count(*), coalesce(sum(hash(id)::HUGEINT), 0) FROM "
+            ours = self.con.execute(
+                checksum + "memories WHERE embedding_model = ?", [model]
+            ).fetchone()
+            theirs = self.con.execute(checksum + "indexed_ids").fetchone()
+            if ours == theirs:
+                return [], []
             missing = self.con.execute(
                 "SELECT m.id FROM memories m ANTI JOIN indexed_ids x ON x.id = m.id "
                 "WHERE m.embedding_model = ? ORDER BY m.id",

@@ -70,8 +70,8 @@ def test_canary_never_reaches_disk(make_daemon, memoryd_home: Path, paths, tier:
     else:
         assert index_files, "the vector index was written"
     if tier == "ann":
-        assert any(p.parent.name == "_indices" or "_indices" in p.parts
-                   for p in files_under(paths.vector_dir)), "the ANN index was written"
+        assert any("_indices" in p.parts for p in files_under(paths.vector_dir)), \
+            "the ANN index was written"
 
 
 def test_vectors_on_disk_are_not_the_plain_embedding(make_daemon, paths):

@@ -1,0 +1,46 @@
+"""Database.diff_embedded_ids: what the start-up reconcile adds to and removes from the
+vector index."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import pyarrow as pa
+
+from memoryd.model import new_id, utcnow
+from memoryd.store.database import Database, PreparedMemory
+
+
+def memory(content: str, model: str | None) -> PreparedMemory:
+    now = utcnow()
+    return PreparedMemory(
+        id=new_id(), content=content, content_hash=hashlib.sha256(content.encode()).hexdigest(),
+        namespace="ns", kind="note", tags=[], metadata={}, importance=0.5, source=None,
+        thread=None, position=None, created_at=now, expires_at=None, updated_at=now,
+        embedding=np.ones(4, np.float32).tobytes() if model else None, embedding_model=model,
+    )
+
+
+def ids(*values: str) -> pa.Table:
+    return pa.table({"id": pa.array(list(values), pa.string())})
+
+
+def test_diff_lists_missing_and_extra_ids(tmp_path):
+    db = Database(tmp_path / "d.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    rows = [memory(f"memory {n}", "m1") for n in range(4)]
+    other = memory("embedded by another model", "m0")
+    waiting = memory("not embedded yet", None)
+    db.insert([*rows, other, waiting], "test")
+    a, b, c, d = (r.id for r in rows)
+
+    assert db.diff_embedded_ids("m1", ids(a, b, c, d)) == ([], [])  # the checksum path
+    assert db.diff_embedded_ids("m1", ids()) == (sorted([a, b, c, d]), [])
+    # One add and one delete lost together: same count, different ids.
+    missing, extra = db.diff_embedded_ids("m1", ids(a, b, c, other.id))
+    assert (missing, extra) == ([d], [other.id])
+    missing, extra = db.diff_embedded_ids("m1", ids(a, b, "gone", waiting.id))
+    assert missing == sorted([c, d]) and sorted(extra) == sorted(["gone", waiting.id])
+    db.close()
+
