@@ -20,11 +20,8 @@ Once the index holds ``search.ann_min_rows`` vectors it gets an ANN index (see
 ``memoryd.store.vectors``), trained on a thread of its own while searches go on
 exhaustively, and trained again when the table has doubled since (its partitions are
 sized for the rows it was trained on). Compaction (``optimize``) folds rows added since
-into it between trainings; its heavy part runs on a thread of its own too (seconds at a
-million rows, which searches on the owner thread would otherwise wait for). At most one
-such job runs at a time, and the owner thread's final pass of a compaction, which
-deletes every file no committed version references, waits for it: those files would
-include the ones the job is writing.
+into it between trainings. Training and compaction never overlap: compaction deletes
+files no committed version references, which includes an index still being written.
 
 All methods run on the event loop; engine work goes to the owner threads.
 """
@@ -51,7 +48,7 @@ from memoryd.model import SearchFilters
 from memoryd.search.quantized import QuantizedVectors
 from memoryd.store.database import Database
 from memoryd.store.owner import OwnerThread
-from memoryd.store.vectors import VectorIndex, build_ann_index, optimize_index
+from memoryd.store.vectors import VectorIndex, build_ann_index
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +125,9 @@ class VectorCatalog:
         self._forgotten_while_loading: set[str] = set()
         self._growing: asyncio.Task[None] | None = None
         self._tags: dict[str, str] = {}
-        # Held by a compaction, and by an ANN training while it starts; together with
-        # _lance_jobs_done, it keeps off-thread Lance writers to one at a time.
+        # Held by compaction, and by an ANN training while it starts: they never overlap.
         self._maintenance = asyncio.Lock()
         self._ann_job: asyncio.Future[int] | None = None
-        self._optimize_job: asyncio.Future[None] | None = None
         self._ann_trained_rows: int | None = None  # rows at the last training (or at start)
         self._ann_trainings = 0
         self._ann_last_s: float | None = None
@@ -433,7 +428,6 @@ class VectorCatalog:
         async with self._maintenance:  # not while a compaction runs
             if self._index is not index:
                 return False  # the index was replaced meanwhile
-            await self._lance_jobs_done()
             job = self._ann_job = asyncio.ensure_future(
                 run_in_daemon_thread("vector-ann", lambda: build_ann_index(index.path))
             )
@@ -478,24 +472,14 @@ class VectorCatalog:
     def _ann_training(self) -> bool:
         return self._ann_job is not None and not self._ann_job.done()
 
-    async def _lance_jobs_done(self) -> None:
-        """Wait for off-thread Lance writes that a cancelled task left running."""
-        jobs = {j for j in (self._ann_job, self._optimize_job) if j is not None and not j.done()}
-        if jobs:
-            await asyncio.wait(jobs)
-
     async def _compact(self) -> None:
-        """Compact the index (call with ``_maintenance`` held): the heavy part off the
-        owner thread, then the owner thread's pass that deletes old versions and orphaned
-        files (so deleted vectors leave the disk), once no off-thread write is running."""
-        index = self._index
-        assert index is not None
-        await self._lance_jobs_done()
-        job = self._optimize_job = asyncio.ensure_future(
-            run_in_daemon_thread("vector-optimize", lambda: optimize_index(index.path))
-        )
-        await asyncio.shield(job)  # cancelled: _lance_jobs_done waits for it next time
-        await self._vec_thread.run(index.compact)
+        """Compact the index once no ANN training runs (call with ``_maintenance`` held):
+        compaction deletes every file no committed version references, which includes
+        those of an index still being written."""
+        assert self._index is not None
+        if self._ann_job is not None and not self._ann_job.done():
+            await asyncio.wait({self._ann_job})
+        await self._vec_thread.run(self._index.compact)
 
     async def close(self) -> None:
         """Write what is queued and erase deleted vectors from disk, then stop."""

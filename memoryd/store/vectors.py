@@ -159,10 +159,7 @@ class VectorIndex:
         )
 
     def compact(self) -> None:
-        """Rewrite fragments and drop old versions, so deleted vectors leave the disk.
-        Only on the owner thread, between its writes: it deletes every file no committed
-        version references, which would include those of a write in flight."""
-        self.table.checkout_latest()  # plan from what optimize_index committed meanwhile
+        """Rewrite fragments and drop old versions, so deleted vectors leave the disk."""
         with warnings.catch_warnings():
             # Only this process touches the index, so dropping every old version is safe.
             warnings.simplefilter("ignore", UserWarning)
@@ -178,12 +175,3 @@ def build_ann_index(path: Path) -> int:
     rows = int(table.count_rows())
     table.create_index("vector", config=IvfSq(distance_type="l2"), replace=True, name=ANN_INDEX)
     return rows
-
-
-def optimize_index(path: Path) -> None:
-    """The heavy part of a compaction (rewriting small fragments, adding new rows to the
-    ANN index) on a connection of its own, while the owner thread goes on writing: it
-    keeps old versions and unverified files (a write may be in flight), which the owner
-    thread's :meth:`VectorIndex.compact` deletes afterwards, quickly, as little is left
-    to rewrite by then."""
-    lancedb.connect(str(path)).open_table(TABLE).optimize()

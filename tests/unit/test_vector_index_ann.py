@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from memoryd.crypto.sap import SapCipher
-from memoryd.store.vectors import VectorIndex, build_ann_index, optimize_index
+from memoryd.store.vectors import VectorIndex, build_ann_index
 
 DIM = 64
 
@@ -67,16 +67,8 @@ def test_training_runs_beside_writes_and_searches(tmp_path):
     found = sum(nearest(index, vectors[f"m{k}"]) == f"m{k}" for k in range(1000, 1200))
     assert found >= 190  # ANN over 64-dim random vectors: near-exact, not guaranteed exact
 
-    # Compaction folds the late rows into the ANN index: its heavy part on a connection
-    # of its own while the owner handle writes, then the owner thread's cleanup pass.
-    compactor = threading.Thread(target=optimize_index, args=(index.path,))
-    compactor.start()
-    extra = unit_rows(rng, 10)
-    index.add([f"during{k}" for k in range(10)], ["ns"] * 10, extra)
-    compactor.join()
+    # Compaction folds the late rows into the ANN index.
     index.compact()
     stats = index.ann_stats()
     assert stats is not None and stats["unindexed"] == 0
     assert all(nearest(index, late[k]) == f"late{k}" for k in range(10))
-    assert all(nearest(index, extra[k]) == f"during{k}" for k in range(10))
-    assert index.count() == len(vectors) + 20
