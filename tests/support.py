@@ -141,3 +141,14 @@ class MemoryCLI:
 
     def contents(self, namespace: str) -> list[str]:
         return sorted(m["content"] for m in self.json("list", "-n", namespace)["memories"])
+
+
+def wait_status(client: Client, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
+    """Poll ``store.status`` until ``predicate`` holds (background work has caught up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.status()
+        if predicate(status):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"status never matched: {client.status()}")

@@ -12,11 +12,11 @@ import json
 import logging
 import re
 from collections import Counter, defaultdict
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -32,6 +32,8 @@ from memoryd.store.content_keys import ContentKeys, stored_keys
 from memoryd.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _MEMORY_FIELDS = (
     "id",
@@ -745,17 +747,34 @@ class Database:
         if ram is None:
             return None
         now = utcnow()
-        facts = ram.facts.lookup(ids, now)
+        return self._with_neighbours(
+            lambda wanted: ram.facts.lookup(wanted, now),
+            lambda fact: fact.threaded,
+            ids,
+            neighbours,
+        )
+
+    def _with_neighbours(
+        self,
+        fetch: Callable[[Sequence[str]], dict[str, T]],
+        threaded: Callable[[T], bool],
+        ids: Sequence[str],
+        neighbours: bool,
+    ) -> tuple[dict[str, T], dict[str, tuple[str | None, str | None]]]:
+        """``fetch`` the candidates and, with ``neighbours``, the (previous, next) of each
+        ``threaded`` one and what ``fetch`` gives for those neighbours too. The neighbour
+        lookup runs only when some candidate has a thread."""
+        found = fetch(ids)
         if not neighbours:
-            return facts, {}
-        threaded = [i for i, fact in facts.items() if fact.threaded]
-        if not threaded:
-            return facts, {}
-        pairs = self.neighbours(threaded)
-        missing = sorted({n for pair in pairs.values() for n in pair if n and n not in facts})
+            return found, {}
+        in_threads = [i for i, item in found.items() if threaded(item)]
+        if not in_threads:
+            return found, {}
+        pairs = self.neighbours(in_threads)
+        missing = sorted({n for pair in pairs.values() for n in pair if n and n not in found})
         if missing:
-            facts.update(ram.facts.lookup(missing, now))
-        return facts, pairs
+            found.update(fetch(missing))
+        return found, pairs
 
     def candidates(
         self, ids: Sequence[str], filters: SearchFilters, neighbours: bool
@@ -764,17 +783,12 @@ class Database:
         ``neighbours``, the thread neighbours (previous, next) of each threaded candidate,
         whose rows are returned too when they pass the filters. The neighbour lookup runs
         only when some candidate has a thread."""
-        rows = self.get_many(ids, filters)
-        if not neighbours:
-            return rows, {}
-        threaded = [i for i, (memory, _) in rows.items() if memory.thread is not None]
-        if not threaded:
-            return rows, {}
-        pairs = self.neighbours(threaded)
-        missing = sorted({n for pair in pairs.values() for n in pair if n and n not in rows})
-        if missing:
-            rows.update(self.get_many(missing, filters))
-        return rows, pairs
+        return self._with_neighbours(
+            lambda wanted: self.get_many(wanted, filters),
+            lambda row: row[0].thread is not None,
+            ids,
+            neighbours,
+        )
 
     def lexical_search(
         self,

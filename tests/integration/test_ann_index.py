@@ -8,9 +8,11 @@ first hit whenever the candidates include it."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
+import support
 from support import INDEX_TIER
 
 MIN_ROWS = 3000
@@ -29,14 +31,8 @@ def text(n: int) -> str:
     return f"{' '.join(picks)} note {n}"
 
 
-def wait_status(client, predicate, timeout: float = 120.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = client.status()
-        if predicate(status):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"status never matched: {client.status()['vector_index']}")
+# An ANN training at the test's size takes a while on a busy two-core machine.
+wait_status = functools.partial(support.wait_status, timeout=120.0)
 
 
 def settled(rows: int):

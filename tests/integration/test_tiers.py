@@ -6,9 +6,7 @@ switches to it without missing anything."""
 
 from __future__ import annotations
 
-import time
-
-from support import INDEX_TIER
+from support import INDEX_TIER, wait_status
 
 TEXTS = [
     "Alice is allergic to peanuts",
@@ -18,16 +16,6 @@ TEXTS = [
     "Carol's flight to Lisbon leaves at 7am",
 ]
 QUERIES = {"nut allergy": 0, "music taste": 2, "heating maintenance": 3, "trip to Portugal": 4}
-
-
-def wait_status(client, predicate, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = client.status()
-        if predicate(status):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"status never matched: {client.status()}")
 
 
 def first_hits(client) -> dict[str, str]:
