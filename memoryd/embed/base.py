@@ -46,6 +46,10 @@ class HashEmbedder:
     """
 
     BUCKETS_PER_WORD = 4
+    # Words whose buckets are kept (the first ones seen: the common words of a text set).
+    # Numbers and ids are endless and never repeat; the cache held 200k of them (~40 MB
+    # of the daemon after a 100k-memory benchmark import) before it was capped here.
+    WORD_CACHE_MAX = 16_384
 
     def __init__(self, dim: int = 384):
         self.dim = dim
@@ -62,7 +66,7 @@ class HashEmbedder:
                 raw = int.from_bytes(digest[8 + 2 * j : 10 + 2 * j], "little")
                 weights.append(raw / 32767.5 - 1.0)  # in [-1, 1]
             cached = (buckets, weights)
-            if len(self._word_cache) < 200_000:  # bounded: numbers and ids are endless
+            if len(self._word_cache) < self.WORD_CACHE_MAX:
                 self._word_cache[word] = cached
         return cached
 

@@ -35,6 +35,16 @@ def test_hash_embedder_is_deterministic_and_normalised():
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0)
 
 
+def test_hash_embedder_word_cache_is_bounded_and_changes_nothing():
+    warm = HashEmbedder()
+    count = HashEmbedder.WORD_CACHE_MAX + 500
+    texts = [f"note {i} about the garden" for i in range(count)]
+    vectors = warm.embed(texts)
+    assert len(warm._word_cache) == HashEmbedder.WORD_CACHE_MAX
+    # Words past the cap (the last texts' numbers) embed exactly as in a fresh embedder.
+    assert np.array_equal(vectors[-50:], HashEmbedder().embed(texts[-50:]))
+
+
 def test_missing_model_dir_fails_clearly(tmp_path):
     from memoryd.errors import Unavailable
 
