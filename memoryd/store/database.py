@@ -54,6 +54,9 @@ _MEMORY_FIELDS = (
     "embedding_model",
 )
 MEMORY_COLUMNS = ", ".join(_MEMORY_FIELDS)
+# A set of ids in two numbers: equal sets give equal pairs; different ones, only by a
+# 64-bit hash collision.
+_CHECKSUM = "SELECT count(*), coalesce(sum(hash(id)::HUGEINT), 0) FROM "
 
 
 def extension_path(name: str) -> Path:
@@ -262,6 +265,11 @@ class Database:
 
     def set_meta(self, key: str, value: str) -> None:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    def pop_meta(self, key: str) -> str | None:
+        """Read and delete a meta value (one statement: both or neither)."""
+        row = self.con.execute("DELETE FROM meta WHERE key = ? RETURNING value", [key]).fetchone()
+        return row[0] if row else None
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -947,6 +955,12 @@ class Database:
         reader = cursor.execute("SELECT content_hash FROM memories").to_arrow_reader(65_536)
         return _closing_batches(cursor, reader)
 
+    def embedded_checksum(self, model: str) -> tuple[int, int]:
+        """(count, sum of 64-bit id hashes) of the memories embedded by ``model``."""
+        query = _CHECKSUM + "memories WHERE embedding_model = ?"
+        count, total = self.con.execute(query, [model]).fetchone() or (0, 0)
+        return int(count), int(total)
+
     def diff_embedded_ids(self, model: str, indexed: pa.Table) -> tuple[list[str], list[str]]:
         """Ids embedded by ``model`` missing from ``indexed`` (a table with an ``id``
         column: the vector index's ids), and ids in it that are not, or no longer,
@@ -958,12 +972,9 @@ class Database:
         otherwise do two anti-joins (~0.4 s) list the differences."""
         self.con.register("indexed_ids", indexed)
         try:
-            checksum = "SELECT count(*), coalesce(sum(hash(id)::HUGEINT), 0) FROM "
-            ours = self.con.execute(
-                checksum + "memories WHERE embedding_model = ?", [model]
-            ).fetchone()
-            theirs = self.con.execute(checksum + "indexed_ids").fetchone()
-            if ours == theirs:
+            ours = self.embedded_checksum(model)
+            count, total = self.con.execute(_CHECKSUM + "indexed_ids").fetchone() or (0, 0)
+            if ours == (int(count), int(total)):
                 return [], []
             missing = self.con.execute(
                 "SELECT m.id FROM memories m ANTI JOIN indexed_ids x ON x.id = m.id "

@@ -107,6 +107,11 @@ class VectorIndex:
             return None
         return {"indexed": stats.num_indexed_rows, "unindexed": stats.num_unindexed_rows}
 
+    def version(self) -> int:
+        """The latest committed version of the table (any connection's commits)."""
+        self.table.checkout_latest()
+        return int(self.table.version)
+
     def reload(self) -> None:
         """See what another connection committed (an ANN index built off this thread)."""
         self.table.checkout_latest()

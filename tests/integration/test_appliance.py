@@ -113,6 +113,48 @@ def test_restart_reconciles_unflushed_adds_and_deletes(make_daemon, paths):
     assert "vector index reconciled: 1 added, 1 removed" in log
 
 
+def test_clean_stop_seals_the_index_and_the_seal_is_checked(make_daemon, paths):
+    """A clean stop seals the index: the next start trusts it and skips reading every id
+    back. A seal never outlives a start (a crash later must reconcile), and one that no
+    longer describes the index (changed while the daemon was stopped) is not trusted."""
+    import lancedb
+
+    log_file = paths.log_dir / "memoryd.log"
+    daemon = make_daemon(INDEX_TIER).start()
+    with daemon.client() as client:
+        kept = client.add("The lighthouse lamp is cleaned on Mondays")["memory"]
+        doomed = client.add("The ferry timetable changes in October")["memory"]
+        wait_for(lambda: client.status()["vector_index"]["rows"] == 2)
+    daemon.stop()
+    daemon.start()
+    with daemon.client() as again:
+        hits = again.search("when is the lamp cleaned?", mode="vector")["hits"]
+        assert hits[0]["id"] == kept["id"]
+        assert log_file.read_text().count("reconcile skipped") == 1
+        again.delete(doomed["id"])
+        late = again.add("The harbour master retires next spring")["memory"]
+    daemon.kill9()  # within the flush delay: the index still has doomed, lacks late
+    daemon.start()
+    with daemon.client() as third:
+        ids = {h["id"] for h in third.search("lighthouse ferry harbour", mode="vector")["hits"]}
+        assert ids == {kept["id"], late["id"]}
+    log = log_file.read_text()
+    assert log.count("reconcile skipped") == 1
+    assert "vector index reconciled: 1 added, 1 removed" in log
+    daemon.stop()  # sealed again
+
+    # Changed behind the daemon's back: the index loses a vector while it is stopped.
+    table = lancedb.connect(str(paths.vector_dir)).open_table("vectors")
+    table.delete(f"id = '{late['id']}'")
+    daemon.start()
+    with daemon.client() as fourth:
+        hits = fourth.search("who is retiring from the harbour?", mode="vector")["hits"]
+        assert hits and hits[0]["id"] == late["id"]
+    log = log_file.read_text()
+    assert log.count("reconcile skipped") == 1
+    assert "vector index reconciled: 1 added, 0 removed" in log
+
+
 def test_deleted_vector_folder_is_rebuilt(make_daemon, paths):
     daemon = make_daemon(INDEX_TIER).start()
     client = daemon.client()
