@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,10 @@ class MemoryService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._last_write = 0.0  # time.monotonic() of the last stored memory
+        # Background reads of whole tables in progress (start-up loads), and when the
+        # last one ended: memory is released only once they are over (_release_when_idle).
+        self._bulk_reads = 0
+        self._last_bulk_read = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -137,7 +141,16 @@ class MemoryService:
         self._spawn(self.vectors.compact_loop())
         self._spawn(self.vectors.ann_loop())
         self._spawn(self._expiry_loop())
-        self._spawn(self._release_after_writes())
+        self._spawn(self._release_when_idle())
+
+    @contextlib.asynccontextmanager
+    async def _bulk_read(self) -> AsyncIterator[None]:
+        self._bulk_reads += 1
+        try:
+            yield
+        finally:
+            self._bulk_reads -= 1
+            self._last_bulk_read = time.monotonic()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -192,30 +205,34 @@ class MemoryService:
             embedder = await self.embedding.ensure_loaded()
             if embedder is None or self.embedding_id is None:
                 return
-            await self.vectors.open(embedder.dim, self.embedding_id)
+            async with self._bulk_read():
+                await self.vectors.open(embedder.dim, self.embedding_id)
         finally:
             self.vectors.ready.set()
-        await asyncio.get_running_loop().run_in_executor(None, heap.release)
         await self._embed_waiting()
 
     async def _load_ram_index(self) -> None:
         """Copy the postings and rank facts into RAM for fast lexical search and ranking
         (stores up to ``search.ram_max`` only); SQL and the rows answer meanwhile."""
         db = self._require_store()
-        load = await self._db_thread.run(db.begin_ram_index)
-        ram = None
-        try:
-            ram = await asyncio.get_running_loop().run_in_executor(None, build_ram_index, load)
-        finally:
-            await self._db_thread.run(db.finish_ram_index, ram)
-        await asyncio.get_running_loop().run_in_executor(None, heap.release)
+        async with self._bulk_read():
+            load = await self._db_thread.run(db.begin_ram_index)
+            ram = None
+            try:
+                ram = await asyncio.get_running_loop().run_in_executor(
+                    None, build_ram_index, load
+                )
+            finally:
+                await self._db_thread.run(db.finish_ram_index, ram)
 
     async def _load_content_keys(self) -> None:
         """Load the duplicate-check prefilter; until then every check asks SQL."""
         db = self._require_store()
-        batches = await self._db_thread.run(db.content_hash_reader)
-        keys = await asyncio.get_running_loop().run_in_executor(None, load_content_keys, batches)
-        await self._db_thread.run(db.content_keys.load, keys)
+        async with self._bulk_read():
+            batches = await self._db_thread.run(db.content_hash_reader)
+            loop = asyncio.get_running_loop()
+            keys = await loop.run_in_executor(None, load_content_keys, batches)
+            await self._db_thread.run(db.content_keys.load, keys)
 
     async def _embed_waiting(self) -> None:
         db = self._require_store()
@@ -242,16 +259,26 @@ class MemoryService:
         if total:
             log.info("embedded %d memories that were waiting", total)
 
-    async def _release_after_writes(self) -> None:
-        """Once writes pause, give the allocators' freed buffers back: an import of 100k
-        memories left the daemon holding memory it never used again."""
+    async def _release_when_idle(self) -> None:
+        """After the start-up loads, and whenever writes pause, give memory back: an
+        import of 100k memories, or the loads of a restart, left the daemon holding
+        buffers it never used again. Never while a load reads a whole table: releasing
+        DuckDB's cache lowers its memory limit for a moment, for every reader."""
         released = 0.0
         while True:
             await asyncio.sleep(RELEASE_AFTER_WRITES_S)
-            last = self._last_write
-            if last > released and time.monotonic() - last >= RELEASE_AFTER_WRITES_S:
+            busy = self._bulk_reads or self.vectors.loading
+            last = max(self._last_write, self._last_bulk_read)
+            quiet = time.monotonic() - self._last_write >= RELEASE_AFTER_WRITES_S
+            if last > released and quiet and not busy:
                 released = last
-                await asyncio.get_running_loop().run_in_executor(None, heap.release)
+                await self._release_memory()
+
+    async def _release_memory(self) -> None:
+        """After bulk work: DuckDB's cached blocks, then the allocators' free pages."""
+        if self._db is not None:
+            await self._db_thread.run(self._db.release_cache)
+        await asyncio.get_running_loop().run_in_executor(None, heap.release)
 
     async def _expiry_loop(self) -> None:
         db = self._require_store()

@@ -391,6 +391,11 @@ class VectorCatalog:
         return list(found)
 
     @property
+    def loading(self) -> bool:
+        """Whether the index is being built from DuckDB (the store outgrew RAM)."""
+        return self._growing is not None
+
+    @property
     def in_ram(self) -> bool:
         return self._ram is not None and self._ram_ready
 
