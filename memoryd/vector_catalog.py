@@ -140,6 +140,9 @@ class VectorCatalog:
         self._ann_trained_rows: int | None = None  # rows at the last training (or at start)
         self._ann_trainings = 0
         self._ann_last_s: float | None = None
+        # The index and DuckDB were found (or made) to agree in this session: only then
+        # may a clean stop seal the index.
+        self._reconciled = False
 
     def attach(self, db: Database, dek: bytes) -> None:
         """The store is open: writes may queue vectors from now on."""
@@ -253,6 +256,7 @@ class VectorCatalog:
         await self.flush()
         if await self._seal_holds():
             log.info("vector index unchanged since a clean stop: reconcile skipped")
+            self._reconciled = True
             return {"added": 0, "removed": 0}
         # Both snapshots with no flush in between: a vector flushed after the index's ids
         # were read would look missing and be written twice. Commits meanwhile stay in
@@ -269,6 +273,7 @@ class VectorCatalog:
         await self.flush()
         if missing or extra:
             log.info("vector index reconciled: %d added, %d removed", len(missing), len(extra))
+        self._reconciled = True
         return {"added": len(missing), "removed": len(extra)}
 
     async def _seal_holds(self) -> bool:
@@ -302,7 +307,7 @@ class VectorCatalog:
         agree, so the next start can skip the reconcile."""
         if self._db is None or self.tier != INDEX or self._index is None:
             return
-        if not self.ready.is_set():  # stopped before the start-up reconcile ended
+        if not self._reconciled:  # the reconcile failed, or the stop came before its end
             return
         if self._pending or self._pending_deletes or self._flushing:
             return  # the last flush failed: the next start must reconcile

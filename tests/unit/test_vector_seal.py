@@ -1,0 +1,77 @@
+"""The vector index's seal, on real DuckDB and Lance files: written at a clean stop only
+after a reconcile succeeded, trusted once at the next start."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+
+import numpy as np
+import pytest
+
+from memoryd.config import SearchSettings
+from memoryd.model import new_id, utcnow
+from memoryd.store.database import Database, PreparedMemory
+from memoryd.store.owner import OwnerThread
+from memoryd.store.vectors import VectorIndex
+from memoryd.vector_catalog import SEAL_KEY, VectorCatalog
+
+DIM = 8
+
+
+def memory(n: int) -> PreparedMemory:
+    now, content = utcnow(), f"memory number {n}"
+    vector = np.random.default_rng(n).standard_normal(DIM).astype(np.float32)
+    return PreparedMemory(
+        id=new_id(), content=content, content_hash=hashlib.sha256(content.encode()).hexdigest(),
+        namespace="ns", kind="note", tags=[], metadata={}, importance=0.5, source=None,
+        thread=None, position=None, created_at=now, expires_at=None, updated_at=now,
+        embedding=(vector / np.linalg.norm(vector)).tobytes(), embedding_model="m",
+    )
+
+
+async def session(db: Database, tmp_path, dek: bytes) -> VectorCatalog:
+    """Open the index tier as the service does."""
+    catalog = VectorCatalog(tmp_path / "vectors", SearchSettings(ram_max=0), OwnerThread("db"))
+    catalog.attach(db, dek)
+    await catalog.open(DIM, "m")
+    catalog.ready.set()
+    return catalog
+
+
+def test_seal_is_trusted_once_and_never_written_after_a_failed_reconcile(
+    tmp_path, monkeypatch
+):
+    db = Database(tmp_path / "s.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    db.insert([memory(n) for n in range(50)], "test")
+    dek = secrets.token_bytes(32)
+
+    async def scenario() -> None:
+        first = await session(db, tmp_path, dek)  # no seal yet: full reconcile adds all
+        assert first._index is not None and first._index.count() == 50
+        await first.close()
+        assert db.get_meta(SEAL_KEY) is not None
+
+        def no_id_reads(self):
+            raise RuntimeError("the index could not be read")
+
+        monkeypatch.setattr(VectorIndex, "id_table", no_id_reads)
+        second = await session(db, tmp_path, dek)  # the seal holds: no id read
+        assert db.get_meta(SEAL_KEY) is None  # consumed
+        await second.close()
+        assert db.get_meta(SEAL_KEY) is not None
+
+        db.pop_meta(SEAL_KEY)  # as after a crash: the next start must read the ids
+        third = VectorCatalog(tmp_path / "vectors", SearchSettings(ram_max=0), OwnerThread("db"))
+        third.attach(db, dek)
+        with pytest.raises(RuntimeError):
+            await third.open(DIM, "m")
+        third.ready.set()  # as the service does, whatever happened
+        await third.close()
+        # That session's reconcile failed: its stop must not claim that the index agrees.
+        assert db.get_meta(SEAL_KEY) is None
+
+    asyncio.run(scenario())
+    db.close()
