@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from memoryd.search.columns import grow_columns
+
 MIN_STEM_CHARS = 3
 STEM_SLACK = 3  # a prefix also matches a stem it starts with, lacking at most this many
 
@@ -286,11 +288,4 @@ class InvertedIndex:
         return code
 
     def _grow(self, size: int) -> None:
-        if size <= len(self._alive):
-            return
-        capacity = max(size, 2 * len(self._alive), 1024)
-        for name in ("_alive", "_len", "_ns"):
-            old = getattr(self, name)
-            new = np.zeros(capacity, dtype=old.dtype)
-            new[: len(old)] = old
-            setattr(self, name, new)
+        grow_columns(self, ("_alive", "_len", "_ns"), size)

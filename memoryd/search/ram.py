@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from memoryd.search.columns import grow_columns
 from memoryd.search.inverted import InvertedIndex
 
 EPOCH = datetime(1970, 1, 1)
@@ -115,14 +116,7 @@ class RankFacts:
         return self._used - 1
 
     def _grow(self, size: int) -> None:
-        if size <= len(self._created):
-            return
-        capacity = max(size, 2 * len(self._created), 1024)
-        for name in ("_created", "_expires", "_importance", "_threaded"):
-            old = getattr(self, name)
-            new = np.zeros(capacity, dtype=old.dtype)
-            new[: len(old)] = old
-            setattr(self, name, new)
+        grow_columns(self, ("_created", "_expires", "_importance", "_threaded"), size)
 
     @property
     def nbytes(self) -> int:

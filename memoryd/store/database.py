@@ -54,10 +54,10 @@ _MEMORY_FIELDS = (
     "embedding_model",
 )
 MEMORY_COLUMNS = ", ".join(_MEMORY_FIELDS)
-# A set of ids in two numbers: equal sets give equal pairs; different ones, only by a
-# 64-bit hash collision.
 # DuckDB's memory limit while its cache is released (release_cache).
 RELEASE_CACHE_LIMIT_MB = 16
+# A set of ids in two numbers: equal sets give equal pairs; different ones, only by a
+# 64-bit hash collision.
 _CHECKSUM = "SELECT count(*), coalesce(sum(hash(id)::HUGEINT), 0) FROM "
 
 
