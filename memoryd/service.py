@@ -171,8 +171,10 @@ class MemoryService:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        with contextlib.suppress(Exception):
+        try:
             await self.vectors.close()
+        except Exception as exc:  # noqa: BLE001 - DuckDB must still be closed
+            log.error("closing the vector index failed: %s", redacted_traceback(exc))
         if self._db is not None:
             await self._db_thread.run(self._db.close)
             self._db = None

@@ -596,7 +596,8 @@ class VectorCatalog:
             "vector_index": {
                 "rows": rows,
                 "pending": len(self._pending) + len(self._flushing),
-                "ready": self._index is not None,
+                # Open and found to agree with DuckDB: vector searches are complete.
+                "ready": self._index is not None and self._reconciled,
                 "ann": {
                     "indexed": ann["indexed"] if ann else 0,
                     "unindexed": ann["unindexed"] if ann else rows,

@@ -124,7 +124,9 @@ def test_clean_stop_seals_the_index_and_the_seal_is_checked(make_daemon, paths):
     with daemon.client() as client:
         kept = client.add("The lighthouse lamp is cleaned on Mondays")["memory"]
         doomed = client.add("The ferry timetable changes in October")["memory"]
-        wait_for(lambda: client.status()["vector_index"]["rows"] == 2)
+        # Stopped before its start-up reconcile ends, the daemon must not seal (and does
+        # not): "ready" says the reconcile is over.
+        wait_for(lambda: (s := client.status()["vector_index"])["rows"] == 2 and s["ready"])
     daemon.stop()
     daemon.start()
     with daemon.client() as again:

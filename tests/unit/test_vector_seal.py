@@ -1,5 +1,6 @@
 """The vector index's seal, on real DuckDB and Lance files: written at a clean stop only
-after a reconcile succeeded, trusted once at the next start."""
+after a reconcile succeeded, trusted once at the next start. Status calls the index ready
+on the same condition."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def test_seal_is_trusted_once_and_never_written_after_a_failed_reconcile(
     async def scenario() -> None:
         first = await session(db, tmp_path, dek)  # no seal yet: full reconcile adds all
         assert first._index is not None and first._index.count() == 50
+        assert (await first.status())["vector_index"]["ready"] is True
         await first.close()
         assert db.get_meta(SEAL_KEY) is not None
 
@@ -69,6 +71,9 @@ def test_seal_is_trusted_once_and_never_written_after_a_failed_reconcile(
         with pytest.raises(RuntimeError):
             await third.open(DIM, "m")
         third.ready.set()  # as the service does, whatever happened
+        # Open, but not known to agree with DuckDB: status must not call it ready.
+        assert third._index is not None
+        assert (await third.status())["vector_index"]["ready"] is False
         await third.close()
         # That session's reconcile failed: its stop must not claim that the index agrees.
         assert db.get_meta(SEAL_KEY) is None
