@@ -761,9 +761,9 @@ def _show_status(s: dict[str, Any]) -> None:
         loaded = "" if ram.get("ready") else ", loading"
         pairs.append(("vectors", f"in RAM, {ram.get('rows', 0)} rows{loaded}"))
     elif tier == "index" or index:
-        checking = "" if index.get("ready") else ", not ready"
+        not_ready = "" if index.get("ready") else ", not ready"
         pairs.append(("vectors", f"encrypted index, {index.get('rows', '-')} rows, "
-                                 f"{index.get('pending', 0)} pending{checking}"))
+                                 f"{index.get('pending', 0)} pending{not_ready}"))
     pairs += [
         ("model", f"{model}, dim {emb.get('dim') or '-'}"),
         ("model state", state),
