@@ -278,9 +278,11 @@ class MemoryService:
                 await self._release_memory()
 
     async def _release_memory(self) -> None:
-        """After bulk work: DuckDB's cached blocks, then the allocators' free pages."""
+        """After bulk work: DuckDB's cached blocks and what writes left in Python
+        containers, then the allocators' free pages."""
         if self._db is not None:
             await self._db_thread.run(self._db.release_cache)
+            await self._db_thread.run(self._db.compact_ram)
         await asyncio.get_running_loop().run_in_executor(None, heap.release)
 
     async def _expiry_loop(self) -> None:

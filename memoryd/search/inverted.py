@@ -26,6 +26,7 @@ from memoryd.search.columns import grow_columns
 
 MIN_STEM_CHARS = 3
 STEM_SLACK = 3  # a prefix also matches a stem it starts with, lacking at most this many
+FOLD_MIN_POSTINGS = 10_000  # recent postings worth a rebuild when writes pause (~0.7 MB)
 
 
 class InvertedIndex:
@@ -226,6 +227,14 @@ class InvertedIndex:
 
     def finish_load(self) -> None:
         self._rebuild()
+
+    def fold(self) -> None:
+        """Fold the recent lists into the block now (when writes pause) if they hold
+        enough to matter: as Python lists they cost ~70 bytes a posting, up to ~12 MB at
+        100k memories, against 8 in the block. The rebuild reads the whole block (~90 ms
+        at 100k), too much to pay after every single add."""
+        if self._recent_count >= FOLD_MIN_POSTINGS:
+            self._rebuild()
 
     # -- upkeep ----------------------------------------------------------------------------------
 

@@ -138,6 +138,9 @@ class RamIndex:
     def nbytes(self) -> int:
         return self.postings.nbytes + self.facts.nbytes
 
+    def fold(self) -> None:
+        self.postings.fold()
+
     def apply(self, op: str, args: tuple[Any, ...]) -> None:
         """One committed change: "add" (documents, namespaces) writes postings, "facts"
         (rows) writes rank facts, "remove" (ids) erases memories from both."""

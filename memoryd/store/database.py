@@ -231,6 +231,13 @@ class Database:
             self._ram = None
             log.info("lexical search and ranking back to SQL: more than search.ram_max memories")
 
+    def compact_ram(self) -> None:
+        """Fold what write batches left in Python sets and lists (recent content keys,
+        recent postings) into compact arrays; for when writes pause."""
+        self.content_keys.fold()
+        if self._ram is not None:
+            self._ram.fold()
+
     def begin_ram_index(self) -> RamIndexLoad:
         """Open a snapshot of the postings and rank facts for ``build_ram_index`` (on
         another thread) and note every change from now on, for ``finish_ram_index``."""

@@ -40,6 +40,12 @@ def test_keys_report_what_was_stored_and_little_else(monkeypatch):
     assert all(keys.may_contain(wanted))
     assert not any(keys.may_contain([digest(f"never {n}") for n in range(1000)]))
     assert len(keys) == 1180
+    # Folded when the daemon goes idle: the same answers, 8 bytes a key.
+    before = keys.nbytes
+    keys.fold()
+    assert keys.nbytes == 8 * 1180 < before
+    assert all(keys.may_contain(wanted))
+    assert not any(keys.may_contain([digest(f"never {n}") for n in range(1000)]))
 
 
 def test_duplicates_are_found_through_the_prefilter(tmp_path):

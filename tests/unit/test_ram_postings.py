@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 
 from memoryd.model import SearchFilters, new_id, utcnow
+from memoryd.search import inverted
 from memoryd.store.database import Database, PreparedMemory, build_ram_index
 
 WORDS = ("apple river violin garden engine summer harbour lantern pepper cobalt "
@@ -69,7 +70,8 @@ def assert_same_facts(db: Database) -> None:
             created_at, importance, threaded)
 
 
-def test_ram_postings_rank_like_sql(tmp_path):
+def test_ram_postings_rank_like_sql(tmp_path, monkeypatch):
+    monkeypatch.setattr(inverted, "FOLD_MIN_POSTINGS", 100)  # so the few below are folded
     rng = random.Random(3)
     db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp", ram_max=10_000)
     items = batch(rng, 300)
@@ -104,6 +106,11 @@ def test_ram_postings_rank_like_sql(tmp_path):
     assert "ghost" not in [i for i, _ in db.lexical_search(["violin"], SearchFilters(), 500)]
     assert_same(db)
     assert_same_facts(db)
+    # Folded when writes pause: the recent lists leave, the ranking stays.
+    assert db._ram is not None and db._ram.postings._recent_count >= 100
+    db.compact_ram()
+    assert not db._ram.postings._recent
+    assert_same(db)
     db.close()
 
 
@@ -144,3 +151,5 @@ def test_rebuilds_renumber_documents_and_rank_the_same():
     assert [index.search(t, p, ns, 50) for t, p, ns in queries] == before
     index.add({"late": Counter(violin=5)}, {"late": "home"})  # ordinals go on after it
     assert index.search(["violin"], [], "home", 1)[0][0] == "late"
+    index.fold()  # one posting: not worth a rebuild
+    assert index._recent_count == 1
