@@ -155,6 +155,9 @@ class SearchSettings:
     # once it holds this many vectors, built in the background; below it, and until the
     # build commits, the index is searched exhaustively.
     ann_min_rows: int = 100_000
+    # Above ram_max, acknowledged vectors wait this long to be written to the encrypted
+    # index together (fewer, bigger fragments); searches read them exactly meanwhile.
+    index_flush_delay_ms: int = 200
 
     @property
     def index_keys(self) -> tuple[str, ...]:

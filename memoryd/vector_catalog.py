@@ -59,7 +59,6 @@ INDEX_MODULE = "memoryd.store.vectors"
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL_S = 0.2
 COMPACT_AFTER_FLUSHES = 50
 COMPACT_DELAY_AFTER_DELETE_S = 5.0
 SAP_BETA = 0.3
@@ -417,7 +416,7 @@ class VectorCatalog:
         while True:
             await self._flush_wakeup.wait()
             self._flush_wakeup.clear()
-            await asyncio.sleep(FLUSH_INTERVAL_S)  # gather a batch
+            await asyncio.sleep(self.settings.index_flush_delay_ms / 1000)  # gather a batch
             try:
                 await self.flush()
             except asyncio.CancelledError:

@@ -28,6 +28,9 @@ def short_tempdir(prefix: str = "md") -> Path:
 # Daemon settings that put vector search on the encrypted LanceDB index at any size (the
 # tier big stores use), so that small tests exercise it.
 INDEX_TIER = {"MEMORYD_SEARCH_RAM_MAX": "0"}
+# The index tier with a flush delay long enough that a kill -9 right after a write
+# surely lands before the write reaches the index, however slow the machine.
+UNFLUSHED_INDEX_TIER = {**INDEX_TIER, "MEMORYD_SEARCH_INDEX_FLUSH_DELAY_MS": "3000"}
 # The index tier with its ANN index trained from the first vector on.
 ANN_TIER = {**INDEX_TIER, "MEMORYD_SEARCH_ANN_MIN_ROWS": "1"}
 

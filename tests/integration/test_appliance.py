@@ -8,7 +8,7 @@ import stat
 import time
 
 import pytest
-from support import INDEX_TIER
+from support import INDEX_TIER, UNFLUSHED_INDEX_TIER
 
 from memoryd.client import Client, RemoteError
 
@@ -90,14 +90,14 @@ def test_restart_reconciles_unflushed_adds_and_deletes(make_daemon, paths):
     """A crash between DuckDB commits and the index flush leaves the index with a vector
     of a deleted memory and without one of an added memory: the start-up reconcile
     removes the first and adds the second before any search is answered."""
-    daemon = make_daemon(INDEX_TIER).start()
+    daemon = make_daemon(UNFLUSHED_INDEX_TIER).start()
     with daemon.client() as client:
         kept = client.add("The lighthouse lamp is cleaned on Mondays")["memory"]
         doomed = client.add("The ferry timetable changes in October")["memory"]
         wait_for(lambda: client.status()["vector_index"]["rows"] == 2)
         client.delete(doomed["id"])
         late = client.add("The harbour master retires next spring")["memory"]
-    daemon.kill9()  # within the flush loop's 200 ms batching delay
+    daemon.kill9()  # within the flush delay
     daemon.start()
     with daemon.client() as again:
         ferry = again.search("when does the ferry timetable change?", mode="vector")["hits"]
@@ -120,7 +120,7 @@ def test_clean_stop_seals_the_index_and_the_seal_is_checked(make_daemon, paths):
     import lancedb
 
     log_file = paths.log_dir / "memoryd.log"
-    daemon = make_daemon(INDEX_TIER).start()
+    daemon = make_daemon(UNFLUSHED_INDEX_TIER).start()
     with daemon.client() as client:
         kept = client.add("The lighthouse lamp is cleaned on Mondays")["memory"]
         doomed = client.add("The ferry timetable changes in October")["memory"]
