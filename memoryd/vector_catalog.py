@@ -467,10 +467,7 @@ class VectorCatalog:
             if self._last_delete_at is None and self._flushes_since_compact < COMPACT_AFTER_FLUSHES:
                 continue
             try:
-                async with self._maintenance:
-                    await self.flush()
-                    await self._compact()
-                self._flushes_since_compact = 0
+                await self._flush_and_compact()
                 self._last_delete_at = None
             except asyncio.CancelledError:
                 raise
@@ -543,10 +540,7 @@ class VectorCatalog:
         if stats["unindexed"] < ANN_FOLD_ROWS and not idle:
             return
         started = time.perf_counter()
-        async with self._maintenance:
-            await self.flush()
-            await self._compact()
-        self._flushes_since_compact = 0
+        await self._flush_and_compact()
         log.info(
             "ANN index: %d new vectors folded in (%.1f s)",
             stats["unindexed"],
@@ -556,6 +550,12 @@ class VectorCatalog:
     @property
     def _ann_training(self) -> bool:
         return self._ann_job is not None and not self._ann_job.done()
+
+    async def _flush_and_compact(self) -> None:
+        async with self._maintenance:
+            await self.flush()
+            await self._compact()
+        self._flushes_since_compact = 0
 
     async def _compact(self) -> None:
         """Compact the index once no ANN training runs (call with ``_maintenance`` held):

@@ -110,7 +110,7 @@ class QuantizedVectors:
             return []
         # Scan the contiguous block and mask the rest: gathering the wanted rows first
         # would copy them on every query.
-        query_code = quantize(np.asarray(query, dtype=np.float32).reshape(1, self.dim))
+        query_code, query_inv_norm = self._encode_query(query)
         dots = np.empty((1, used), dtype=np.float32)
         simsimd.cdist(
             query_code, self._codes[:used], metric="dot", out=dots, threads=SCAN_THREADS
@@ -123,7 +123,6 @@ class QuantizedVectors:
         k = min(k, available)
         top = np.argpartition(scores, k - 1)[:k] if used > k else np.flatnonzero(keep)
         top = top[np.argsort(scores[top], kind="stable")]
-        query_inv_norm = float(_inverse_norms(query_code)[0])
         return [
             (self._ids[int(i)], -float(scores[i]) * query_inv_norm)  # type: ignore[misc]
             for i in top
@@ -136,10 +135,15 @@ class QuantizedVectors:
         if not held:
             return {}
         rows = np.fromiter((r for _, r in held), dtype=np.int64, count=len(held))
-        query_code = quantize(np.asarray(query, dtype=np.float32).reshape(1, self.dim))
+        query_code, query_inv_norm = self._encode_query(query)
         dots = self._codes[rows].astype(np.int32) @ query_code[0].astype(np.int32)
-        scores = dots * self._inv_norms[rows] * _inverse_norms(query_code)[0]
+        scores = dots * self._inv_norms[rows] * query_inv_norm
         return {memory_id: float(s) for (memory_id, _), s in zip(held, scores, strict=True)}
+
+    def _encode_query(self, query: np.ndarray) -> tuple[np.ndarray, float]:
+        """The query's int8 code (one row) and that code's inverse norm."""
+        code = quantize(np.asarray(query, dtype=np.float32).reshape(1, self.dim))
+        return code, float(_inverse_norms(code)[0])
 
     def _code(self, tag: str) -> int:
         code = self._tag_code.get(tag)

@@ -238,12 +238,17 @@ class Database:
         if self._ram is not None:
             self._ram.fold()
 
+    def _store_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of its own, for a snapshot another thread may read meanwhile."""
+        cursor = self.con.cursor()
+        cursor.execute("USE store")  # a cursor starts in the in-memory catalog
+        return cursor
+
     def begin_ram_index(self) -> RamIndexLoad:
         """Open a snapshot of the postings and rank facts for ``build_ram_index`` (on
         another thread) and note every change from now on, for ``finish_ram_index``."""
         self._ram_log = []
-        cursor = self.con.cursor()
-        cursor.execute("USE store")  # a cursor starts in the in-memory catalog
+        cursor = self._store_cursor()
         cursor.execute("BEGIN TRANSACTION")  # both reads below see one snapshot
         documents = cursor.execute(
             "SELECT id, namespace, doc_len, created_at, importance, expires_at, "
@@ -966,8 +971,7 @@ class Database:
         """Every memory embedded by ``model``, as batches of (ids, namespaces, float32
         rows), read on a cursor of its own: one consistent snapshot that another thread
         may consume while the owner thread goes on with other statements."""
-        cursor = self.con.cursor()
-        cursor.execute("USE store")  # a cursor starts in the in-memory catalog
+        cursor = self._store_cursor()
         reader = cursor.execute(
             "SELECT id, namespace, embedding FROM memories WHERE embedding_model = ?", [model]
         ).to_arrow_reader(batch_rows)
@@ -976,8 +980,7 @@ class Database:
     def content_hash_reader(self) -> Any:
         """Every stored content hash, as Arrow batches read on a cursor of its own (the
         cursor closes with the reader's last batch; see ``load_content_keys``)."""
-        cursor = self.con.cursor()
-        cursor.execute("USE store")  # a cursor starts in the in-memory catalog
+        cursor = self._store_cursor()
         reader = cursor.execute("SELECT content_hash FROM memories").to_arrow_reader(65_536)
         return _closing_batches(cursor, reader)
 

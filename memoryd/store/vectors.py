@@ -109,7 +109,7 @@ class VectorIndex:
 
     def version(self) -> int:
         """The latest committed version of the table (any connection's commits)."""
-        self.table.checkout_latest()
+        self.reload()
         return int(self.table.version)
 
     def reload(self) -> None:
