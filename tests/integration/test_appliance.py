@@ -94,7 +94,8 @@ def test_restart_reconciles_unflushed_adds_and_deletes(make_daemon, paths):
     with daemon.client() as client:
         kept = client.add("The lighthouse lamp is cleaned on Mondays")["memory"]
         doomed = client.add("The ferry timetable changes in October")["memory"]
-        wait_for(lambda: client.status()["vector_index"]["rows"] == 2)
+        # "ready": the start-up reconcile is over; its last flush would write the delete.
+        wait_for(lambda: (s := client.status()["vector_index"])["rows"] == 2 and s["ready"])
         client.delete(doomed["id"])
         late = client.add("The harbour master retires next spring")["memory"]
     daemon.kill9()  # within the flush delay
