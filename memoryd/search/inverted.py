@@ -9,14 +9,17 @@ arrays here answer in about a millisecond.
 
 Layout: documents get ordinals in arrival order (a changed document gets a new one and
 its old ordinal dies). Postings live in a compressed block (term -> documents, term
-frequencies) built at load, plus small per-term lists for what arrived since; the block
-is rebuilt once those lists grow. Owned by one thread (the DuckDB owner thread).
+frequencies) built at load, plus small per-term typed arrays for what arrived since
+(8 bytes a posting and no Python object each, so an import leaves no litter of freed
+numbers behind); the block is rebuilt once those grow. Owned by one thread (the DuckDB
+owner thread).
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -26,7 +29,7 @@ from memoryd.search.columns import grow_columns
 
 MIN_STEM_CHARS = 3
 STEM_SLACK = 3  # a prefix also matches a stem it starts with, lacking at most this many
-FOLD_MIN_POSTINGS = 10_000  # recent postings worth a rebuild when writes pause (~0.7 MB)
+FOLD_MIN_POSTINGS = 10_000  # recent postings worth a rebuild when writes pause
 
 
 class InvertedIndex:
@@ -45,7 +48,7 @@ class InvertedIndex:
         self._ptr = np.zeros(1, dtype=np.int64)
         self._doc = np.zeros(0, dtype=np.int32)
         self._tf = np.zeros(0, dtype=np.float32)
-        self._recent: dict[int, tuple[list[int], list[float]]] = {}
+        self._recent: dict[int, tuple[array[int], array[float]]] = {}
         self._recent_count = 0
         self._dead = 0  # documents that died since the block was built
         self._loading: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -70,6 +73,7 @@ class InvertedIndex:
         self.remove([i for i in documents if i in self._ord])
         first = len(self._doc_id)
         self._grow(first + len(documents))
+        recent, term_id = self._recent, self._term_id
         for n, (memory_id, counts) in enumerate(documents.items()):
             doc = first + n
             code = self._namespace(namespaces[memory_id])
@@ -80,9 +84,11 @@ class InvertedIndex:
             self._ns_docs[code] = self._ns_docs.get(code, 0) + 1
             self._ns_length[code] = self._ns_length.get(code, 0.0) + length
             for term, tf in counts.items():
-                docs, tfs = self._recent.setdefault(self._term_id(term), ([], []))
-                docs.append(doc)
-                tfs.append(float(tf))
+                postings = recent.get(tid := term_id(term))
+                if postings is None:
+                    postings = recent[tid] = (array("i"), array("f"))
+                postings[0].append(doc)
+                postings[1].append(tf)
             self._recent_count += len(counts)
         if self._recent_count > max(50_000, len(self._doc) // 4):
             self._rebuild()
@@ -187,8 +193,8 @@ class InvertedIndex:
             docs, tfs = self._doc[:0], self._tf[:0]
         recent = self._recent.get(term)
         if recent:
-            docs = np.concatenate([docs, np.asarray(recent[0], dtype=np.int32)])
-            tfs = np.concatenate([tfs, np.asarray(recent[1], dtype=np.float32)])
+            docs = np.concatenate([docs, np.frombuffer(recent[0], dtype=np.int32)])
+            tfs = np.concatenate([tfs, np.frombuffer(recent[1], dtype=np.float32)])
         return docs, tfs
 
     # -- bulk load -------------------------------------------------------------------------------
@@ -229,17 +235,17 @@ class InvertedIndex:
         self._rebuild()
 
     def fold(self) -> None:
-        """Fold the recent lists into the block now (when writes pause) if they hold
-        enough to matter: as Python lists they cost ~70 bytes a posting, up to ~12 MB at
-        100k memories, against 8 in the block. The rebuild reads the whole block (~90 ms
-        at 100k), too much to pay after every single add."""
+        """Fold the recent arrays into the block now (when writes pause) if they hold
+        enough to matter: spread over one small array pair per term they cost more than
+        the block's 8 bytes a posting. The rebuild reads the whole block (~90 ms at
+        100k), too much to pay after every single add."""
         if self._recent_count >= FOLD_MIN_POSTINGS:
             self._rebuild()
 
     # -- upkeep ----------------------------------------------------------------------------------
 
     def _rebuild(self) -> None:
-        """Fold the recent lists (and loaded batches) into the block and drop dead
+        """Fold the recent arrays (and loaded batches) into the block and drop dead
         documents' postings."""
         n_terms = len(self._term)
         old = np.diff(self._ptr)
@@ -247,8 +253,8 @@ class InvertedIndex:
         doc_col, tf_col = [self._doc], [self._tf]
         for term, (recent_docs, recent_tfs) in self._recent.items():
             term_col.append(np.full(len(recent_docs), term, dtype=np.int32))
-            doc_col.append(np.asarray(recent_docs, dtype=np.int32))
-            tf_col.append(np.asarray(recent_tfs, dtype=np.float32))
+            doc_col.append(np.frombuffer(recent_docs, dtype=np.int32))
+            tf_col.append(np.frombuffer(recent_tfs, dtype=np.float32))
         for loaded in self._loading:
             term_col.append(loaded[0])
             doc_col.append(loaded[1])
