@@ -128,6 +128,7 @@ class MemoryService:
             self.analyzer,
             self.settings.store.memory_limit_mb,
             self.settings.search.ram_max,
+            self.settings.store.checkpoint_mb,
         )
         self._dek = dek
         self.vectors.attach(self._db, dek)
@@ -278,9 +279,12 @@ class MemoryService:
                 await self._release_memory()
 
     async def _release_memory(self) -> None:
-        """After bulk work: DuckDB's cached blocks and what writes left in Python
-        containers, then the allocators' free pages."""
+        """After bulk work: the write-ahead log an import left (into the database file),
+        DuckDB's cached blocks and what writes left in Python containers, then the
+        allocators' free pages."""
         if self._db is not None:
+            if await self._db_thread.run(self._db.checkpoint_if_logged):
+                log.info("checkpointed the database after writes paused")
             await self._db_thread.run(self._db.release_cache)
             await self._db_thread.run(self._db.compact_ram)
         await asyncio.get_running_loop().run_in_executor(None, heap.release)

@@ -56,6 +56,9 @@ _MEMORY_FIELDS = (
 MEMORY_COLUMNS = ", ".join(_MEMORY_FIELDS)
 # DuckDB's memory limit while its cache is released (release_cache).
 RELEASE_CACHE_LIMIT_MB = 16
+# When writes pause, a write-ahead log of this size or more is checkpointed (DuckDB's own
+# threshold, store.checkpoint_mb, is far higher so that imports are not slowed down).
+IDLE_CHECKPOINT_MB = 16
 # A set of ids in two numbers: equal sets give equal pairs; different ones, only by a
 # 64-bit hash collision.
 _CHECKSUM = "SELECT count(*), coalesce(sum(hash(id)::HUGEINT), 0) FROM "
@@ -104,6 +107,7 @@ class Database:
         analyzer: DocumentAnalyzer | None = None,
         memory_limit_mb: int = 0,
         ram_max: int = 0,
+        checkpoint_mb: int = 0,
     ):
         self.path = path
         self.temp_dir = temp_dir
@@ -119,6 +123,8 @@ class Database:
         self.content_keys = ContentKeys()
         if memory_limit_mb > 0:
             self.con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
+        if checkpoint_mb > 0:
+            self.con.execute(f"SET checkpoint_threshold = '{int(checkpoint_mb)}MB'")
         # Restored by value after release_cache: DuckDB 1.5.5's RESET memory_limit shows
         # the default again but leaves the buffer pool at the lowered limit.
         row = self.con.execute("SELECT current_setting('memory_limit')").fetchone()
@@ -1052,6 +1058,21 @@ class Database:
 
     def checkpoint(self) -> None:
         self.con.execute("CHECKPOINT")
+
+    def checkpoint_if_logged(self, min_mb: float = IDLE_CHECKPOINT_MB) -> bool:
+        """Checkpoint if the write-ahead log holds at least ``min_mb``: for when writes
+        pause, so that a crash later does not replay a long log at the next start. A
+        small log is left to grow: every checkpoint rewrites the whole id index, which a
+        lone add should not pay for. True if it checkpointed."""
+        wal = self.path.with_name(self.path.name + ".wal")
+        try:
+            size = wal.stat().st_size
+        except FileNotFoundError:
+            return False
+        if size < min_mb * 1e6:
+            return False
+        self.con.execute("CHECKPOINT")
+        return True
 
 
 def filter_sql(filters: SearchFilters, alias: str | None = None) -> tuple[list[str], list[Any]]:

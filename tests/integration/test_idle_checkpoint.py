@@ -1,0 +1,35 @@
+"""After an import, once writes pause, the daemon folds DuckDB's log into the database
+file by itself (store.checkpoint_mb keeps DuckDB from doing it every 16 MB mid-import),
+and a crash after that loses nothing."""
+
+from __future__ import annotations
+
+from support import wait_status
+
+HASH_EMBEDDER = {"MEMORYD_EMBEDDING_PROVIDER": "hash", "MEMORYD_STORE_CHECKPOINT_MB": "1024"}
+N = 12_000
+
+
+def wal_mb(paths) -> float:
+    wal = paths.database.with_name(paths.database.name + ".wal")
+    return wal.stat().st_size / 1e6 if wal.exists() else 0.0
+
+
+def test_the_log_an_import_leaves_is_checkpointed_when_writes_pause(make_daemon, paths):
+    daemon = make_daemon(HASH_EMBEDDER).start()
+    with daemon.client() as client:
+        for start in range(0, N, 1000):
+            items = [{"content": f"imported note {n} about the garden"}
+                     for n in range(start, start + 1000)]
+            assert client.import_items(items)["added"] == 1000
+        assert wal_mb(paths) > 16  # more than DuckDB's own threshold, not checkpointed yet
+        wait_status(client, lambda s: wal_mb(paths) < 1, timeout=60)
+    log = (paths.log_dir / "memoryd.log").read_text()
+    assert "checkpointed the database after writes paused" in log
+
+    daemon.kill9()
+    daemon.start()
+    with daemon.client() as client:
+        assert client.status()["memories"] == N
+        hits = client.search("imported note 4321", mode="lexical")["hits"]
+        assert hits and hits[0]["content"] == "imported note 4321 about the garden"
