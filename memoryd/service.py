@@ -282,11 +282,8 @@ class MemoryService:
         """After bulk work: the write-ahead log an import left (into the database file),
         DuckDB's cached blocks and what writes left in Python containers, then the
         allocators' free pages."""
-        if self._db is not None:
-            if await self._db_thread.run(self._db.checkpoint_if_logged):
-                log.info("checkpointed the database after writes paused")
-            await self._db_thread.run(self._db.release_cache)
-            await self._db_thread.run(self._db.compact_ram)
+        if self._db is not None and await self._db_thread.run(self._db.settle_after_writes):
+            log.info("checkpointed the database after writes paused")
         await asyncio.get_running_loop().run_in_executor(None, heap.release)
 
     async def _expiry_loop(self) -> None:
@@ -658,8 +655,7 @@ class MemoryService:
         validate.check_keys(params, set())
         stats = await self._db_thread.run(db.stats)
         stats["disk_bytes"] = {
-            "database": _size(self.paths.database)
-            + _size(self.paths.database.with_suffix(".duckdb.wal")),
+            "database": _size(db.path) + _size(db.wal_path),
             "vectors": _size(self.paths.vector_dir),
         }
         return stats

@@ -1059,20 +1059,33 @@ class Database:
     def checkpoint(self) -> None:
         self.con.execute("CHECKPOINT")
 
-    def checkpoint_if_logged(self, min_mb: float = IDLE_CHECKPOINT_MB) -> bool:
-        """Checkpoint if the write-ahead log holds at least ``min_mb``: for when writes
-        pause, so that a crash later does not replay a long log at the next start. A
-        small log is left to grow: every checkpoint rewrites the whole id index, which a
-        lone add should not pay for. True if it checkpointed."""
-        wal = self.path.with_name(self.path.name + ".wal")
+    @property
+    def wal_path(self) -> Path:
+        """DuckDB's write-ahead log, beside the database file."""
+        return self.path.with_name(self.path.name + ".wal")
+
+    def checkpoint_if_logged(self) -> bool:
+        """Checkpoint if the write-ahead log holds ``IDLE_CHECKPOINT_MB`` or more, so
+        that a crash later does not replay a long log at the next start. A small log is
+        left to grow: every checkpoint rewrites the whole id index, which a lone add
+        should not pay for. True if it checkpointed."""
         try:
-            size = wal.stat().st_size
+            size = self.wal_path.stat().st_size
         except FileNotFoundError:
             return False
-        if size < min_mb * 1e6:
+        if size < IDLE_CHECKPOINT_MB * 1e6:
             return False
         self.con.execute("CHECKPOINT")
         return True
+
+    def settle_after_writes(self) -> bool:
+        """When writes pause: the log into the file if it is long, DuckDB's cached
+        blocks released, and what write batches left in Python containers folded. True
+        if it checkpointed."""
+        checkpointed = self.checkpoint_if_logged()
+        self.release_cache()
+        self.compact_ram()
+        return checkpointed
 
 
 def filter_sql(filters: SearchFilters, alias: str | None = None) -> tuple[list[str], list[Any]]:

@@ -12,8 +12,7 @@ from memoryd.store.database import IDLE_CHECKPOINT_MB, Database
 
 
 def wal_mb(db: Database) -> float:
-    wal = db.path.with_name(db.path.name + ".wal")
-    return wal.stat().st_size / 1e6 if wal.exists() else 0.0
+    return db.wal_path.stat().st_size / 1e6 if db.wal_path.exists() else 0.0
 
 
 def threshold(db: Database) -> str:
