@@ -15,29 +15,39 @@ _uuid7_last = [0, 0]  # last millisecond, counter within it
 
 
 def new_id() -> str:
-    """A UUIDv7 (RFC 9562): time-ordered, so ids sort by creation and page cleanly.
+    """A UUIDv7 (RFC 9562): time-ordered, so ids sort by creation and page cleanly."""
+    return new_ids(1)[0]
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` UUIDv7s in ascending order, made together: an import's batch takes one
+    lock, one clock reading and one read of the random source (one id at a time cost ~10
+    microseconds, a tenth of a 1,000-memory batch's store time).
 
     Within one millisecond a 12-bit counter keeps ids monotonic in this process.
     """
     with _uuid7_lock:
-        ms = time.time_ns() // 1_000_000
-        if ms <= _uuid7_last[0]:
-            ms = _uuid7_last[0]
-            _uuid7_last[1] += 1
-            if _uuid7_last[1] > 0xFFF:
-                ms += 1
-                _uuid7_last[1] = 0
-        else:
-            _uuid7_last[1] = 0
-        _uuid7_last[0] = ms
-        counter = _uuid7_last[1]
-    rand = int.from_bytes(os.urandom(8), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= counter << 64
-    value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+        ms = max(time.time_ns() // 1_000_000, _uuid7_last[0])
+        counter = _uuid7_last[1] + 1 if ms == _uuid7_last[0] else 0
+        stamps = []
+        for _ in range(count):
+            if counter > 0xFFF:
+                ms, counter = ms + 1, 0
+            stamps.append((ms, counter))
+            counter += 1
+        _uuid7_last[0], _uuid7_last[1] = stamps[-1] if stamps else _uuid7_last
+    noise = os.urandom(8 * count)
+    ids = []
+    for n, (ms, counter) in enumerate(stamps):
+        rand = int.from_bytes(noise[8 * n : 8 * n + 8], "big")
+        value = (ms & ((1 << 48) - 1)) << 80
+        value |= 0x7 << 76
+        value |= counter << 64
+        value |= 0b10 << 62
+        value |= rand & ((1 << 62) - 1)
+        h = f"{value:032x}"
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
 
 
 def is_id(text: str) -> bool:

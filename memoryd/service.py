@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from memoryd.crypto import keys
 from memoryd.embed import EmbeddingRuntime
 from memoryd.errors import InvalidParams, KeyProblem, Locked, NotFound, Unavailable
 from memoryd.logs import redacted_traceback
-from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_id, utcnow
+from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_ids, utcnow
 from memoryd.search.fusion import Rankable, Ranked, rank
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.query import ParsedQuery, parse_query
@@ -297,12 +298,18 @@ class MemoryService:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def _prepare(self, item: NewMemory, vector: np.ndarray | None) -> PreparedMemory:
-        now = utcnow()
+    def _prepare(
+        self,
+        item: NewMemory,
+        memory_id: str,
+        content_hash: str,
+        now: datetime,
+        vector: np.ndarray | None,
+    ) -> PreparedMemory:
         return PreparedMemory(
-            id=new_id(),
+            id=memory_id,
             content=item.content,
-            content_hash=_content_hash(item.content),
+            content_hash=content_hash,
             namespace=item.namespace,
             kind=item.kind,
             tags=item.tags,
@@ -329,7 +336,13 @@ class MemoryService:
             texts = [self._embed_text(items[n].content, items[n].metadata) for n in fresh]
             vectors = await self.embedding.embed(texts, wait=MODEL_WAIT_S)
         vector_at = dict(zip(fresh, vectors, strict=True)) if vectors is not None else {}
-        prepared = [self._prepare(item, vector_at.get(n)) for n, item in enumerate(items)]
+        now = utcnow()  # one moment for the batch; ids still order it
+        prepared = [
+            self._prepare(item, memory_id, key[1], now, vector_at.get(n))
+            for n, (item, memory_id, key) in enumerate(
+                zip(items, new_ids(len(items)), hashes, strict=True)
+            )
+        ]
         results = await self._db_thread.run(db.insert, prepared, ctx.actor)
         self._last_write = time.monotonic()
         self.vectors.queue(
