@@ -234,7 +234,7 @@ class MemoryService:
         """Load the duplicate-check prefilter; until then every check asks SQL."""
         db = self._require_store()
         async with self._bulk_read():
-            batches = await self._db_thread.run(db.content_hash_reader)
+            batches = await self._db_thread.run(db.content_key_reader)
             loop = asyncio.get_running_loop()
             keys = await loop.run_in_executor(None, load_content_keys, batches)
             await self._db_thread.run(db.content_keys.load, keys)

@@ -28,7 +28,7 @@ from memoryd.model import Memory, SearchFilters, utcnow
 from memoryd.search.inverted import InvertedIndex
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.ram import NEVER, FactRow, RamIndex, RankFact, RankFacts
-from memoryd.store.content_keys import ContentKeys, stored_keys
+from memoryd.store.content_keys import KEY_SQL, ContentKeys
 from memoryd.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -983,11 +983,12 @@ class Database:
         ).to_arrow_reader(batch_rows)
         return _vector_batches(cursor, reader)
 
-    def content_hash_reader(self) -> Any:
-        """Every stored content hash, as Arrow batches read on a cursor of its own (the
-        cursor closes with the reader's last batch; see ``load_content_keys``)."""
+    def content_key_reader(self) -> Any:
+        """Every stored content hash's duplicate-check key, as Arrow batches read on a
+        cursor of its own (the cursor closes with the reader's last batch; see
+        ``load_content_keys``)."""
         cursor = self._store_cursor()
-        reader = cursor.execute("SELECT content_hash FROM memories").to_arrow_reader(65_536)
+        reader = cursor.execute(f"SELECT {KEY_SQL} FROM memories").to_arrow_reader(65_536)
         return _closing_batches(cursor, reader)
 
     def embedded_checksum(self, model: str) -> tuple[int, int]:
@@ -1213,7 +1214,7 @@ def _closing_batches(cursor: duckdb.DuckDBPyConnection, reader: Any) -> Iterator
 
 def load_content_keys(batches: Iterator[Any]) -> np.ndarray:
     """The duplicate-check keys of every stored hash: safe on any thread but the owner's."""
-    parts = [stored_keys(batch.column(0).to_pylist()) for batch in batches]
+    parts = [batch.column(0).to_numpy() for batch in batches]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
 
 

@@ -7,14 +7,20 @@ from __future__ import annotations
 import hashlib
 import os
 
+import numpy as np
+
 from memoryd.model import new_id, utcnow
 from memoryd.store import content_keys
-from memoryd.store.content_keys import ContentKeys, stored_keys
+from memoryd.store.content_keys import ContentKeys, key_of
 from memoryd.store.database import Database, PreparedMemory, load_content_keys
 
 
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stored_keys(hashes: list[str]) -> np.ndarray:
+    return np.array([key_of(h) for h in hashes], dtype=np.uint64)
 
 
 def prepared(content: str, namespace: str = "default") -> PreparedMemory:
@@ -52,10 +58,12 @@ def test_duplicates_are_found_through_the_prefilter(tmp_path):
     db = Database(tmp_path / "k.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
     first = [prepared(f"note number {n}") for n in range(200)]
     db.insert(first, "test")
-    batches = db.content_hash_reader()
+    batches = db.content_key_reader()
     during = prepared("written while the keys load")
     db.insert([during], "test")
-    db.content_keys.load(load_content_keys(batches))
+    loaded = load_content_keys(batches)
+    assert sorted(loaded.tolist()) == sorted(stored_keys([m.content_hash for m in first]).tolist())
+    db.content_keys.load(loaded)
     assert db.content_keys.ready
     edited = first[7]
     db.update(edited.id, {"content": "edited text"}, "test",
