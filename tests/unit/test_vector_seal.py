@@ -80,3 +80,44 @@ def test_seal_is_trusted_once_and_never_written_after_a_failed_reconcile(
 
     asyncio.run(scenario())
     db.close()
+
+
+def test_a_seal_written_while_writes_pause_spares_the_reconcile_after_a_crash(
+    tmp_path, monkeypatch
+):
+    db = Database(tmp_path / "q.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    db.insert([memory(n) for n in range(50)], "test")
+    dek = secrets.token_bytes(32)
+    read_ids = VectorIndex.id_table
+
+    def no_id_reads(self):
+        raise RuntimeError("the reconcile read every id")
+
+    async def add(catalog: VectorCatalog, n: int) -> None:
+        item = memory(n)
+        db.insert([item], "test")
+        catalog.queue([(item.id, item.namespace, item.embedding)])
+
+    async def scenario() -> None:
+        first = await session(db, tmp_path, dek)  # no seal: a full reconcile
+        assert await first.seal_if_quiet()
+        assert not await first.seal_if_quiet()  # nothing changed since
+        # A crash: first is never closed. The seal it wrote while quiet holds.
+        monkeypatch.setattr(VectorIndex, "id_table", no_id_reads)
+        second = await session(db, tmp_path, dek)
+        assert second._index is not None and second._index.count() == 50
+
+        await add(second, 50)
+        assert not await second.seal_if_quiet()  # a vector is queued, not yet written
+        await second.flush()
+        assert await second.seal_if_quiet()
+        # Committed to DuckDB, then a crash before its vector was queued: the seal no
+        # longer describes DuckDB, so the next start must read the ids and add it.
+        db.insert([memory(51)], "test")
+        monkeypatch.setattr(VectorIndex, "id_table", read_ids)
+        third = await session(db, tmp_path, dek)
+        assert third._index is not None and third._index.count() == 52
+        await third.close()
+
+    asyncio.run(scenario())
+    db.close()
