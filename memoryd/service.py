@@ -253,13 +253,14 @@ class MemoryService:
             vectors = await self.embedding.embed(texts)
             if vectors is None:
                 return
-            await self._db_thread.run(
-                db.set_embeddings,
-                [(i, v.tobytes()) for (i, _, _), v in zip(batch, vectors, strict=True)],
-                model,
-            )
-            rows = await self._db_thread.run(db.embedded_vectors, model, [b[0] for b in batch])
-            self.vectors.queue(rows)
+            with self.vectors.changing():
+                await self._db_thread.run(
+                    db.set_embeddings,
+                    [(i, v.tobytes()) for (i, _, _), v in zip(batch, vectors, strict=True)],
+                    model,
+                )
+                ids = [b[0] for b in batch]
+                self.vectors.queue(await self._db_thread.run(db.embedded_vectors, model, ids))
             total += len(batch)
         if total:
             log.info("embedded %d memories that were waiting", total)
@@ -290,9 +291,10 @@ class MemoryService:
     async def _expiry_loop(self) -> None:
         db = self._require_store()
         while True:
-            ids = await self._db_thread.run(db.purge_expired)
-            if ids:
-                self.vectors.forget(ids)
+            with self.vectors.changing():
+                ids = await self._db_thread.run(db.purge_expired)
+                if ids:
+                    self.vectors.forget(ids)
                 log.info("purged %d expired memories", len(ids))
             await asyncio.sleep(60)
 
@@ -343,15 +345,16 @@ class MemoryService:
                 zip(items, new_ids(len(items)), hashes, strict=True)
             )
         ]
-        results = await self._db_thread.run(db.insert, prepared, ctx.actor)
-        self._last_write = time.monotonic()
-        self.vectors.queue(
-            [
-                (p.id, p.namespace, p.embedding)
-                for p, (_, duplicate) in zip(prepared, results, strict=True)
-                if not duplicate and p.embedding is not None
-            ]
-        )
+        with self.vectors.changing():
+            results = await self._db_thread.run(db.insert, prepared, ctx.actor)
+            self._last_write = time.monotonic()
+            self.vectors.queue(
+                [
+                    (p.id, p.namespace, p.embedding)
+                    for p, (_, duplicate) in zip(prepared, results, strict=True)
+                    if not duplicate and p.embedding is not None
+                ]
+            )
         return results
 
     async def add(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -409,14 +412,18 @@ class MemoryService:
             vectors = await self.embedding.embed([new_text], wait=MODEL_WAIT_S)
             derived["embedding"] = None if vectors is None else vectors[0].tobytes()
             derived["embedding_model"] = None if vectors is None else self.embedding_id
-        record = await self._db_thread.run(db.update, memory_id, changes, ctx.actor, derived)
-        memory = await self._db_thread.run(db.get, memory_id)
-        if record and ("embedding" in derived or "namespace" in record):
-            self.vectors.forget([memory_id])
-            if memory.embedded and self.embedding_id:
-                self.vectors.queue(
-                    await self._db_thread.run(db.embedded_vectors, self.embedding_id, [memory_id])
-                )
+        with self.vectors.changing():
+            record = await self._db_thread.run(
+                db.update, memory_id, changes, ctx.actor, derived
+            )
+            memory = await self._db_thread.run(db.get, memory_id)
+            if record and ("embedding" in derived or "namespace" in record):
+                self.vectors.forget([memory_id])
+                if memory.embedded and self.embedding_id:
+                    model = self.embedding_id
+                    self.vectors.queue(
+                        await self._db_thread.run(db.embedded_vectors, model, [memory_id])
+                    )
         log.info("updated memory %s (%s)", memory_id, ", ".join(sorted(record)) or "no change")
         return {"memory": memory.to_json()}
 
@@ -424,8 +431,9 @@ class MemoryService:
         db = self._require_store()
         validate.check_keys(params, {"id"})
         memory_id = validate.memory_id(params)
-        await self._db_thread.run(db.delete, memory_id, ctx.actor)
-        self.vectors.forget([memory_id])
+        with self.vectors.changing():
+            await self._db_thread.run(db.delete, memory_id, ctx.actor)
+            self.vectors.forget([memory_id])
         log.info("deleted memory %s", memory_id)
         return {"id": memory_id, "deleted": True}
 

@@ -36,7 +36,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -143,7 +143,8 @@ class VectorCatalog:
         # The index and DuckDB were found (or made) to agree in this session: only then
         # may a clean stop seal the index.
         self._reconciled = False
-        self._changes = 0  # vectors queued or forgotten so far: a seal may span none
+        self._changes = 0  # changes to the embedded memories begun: a seal may span none
+        self._writing = 0  # such changes under way (``changing``)
         self._sealed: tuple[int, int] | None = None  # (index version, _changes) sealed
 
     def attach(self, db: Database, dek: bytes) -> None:
@@ -313,12 +314,11 @@ class VectorCatalog:
         a crash in that quiet spell (kill -9, power loss) skips the reconcile's read of
         every id too (~0.3 s at 1M memories). True if a seal was written.
 
-        Each step is checked against what may change in between. DuckDB's checksum is read
-        first and counts every commit before it; the vectors of those commits are queued
-        before this coroutine resumes (the DuckDB thread runs its jobs in order, and the
-        event loop resumes their callers in that order). Nothing may then be queued or in
-        flight, nor be queued until the index version is read. A change after that leaves
-        a seal that describes neither side, which the next start ignores."""
+        Each step is checked against what may change in between. No write may be under way
+        (``changing``) or begin, and nothing may be queued or in flight, from before
+        DuckDB's checksum is read until after the index version is read: so the checksum
+        counts only commits whose vectors the index already holds. A change after that
+        leaves a seal that describes neither side, which the next start ignores."""
         if (
             self.tier != INDEX
             or self._index is None
@@ -347,9 +347,11 @@ class VectorCatalog:
         return True
 
     def _quiet(self, marker: int) -> bool:
-        """Nothing queued, flushing or training, and nothing queued since ``marker``."""
+        """No write under way, nothing queued, flushing or training, and no change begun
+        since ``marker``."""
         return (
-            self._changes == marker
+            self._writing == 0
+            and self._changes == marker
             and not (self._pending or self._flushing or self._pending_deletes)
             and not self._ann_training
         )
@@ -385,6 +387,19 @@ class VectorCatalog:
             self._growing = None
 
     # -- changes ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Hold around a write that may change DuckDB's embedded memories, from before
+        its commit until the ``queue`` or ``forget`` that follows it: no seal is taken
+        meanwhile, which could count the commit in DuckDB's checksum but miss its vectors
+        (a crash then would leave them out of the index for good)."""
+        self._changes += 1
+        self._writing += 1
+        try:
+            yield
+        finally:
+            self._writing -= 1
 
     def queue(self, rows: list[tuple[str, str, bytes]]) -> None:
         """New or changed (id, namespace, vector) rows: into RAM now, the index soon."""

@@ -93,11 +93,6 @@ def test_a_seal_written_while_writes_pause_spares_the_reconcile_after_a_crash(
     def no_id_reads(self):
         raise RuntimeError("the reconcile read every id")
 
-    async def add(catalog: VectorCatalog, n: int) -> None:
-        item = memory(n)
-        db.insert([item], "test")
-        catalog.queue([(item.id, item.namespace, item.embedding)])
-
     async def scenario() -> None:
         first = await session(db, tmp_path, dek)  # no seal: a full reconcile
         assert await first.seal_if_quiet()
@@ -107,7 +102,11 @@ def test_a_seal_written_while_writes_pause_spares_the_reconcile_after_a_crash(
         second = await session(db, tmp_path, dek)
         assert second._index is not None and second._index.count() == 50
 
-        await add(second, 50)
+        with second.changing():  # committed, its vector not yet queued
+            item = memory(50)
+            db.insert([item], "test")
+            assert not await second.seal_if_quiet()
+            second.queue([(item.id, item.namespace, item.embedding)])
         assert not await second.seal_if_quiet()  # a vector is queued, not yet written
         await second.flush()
         assert await second.seal_if_quiet()
