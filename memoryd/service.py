@@ -295,7 +295,7 @@ class MemoryService:
                 ids = await self._db_thread.run(db.purge_expired)
                 if ids:
                     self.vectors.forget(ids)
-                log.info("purged %d expired memories", len(ids))
+                    log.info("purged %d expired memories", len(ids))
             await asyncio.sleep(60)
 
     # -- writes -----------------------------------------------------------------------------
