@@ -143,9 +143,9 @@ class VectorCatalog:
         # The index and DuckDB were found (or made) to agree in this session: only then
         # may a clean stop seal the index.
         self._reconciled = False
-        self._changes = 0  # changes to the embedded memories begun: a seal may span none
-        self._writing = 0  # such changes under way (``changing``)
-        self._sealed: tuple[int, int] | None = None  # (index version, _changes) sealed
+        self._changes = 0  # writes begun under ``changing``: a seal may span none
+        self._writing = 0  # such writes under way
+        self._sealed_version: int | None = None  # index version of this session's last seal
 
     def attach(self, db: Database, dek: bytes) -> None:
         """The store is open: writes may queue vectors from now on."""
@@ -310,7 +310,7 @@ class VectorCatalog:
         return {"model": self._model, "version": version, "count": count, "sum": str(total)}
 
     async def seal_if_quiet(self) -> bool:
-        """While writes pause, seal the index as a clean stop does, so that a start after
+        """Seal the index: at a clean stop, and while writes pause, so that a start after
         a crash in that quiet spell (kill -9, power loss) skips the reconcile's read of
         every id too (~0.3 s at 1M memories). True if a seal was written.
 
@@ -318,7 +318,11 @@ class VectorCatalog:
         (``changing``) or begin, and nothing may be queued or in flight, from before
         DuckDB's checksum is read until after the index version is read: so the checksum
         counts only commits whose vectors the index already holds. A change after that
-        leaves a seal that describes neither side, which the next start ignores."""
+        leaves a seal that describes neither side, which the next start ignores.
+
+        Not sealed again while the index version stays the one last sealed: every change
+        to the embedded memories reaches the index as a commit, which moves its version.
+        (Skipping can only cost a later start its shortcut, never correctness.)"""
         if (
             self.tier != INDEX
             or self._index is None
@@ -328,9 +332,9 @@ class VectorCatalog:
         ):
             return False
         index, db, marker = self._index, self._db, self._changes
-        if self._sealed is not None and self._sealed[1] == marker:
-            if await self._vec_thread.run(index.version) == self._sealed[0]:
-                return False  # sealed already, and nothing changed since
+        if self._sealed_version is not None:
+            if await self._vec_thread.run(index.version) == self._sealed_version:
+                return False
         async with self._maintenance:  # no compaction in between
             if not self._quiet(marker):
                 return False
@@ -342,7 +346,7 @@ class VectorCatalog:
                 return False
             seal = self._seal_record(version, count, total)
             await self._db_thread.run(db.set_meta, SEAL_KEY, json.dumps(seal))
-        self._sealed = (version, marker)
+        self._sealed_version = version
         log.debug("vector index sealed at version %d while writes pause", version)
         return True
 
@@ -355,18 +359,6 @@ class VectorCatalog:
             and not (self._pending or self._flushing or self._pending_deletes)
             and not self._ann_training
         )
-
-    async def _seal(self) -> None:
-        """At a clean stop, with every change flushed: record that the index and DuckDB
-        agree, so the next start can skip the reconcile."""
-        if self._db is None or self.tier != INDEX or self._index is None:
-            return
-        if not self._reconciled:  # the reconcile failed, or the stop came before its end
-            return
-        if self._pending or self._pending_deletes or self._flushing:
-            return  # the last flush failed: the next start must reconcile
-        seal = await self._seal_now()
-        await self._db_thread.run(self._db.set_meta, SEAL_KEY, json.dumps(seal))
 
     async def _grow_into_index(self) -> None:
         """The store outgrew the memory tier: build the index from DuckDB while RAM goes
@@ -422,7 +414,6 @@ class VectorCatalog:
     def _enqueue(self, rows: list[tuple[str, str, bytes]]) -> None:
         for memory_id, namespace, blob in rows:
             self._pending[memory_id] = (self.tag(namespace), np.frombuffer(blob, np.float32))
-        self._changes += 1
         self._flush_wakeup.set()
 
     def forget(self, ids: list[str]) -> None:
@@ -435,7 +426,6 @@ class VectorCatalog:
             for memory_id in ids:
                 self._pending.pop(memory_id, None)
             self._pending_deletes.update(ids)
-            self._changes += 1
             self._flush_wakeup.set()
 
     # -- candidates ------------------------------------------------------------------------------
@@ -650,7 +640,7 @@ class VectorCatalog:
                 # Erased vectors must leave the disk, even if a training must end first.
                 async with self._maintenance:
                     await self._compact()
-            await self._seal()
+            await self.seal_if_quiet()  # not if the last flush failed: then it reconciles
         finally:
             self._vec_thread.shutdown()
 
