@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import simsimd
 
+from memoryd.search.columns import grow_columns
+
 # One thread: splitting the scan over both cores of the 2-core reference machine halved
 # it when idle but cost more than it saved whenever anything else ran (DuckDB's lexical
 # leg of the same search, another process): one thread waiting for a core delays the whole
@@ -155,21 +157,12 @@ class QuantizedVectors:
         if self._free:
             return self._free.pop()
         if self._used == len(self._ids):
-            self._resize(max(1024, 2 * len(self._ids)))
+            columns = ("_codes", "_tags", "_inv_norms")
+            capacity = grow_columns(self, columns, self._used + 1, fill={"_tags": -1})
+            self._ids.extend([None] * (capacity - len(self._ids)))
         row = self._used
         self._used += 1
         return row
-
-    def _resize(self, capacity: int) -> None:
-        codes = np.zeros((capacity, self.dim), dtype=np.int8)
-        tags = np.full(capacity, -1, dtype=np.int32)
-        inv_norms = np.zeros(capacity, dtype=np.float32)
-        keep = min(self._used, capacity)
-        codes[:keep] = self._codes[:keep]
-        tags[:keep] = self._tags[:keep]
-        inv_norms[:keep] = self._inv_norms[:keep]
-        self._codes, self._tags, self._inv_norms = codes, tags, inv_norms
-        self._ids.extend([None] * (capacity - len(self._ids)))
 
     def _compact(self) -> None:
         live = [r for r in range(self._used) if self._ids[r] is not None]
