@@ -11,6 +11,8 @@ import contextlib
 import json
 import logging
 import re
+import shutil
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -112,7 +114,7 @@ class Database:
         self.path = path
         self.temp_dir = temp_dir
         self.analyzer = analyzer or DocumentAnalyzer()
-        self.con = self._connect(path, key, temp_dir)
+        self.con, self._spill_dir = self._connect(path, key, temp_dir)
         # Lexical search and ranking from RAM (memoryd.search.ram) once loaded, while the
         # store holds at most ``ram_max`` memories; the tables stay the truth.
         self.ram_max = ram_max
@@ -135,7 +137,8 @@ class Database:
     # -- connection and schema -------------------------------------------------------------
 
     @staticmethod
-    def _connect(path: Path, key: str, temp_dir: Path) -> duckdb.DuckDBPyConnection:
+    def _connect(path: Path, key: str, temp_dir: Path) -> tuple[duckdb.DuckDBPyConnection, Path]:
+        """A connection with the store attached, and the directory of its spill files."""
         con = duckdb.connect(
             ":memory:",
             config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
@@ -144,7 +147,11 @@ class Database:
         # which it needs to write them. Loaded from the pinned wheel: never downloaded.
         con.execute(f"LOAD '{extension_path('httpfs')}'")
         temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        con.execute(f"SET temp_directory = '{temp_dir}'")
+        # A directory of this connection's own: spill files that a killed daemon left in
+        # the temp directory made DuckDB refuse temp_file_encryption below ("existing
+        # temporary files found"), so the daemon could not start again.
+        spill_dir = Path(tempfile.mkdtemp(prefix="spill-", dir=temp_dir))
+        con.execute(f"SET temp_directory = '{spill_dir}'")
         # Off by default even with an encrypted database: sorts and joins that spill would
         # write plaintext rows to temp_directory.
         con.execute("SET temp_file_encryption = true")
@@ -152,6 +159,7 @@ class Database:
             con.execute(f"ATTACH '{path}' AS store (ENCRYPTION_KEY '{key}')")
         except duckdb.Error as exc:
             con.close()
+            shutil.rmtree(spill_dir, ignore_errors=True)
             text = str(exc)
             if "encryption key" in text.lower() or "without a key" in text.lower():
                 raise KeyProblem(
@@ -159,7 +167,15 @@ class Database:
                 ) from None
             raise KeyProblem(f"cannot open the database {path}: {text.splitlines()[0]}") from None
         con.execute("USE store")
-        return con
+        # The store is ours now (DuckDB locks its file), so whatever else is in the temp
+        # directory was left by a process that died: encrypted, but of no further use.
+        for stale in temp_dir.iterdir():
+            if stale != spill_dir:
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+        return con, spill_dir
 
     def migrate(self, stop_before: str | None = None) -> list[str]:
         """Apply pending migrations in order; returns the names applied."""
@@ -282,6 +298,7 @@ class Database:
         with contextlib.suppress(duckdb.Error):
             self.con.execute("CHECKPOINT")
         self.con.close()
+        shutil.rmtree(self._spill_dir, ignore_errors=True)
 
     def release_cache(self) -> None:
         """Drop the blocks DuckDB keeps cached after a bulk read or write (the RAM load

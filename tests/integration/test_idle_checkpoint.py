@@ -33,3 +33,31 @@ def test_the_log_an_import_leaves_is_checkpointed_when_writes_pause(make_daemon,
         assert client.status()["memories"] == N
         hits = client.search("imported note 4321", mode="lexical")["hits"]
         assert hits and hits[0]["content"] == "imported note 4321 about the garden"
+
+
+def spill_files(paths) -> list:
+    return [p for p in paths.temp_dir.rglob("*") if p.is_file()]
+
+
+def test_a_crash_after_the_cache_spilled_still_restarts(make_daemon, paths):
+    # A short log is left unchecked when writes pause, and releasing DuckDB's cache then
+    # spills its unwritten blocks to the temp directory. A kill -9 leaves those files
+    # behind; DuckDB refused to open with them there, so the daemon could not start.
+    daemon = make_daemon({"MEMORYD_EMBEDDING_PROVIDER": "hash"}).start()
+    with daemon.client() as client:
+        for start in range(0, 5000, 1000):
+            items = [{"content": f"spilled note {n} about the Quokkacanary"}
+                     for n in range(start, start + 1000)]
+            assert client.import_items(items)["added"] == 1000
+        wait_status(client, lambda s: bool(spill_files(paths)), timeout=60)
+    left = spill_files(paths)
+    assert not any(b"Quokkacanary" in p.read_bytes() for p in left)  # encrypted
+    daemon.kill9()
+    assert all(p.exists() for p in left)
+
+    daemon.start()
+    with daemon.client() as client:
+        assert client.status()["memories"] == 5000
+        hits = client.search("spilled note 4321", mode="lexical")["hits"]
+        assert hits and hits[0]["content"] == "spilled note 4321 about the Quokkacanary"
+    assert not any(p.exists() for p in left)  # the dead daemon's spill files are gone
