@@ -29,7 +29,7 @@ def test_stop_before_then_finish(tmp_path, monkeypatch):
     key = os.urandom(32).hex()
     db = Database.__new__(Database)
     db.path, db.temp_dir = tmp_path / "m.duckdb", tmp_path / "tmp"
-    db.con = Database._connect(db.path, key, db.temp_dir)
+    db.con, db._spill_dir = Database._connect(db.path, key, db.temp_dir)
     assert db.migrate(stop_before="0099_add_pinned") == real
     db.con.execute(
         "INSERT INTO memories (id, content, content_hash, namespace, kind, tags, metadata, "
@@ -63,7 +63,7 @@ def test_0002_moves_namespace_and_length_into_postings(tmp_path):
     key = os.urandom(32).hex()
     db = Database.__new__(Database)
     db.path, db.temp_dir = tmp_path / "p.duckdb", tmp_path / "tmp"
-    db.con = Database._connect(db.path, key, db.temp_dir)
+    db.con, db._spill_dir = Database._connect(db.path, key, db.temp_dir)
     assert db.migrate(stop_before="0002_postings_scope") == ["0001_initial"]
     db.con.execute(
         "INSERT INTO memories (id, content, content_hash, namespace, kind, tags, metadata, "
