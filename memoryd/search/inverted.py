@@ -18,10 +18,12 @@ owner thread).
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -30,6 +32,9 @@ from memoryd.search.columns import grow_columns
 MIN_STEM_CHARS = 3
 STEM_SLACK = 3  # a prefix also matches a stem it starts with, lacking at most this many
 FOLD_MIN_POSTINGS = 10_000  # recent postings worth a rebuild when writes pause
+# A query's postings are summed per document over an array of every ordinal once they
+# number at least 1/DENSE_SUM_RATIO of the ordinals, by sorting them below that.
+DENSE_SUM_RATIO = 16
 
 
 class InvertedIndex:
@@ -155,19 +160,32 @@ class InvertedIndex:
         if not found_docs:
             return []
         docs = np.concatenate(found_docs)
-        unique, where = np.unique(docs, return_inverse=True)
-        scores = np.bincount(where, weights=np.concatenate(found_scores))
-        if len(unique) > limit:
-            # Keep every document tied with the last one in, so ties break by id.
-            cut = np.partition(scores, len(scores) - limit)[len(scores) - limit]
-            chosen = np.flatnonzero(scores >= cut)
+        weights = np.concatenate(found_scores)
+        if len(docs) * DENSE_SUM_RATIO >= len(self._alive):
+            # Sum over every ordinal: sorting half a million postings to find the
+            # documents took ~40 ms of a 1M-memory store's common-word query.
+            touched = np.zeros(len(self._alive), dtype=bool)
+            touched[docs] = True
+            unique = np.flatnonzero(touched)
+            scores = np.bincount(docs, weights=weights, minlength=len(touched))[unique]
         else:
-            chosen = np.arange(len(unique))
-        ranked = sorted(
-            ((-float(scores[c]), self._doc_id[int(unique[c])]) for c in chosen),
-            key=lambda pair: (pair[0], pair[1]),
-        )
-        return [(memory_id, -neg) for neg, memory_id in ranked[:limit]]  # type: ignore[misc]
+            unique, where = np.unique(docs, return_inverse=True)
+            scores = np.bincount(where, weights=weights)
+        doc_id = cast("list[str]", self._doc_id)  # the found documents are alive
+        # The documents scoring above the limit's last place are in; those tied with it
+        # compete for the places left, by id. Templated texts tie by the ten thousand
+        # (83k documents at 1M memories): sorting them all with their scores took ~70 ms.
+        cut, tied = 0.0, []
+        above = np.arange(len(unique))
+        if len(unique) > limit:
+            cut = float(np.partition(scores, len(scores) - limit)[len(scores) - limit])
+            above = np.flatnonzero(scores > cut)
+            tied = unique[scores == cut].tolist()
+        ranked = sorted((-float(scores[c]), doc_id[unique[c]]) for c in above.tolist())
+        if tied:
+            places = limit - len(ranked)
+            ranked += [(-cut, i) for i in heapq.nsmallest(places, map(doc_id.__getitem__, tied))]
+        return [(memory_id, -neg) for neg, memory_id in ranked]
 
     def _expand(self, prefix: str) -> set[str]:
         """Indexed terms a ``prefix*`` matches (see the module docstring)."""

@@ -76,11 +76,11 @@ def test_ram_postings_rank_like_sql(tmp_path, monkeypatch):
     db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp", ram_max=10_000)
     items = batch(rng, 300)
     db.insert(items, "test")
-    load = db.begin_ram_index()
+    snapshot = db.begin_ram_index()
     db.insert(batch(rng, 40), "test")  # lands while the RAM copy is being built
     doomed = items[5]
     db.delete(doomed.id, "test")
-    db.finish_ram_index(build_ram_index(load))
+    db.finish_ram_index(build_ram_index(snapshot))
     assert db.ram_ready
     assert_same(db)
     assert_same_facts(db)
@@ -153,3 +153,29 @@ def test_rebuilds_renumber_documents_and_rank_the_same():
     assert index.search(["violin"], [], "home", 1)[0][0] == "late"
     index.fold()  # one posting: not worth a rebuild
     assert index._recent_count == 1
+
+
+@pytest.mark.parametrize("dense_sum_ratio", [0, 1_000_000])  # sort postings / sum densely
+def test_a_top_k_among_many_ties_breaks_them_by_id(monkeypatch, dense_sum_ratio):
+    """Templated texts tie by the thousand: the places left after the documents that
+    score above the last place go to the tied ones with the smallest ids, the same as
+    sorting every match by (score descending, id)."""
+    from collections import Counter
+
+    from memoryd.search.inverted import InvertedIndex
+
+    monkeypatch.setattr(inverted, "DENSE_SUM_RATIO", dense_sum_ratio)
+    rng = random.Random(6)
+    index = InvertedIndex()
+    ids = [f"m{n:05d}" for n in range(3000)]
+    rng.shuffle(ids)  # ordinals in another order than ids
+    docs = {i: Counter(["harbour", "lantern"] if n % 7 else ["harbour", "harbour", "cobalt"])
+            for n, i in enumerate(ids)}
+    index.add(docs, {i: "work" for i in docs})
+    index.remove(ids[:40])  # dead documents are skipped
+    for terms in (["harbour"], ["harbour", "cobalt"], ["lantern", "cobalt"]):
+        everything = index.search(terms, [], None, 10_000)  # no cut: every match, sorted
+        assert len(everything) > 2000
+        expected = sorted(everything, key=lambda hit: (-hit[1], hit[0]))
+        for limit in (1, 10, 50, 500):
+            assert index.search(terms, [], None, limit) == expected[:limit], (terms, limit)
