@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,6 +47,12 @@ MODEL_WAIT_S = 10.0
 
 # Writes paused this long: return freed memory to the OS (memoryd.heap).
 RELEASE_AFTER_WRITES_S = 2.0
+# The RAM index is built once vector search is ready and searches have paused this long
+# (or after the longer wait at most): at 1M memories its build keeps both cores busy for
+# ~3 s, and begun at the store's opening it held the first search of a restart up from
+# ~1.7 s to 2.2-3.2 s. SQL answers meanwhile.
+RAM_INDEX_QUIET_S = 0.5
+RAM_INDEX_MAX_WAIT_S = 10.0
 
 Pairs = tuple[str | None, str | None]  # a memory's (previous, next) in its thread
 
@@ -77,6 +83,8 @@ class MemoryService:
         # last one ended: memory is released only once they are over (_release_when_idle).
         self._bulk_reads = 0
         self._last_bulk_read = 0.0
+        self._searches = 0  # in progress
+        self._last_search = 0.0  # time.monotonic() when the last one ended
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -128,7 +136,7 @@ class MemoryService:
             self.paths.temp_dir,
             self.analyzer,
             self.settings.store.memory_limit_mb,
-            self.settings.search.ram_max,
+            self.settings.search.lexical_ram_max,
             self.settings.store.checkpoint_mb,
         )
         self._dek = dek
@@ -138,7 +146,8 @@ class MemoryService:
         log.info("store open: %d memories", memories)
         self._spawn(self._prepare_vectors())
         self._spawn(self._load_content_keys())
-        if 0 < self.settings.search.ram_max and memories <= self.settings.search.ram_max:
+        lexical_max = self.settings.search.lexical_ram_max
+        if 0 < lexical_max and memories <= lexical_max:
             self._spawn(self._load_ram_index())
         self._spawn(self.vectors.flush_loop())
         self._spawn(self.vectors.compact_loop())
@@ -218,14 +227,21 @@ class MemoryService:
 
     async def _load_ram_index(self) -> None:
         """Copy the postings and rank facts into RAM for fast lexical search and ranking
-        (stores up to ``search.ram_max`` only); SQL and the rows answer meanwhile."""
+        (stores up to ``search.lexical_ram_max`` only); SQL and the rows answer
+        meanwhile."""
         db = self._require_store()
+        await self.vectors.ready.wait()
+        deadline = time.monotonic() + RAM_INDEX_MAX_WAIT_S
+        while time.monotonic() < deadline and (
+            self._searches or time.monotonic() - self._last_search < RAM_INDEX_QUIET_S
+        ):
+            await asyncio.sleep(0.1)
         async with self._bulk_read():
-            load = await self._db_thread.run(db.begin_ram_index)
+            snapshot = await self._db_thread.run(db.begin_ram_index)
             ram = None
             try:
                 ram = await asyncio.get_running_loop().run_in_executor(
-                    None, build_ram_index, load
+                    None, build_ram_index, snapshot
                 )
             finally:
                 await self._db_thread.run(db.finish_ram_index, ram)
@@ -492,6 +508,14 @@ class MemoryService:
         return {"events": events}
 
     async def search(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        self._searches += 1
+        try:
+            return await self._search(params)
+        finally:
+            self._searches -= 1
+            self._last_search = time.monotonic()
+
+    async def _search(self, params: dict[str, Any]) -> dict[str, Any]:
         db = self._require_store()
         started = time.perf_counter()
         request = validate.search_request(params, self.settings.search)
@@ -596,19 +620,21 @@ class MemoryService:
         query_vector: np.ndarray | None,
         spread: bool,
     ) -> tuple[dict[str, RankFact], dict[str, float], dict[str, Pairs]] | None:
-        """What ranking reads, from RAM: the candidates' rank facts and int8 vector
-        similarities. ``None`` when either is not in RAM (the rows are read instead)."""
-        if query_vector is not None and not self.vectors.in_ram:
-            return None
+        """What ranking reads, from RAM: the candidates' rank facts, and their int8
+        vector similarities, or with the vectors in the index the exact ones from their
+        stored vectors alone. ``None`` when the facts are not in RAM (the rows are read
+        instead)."""
         found = await self._db_thread.run(db.candidate_facts, candidates, spread)
         if found is None:
             return None
         facts, pairs = found
         vector_scores: dict[str, float] = {}
         if query_vector is not None:
-            scores = self.vectors.similarities(query_vector, [i for i in wanted if i in facts])
-            if scores is None:  # the vectors left RAM meanwhile (grown into the index)
-                return None
+            targets = [i for i in wanted if i in facts]
+            scores = self.vectors.similarities(query_vector, targets)
+            if scores is None:
+                stored = await self._db_thread.run(db.stored_vectors, targets)
+                scores = _exact_similarities(query_vector, stored.items())
             vector_scores = scores
         return facts, vector_scores, pairs
 
@@ -635,11 +661,9 @@ class MemoryService:
         vector_scores: dict[str, float] = {}
         if query_vector is not None:
             targets = set(wanted)
-            for memory_id, (_, blob) in rows.items():
-                if memory_id in targets and blob is not None:
-                    vec = np.frombuffer(blob, dtype=np.float32)
-                    if vec.shape == query_vector.shape:
-                        vector_scores[memory_id] = float(np.dot(vec, query_vector))
+            vector_scores = _exact_similarities(
+                query_vector, ((k, blob) for k, (_, blob) in rows.items() if k in targets)
+            )
         return rows, {k: v[0] for k, v in rows.items()}, vector_scores, pairs
 
     async def _hit_rows(
@@ -756,6 +780,20 @@ class MemoryService:
     def take_notices(self) -> list[str]:
         notices, self.notices = self.notices, []
         return notices
+
+
+def _exact_similarities(
+    query: np.ndarray, stored: Iterable[tuple[str, bytes | None]]
+) -> dict[str, float]:
+    """Cosine similarity of ``query`` to each stored (normalised float32) vector of its
+    dimension."""
+    scores = {}
+    for memory_id, blob in stored:
+        if blob is not None:
+            vec = np.frombuffer(blob, dtype=np.float32)
+            if vec.shape == query.shape:
+                scores[memory_id] = float(np.dot(vec, query))
+    return scores
 
 
 def _content_hash(text: str) -> str:

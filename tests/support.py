@@ -28,6 +28,9 @@ def short_tempdir(prefix: str = "md") -> Path:
 # Daemon settings that put vector search on the encrypted LanceDB index at any size (the
 # tier big stores use), so that small tests exercise it.
 INDEX_TIER = {"MEMORYD_SEARCH_RAM_MAX": "0"}
+# The index tier with lexical search and ranking in SQL too: what every search of a store
+# above search.lexical_ram_max runs on.
+SQL_TIER = {**INDEX_TIER, "MEMORYD_SEARCH_LEXICAL_RAM_MAX": "0"}
 # The index tier with a flush delay long enough that a kill -9 right after a write
 # surely lands before the write reaches the index, however slow the machine.
 UNFLUSHED_INDEX_TIER = {**INDEX_TIER, "MEMORYD_SEARCH_INDEX_FLUSH_DELAY_MS": "3000"}

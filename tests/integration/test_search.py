@@ -11,7 +11,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from support import MODEL_DIR, REPO, DaemonProcess, short_tempdir, stop_any_daemon
+from support import (
+    INDEX_TIER,
+    MODEL_DIR,
+    REPO,
+    SQL_TIER,
+    DaemonProcess,
+    short_tempdir,
+    stop_any_daemon,
+)
 
 from memoryd.client import Client
 from memoryd.config import resolve_paths
@@ -188,7 +196,7 @@ def test_in_memory_vectors_and_index_only_agree(make_daemon):
         "The boiler needs servicing in March",
     ]
     found = {}
-    for label, env in (("ram", {}), ("index", {"MEMORYD_SEARCH_RAM_MAX": "0"})):
+    for label, env in (("ram", {}), ("index", INDEX_TIER), ("sql", SQL_TIER)):
         daemon = make_daemon(env).start()
         with daemon.client() as c:
             for text in texts:
@@ -196,20 +204,21 @@ def test_in_memory_vectors_and_index_only_agree(make_daemon):
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 status = c.status()
-                if status["search_tier"] == label and status["vector_index"]["pending"] == 0 and (
-                    label == "index" or status["ram_vectors"]["ready"]
+                tier = "ram" if label == "ram" else "index"
+                if status["search_tier"] == tier and status["vector_index"]["pending"] == 0 and (
+                    tier == "index" or status["ram_vectors"]["ready"]
                 ):
                     break
                 time.sleep(0.05)
             status = c.status()
-            assert status["search_tier"] == label
-            assert status["ram_vectors"]["rows"] == (4 if label == "ram" else 0)
+            assert status["search_tier"] == tier
+            assert status["ram_vectors"]["rows"] == (4 if tier == "ram" else 0)
             found[label] = [
                 c.search(q, mode="vector")["hits"][0]["content"]
                 for q in ("nut allergy", "music taste", "heating maintenance")
             ]
         daemon.stop()
-    assert found["ram"] == found["index"] == [texts[0], texts[2], texts[3]]
+    assert found["ram"] == found["index"] == found["sql"] == [texts[0], texts[2], texts[3]]
 
 
 def test_recency_and_importance_are_optional_signals(client: Client):

@@ -6,7 +6,8 @@ switches to it without missing anything."""
 
 from __future__ import annotations
 
-from support import INDEX_TIER, wait_status
+import pytest
+from support import INDEX_TIER, SQL_TIER, wait_status
 
 TEXTS = [
     "Alice is allergic to peanuts",
@@ -23,12 +24,12 @@ def first_hits(client) -> dict[str, str]:
 
 
 def test_ram_tier_erases_an_index_left_by_a_bigger_store(make_daemon, paths):
-    daemon = make_daemon(INDEX_TIER).start()
+    daemon = make_daemon(SQL_TIER).start()
     with daemon.client() as c:
         for text in TEXTS:
             c.add(text)
         status = wait_status(c, lambda s: s["vector_index"]["rows"] == len(TEXTS))
-        assert status["lexical_in_ram"] is False  # ram_max 0: SQL
+        assert status["lexical_in_ram"] is False  # lexical_ram_max 0: SQL
         deleted = c.search("nut allergy", mode="vector")["hits"][0]["id"]
         c.delete(deleted)
     daemon.stop()
@@ -69,11 +70,13 @@ def test_a_store_that_outgrows_ram_switches_to_the_index(make_daemon, paths):
         assert first_hits(c) == hits
 
 
-def test_ranking_from_ram_matches_ranking_from_rows(make_daemon):
-    """A search filtered by namespace at most ranks from the RAM index (rank facts, int8
-    similarities) and reads only the hits' rows; any other filter reads every candidate's
-    row. Both must rank alike, follow edits, and never return what is gone or expired."""
-    daemon = make_daemon().start()
+@pytest.mark.parametrize("tier", ["ram", "index"])
+def test_ranking_from_ram_matches_ranking_from_rows(make_daemon, tier):
+    """A search filtered by namespace at most ranks from the RAM index (rank facts, and
+    int8 similarities, or with the vectors in the index exact ones from their stored
+    vectors) and reads only the hits' rows; any other filter reads every candidate's row.
+    Both must rank alike, follow edits, and never return what is gone or expired."""
+    daemon = make_daemon(INDEX_TIER if tier == "index" else {}).start()
     with daemon.client() as c:
         ids = [c.add(t)["memory"]["id"] for t in TEXTS]
         turns = ["Where should we eat tonight?", "The Thai place near the station",
@@ -82,7 +85,8 @@ def test_ranking_from_ram_matches_ranking_from_rows(make_daemon):
                         for n, t in enumerate(turns)])
         expiring = c.add("Dentist appointment moved to Thursday",
                          expires_at="2000-01-01T00:00:00Z")["memory"]["id"]
-        wait_status(c, lambda s: s["ram_vectors"]["ready"] and s["lexical_in_ram"])
+        wait_status(c, lambda s: s["lexical_in_ram"] and s["search_tier"] == tier and (
+            s["ram_vectors"]["ready"] if tier == "ram" else s["vector_index"]["ready"]))
         c.update(ids[1], importance=1.0)
         c.delete(ids[3])
         everything = {"since": "1990-01-01T00:00:00Z"}  # matches all: forces the row path
