@@ -230,10 +230,11 @@ class MemoryService:
         (stores up to ``search.lexical_ram_max`` only); SQL and the rows answer
         meanwhile."""
         db = self._require_store()
-        await self.vectors.ready.wait()
         deadline = time.monotonic() + RAM_INDEX_MAX_WAIT_S
         while time.monotonic() < deadline and (
-            self._searches or time.monotonic() - self._last_search < RAM_INDEX_QUIET_S
+            not self.vectors.ready.is_set()  # the model may take minutes to download
+            or self._searches
+            or time.monotonic() - self._last_search < RAM_INDEX_QUIET_S
         ):
             await asyncio.sleep(0.1)
         async with self._bulk_read():
