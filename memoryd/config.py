@@ -152,7 +152,8 @@ class SearchSettings:
     # 0 keeps vectors out of RAM.
     ram_max: int = 200_000
     # Up to this many memories, lexical search (BM25) and ranking run from a RAM copy of
-    # the postings and rank facts, loaded in the background at start; above it, from SQL.
+    # the postings and rank facts, built in the background once vector search is ready
+    # and searches pause; above it, and meanwhile, from SQL.
     # ~0.5 KB a memory of the daemon's RSS (490 MB at 1M); at 1M memories a lexical
     # search takes ~7 ms instead of ~67. 0 keeps them out of RAM.
     lexical_ram_max: int = 1_000_000

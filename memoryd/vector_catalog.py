@@ -459,10 +459,6 @@ class VectorCatalog:
         """Whether the index is being built from DuckDB (the store outgrew RAM)."""
         return self._growing is not None
 
-    @property
-    def in_ram(self) -> bool:
-        return self._ram is not None and self._ram_ready
-
     def similarities(self, query: np.ndarray, ids: list[str]) -> dict[str, float] | None:
         """Approximate cosine similarity of ``query`` to those ``ids`` that have a vector,
         from RAM; ``None`` when the vectors are not in RAM (read the exact ones instead)."""

@@ -32,9 +32,6 @@ from memoryd.search.columns import grow_columns
 MIN_STEM_CHARS = 3
 STEM_SLACK = 3  # a prefix also matches a stem it starts with, lacking at most this many
 FOLD_MIN_POSTINGS = 10_000  # recent postings worth a rebuild when writes pause
-# A query's postings are summed per document over an array of every ordinal once they
-# number at least 1/DENSE_SUM_RATIO of the ordinals, by sorting them below that.
-DENSE_SUM_RATIO = 16
 
 
 class InvertedIndex:
@@ -160,17 +157,8 @@ class InvertedIndex:
         if not found_docs:
             return []
         docs = np.concatenate(found_docs)
-        weights = np.concatenate(found_scores)
-        if len(docs) * DENSE_SUM_RATIO >= len(self._alive):
-            # Sum over every ordinal: sorting half a million postings to find the
-            # documents took ~40 ms of a 1M-memory store's common-word query.
-            touched = np.zeros(len(self._alive), dtype=bool)
-            touched[docs] = True
-            unique = np.flatnonzero(touched)
-            scores = np.bincount(docs, weights=weights, minlength=len(touched))[unique]
-        else:
-            unique, where = np.unique(docs, return_inverse=True)
-            scores = np.bincount(where, weights=weights)
+        unique, where = np.unique(docs, return_inverse=True)
+        scores = np.bincount(where, weights=np.concatenate(found_scores))
         doc_id = cast("list[str]", self._doc_id)  # the found documents are alive
         # The documents scoring above the limit's last place are in; those tied with it
         # compete for the places left, by id. Templated texts tie by the ten thousand

@@ -108,7 +108,7 @@ class Database:
         temp_dir: Path,
         analyzer: DocumentAnalyzer | None = None,
         memory_limit_mb: int = 0,
-        ram_max: int = 0,
+        lexical_ram_max: int = 0,
         checkpoint_mb: int = 0,
     ):
         self.path = path
@@ -116,8 +116,8 @@ class Database:
         self.analyzer = analyzer or DocumentAnalyzer()
         self.con, self._spill_dir = self._connect(path, key, temp_dir)
         # Lexical search and ranking from RAM (memoryd.search.ram) once loaded, while the
-        # store holds at most ``ram_max`` memories; the tables stay the truth.
-        self.ram_max = ram_max
+        # store holds at most ``lexical_ram_max`` memories; the tables stay the truth.
+        self.lexical_ram_max = lexical_ram_max
         self._ram: RamIndex | None = None
         self._ram_log: list[tuple[str, tuple[Any, ...]]] | None = None  # during a load
         self._after_commit: list[tuple[str, tuple[Any, ...]]] | None = None
@@ -249,7 +249,7 @@ class Database:
         if ram is None:
             return
         ram.apply(op, args)
-        if len(ram) > self.ram_max:
+        if len(ram) > self.lexical_ram_max:
             self._ram = None
             log.info(
                 "lexical search and ranking back to SQL: more than search.lexical_ram_max "
@@ -288,7 +288,7 @@ class Database:
             return
         for op, args in changes:
             ram.apply(op, args)
-        if len(ram) <= self.ram_max:
+        if len(ram) <= self.lexical_ram_max:
             self._ram = ram
             mb = ram.nbytes / 1e6
             log.info("lexical search and ranking from RAM: %d memories (%.0f MB)", len(ram), mb)

@@ -73,7 +73,8 @@ def assert_same_facts(db: Database) -> None:
 def test_ram_postings_rank_like_sql(tmp_path, monkeypatch):
     monkeypatch.setattr(inverted, "FOLD_MIN_POSTINGS", 100)  # so the few below are folded
     rng = random.Random(3)
-    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp", ram_max=10_000)
+    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp",
+                  lexical_ram_max=10_000)
     items = batch(rng, 300)
     db.insert(items, "test")
     snapshot = db.begin_ram_index()
@@ -116,7 +117,7 @@ def test_ram_postings_rank_like_sql(tmp_path, monkeypatch):
 
 def test_ram_postings_step_aside_above_the_limit(tmp_path):
     rng = random.Random(4)
-    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp", ram_max=50)
+    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp", lexical_ram_max=50)
     db.insert(batch(rng, 40), "test")
     db.finish_ram_index(build_ram_index(db.begin_ram_index()))
     assert db.ram_ready
@@ -155,8 +156,7 @@ def test_rebuilds_renumber_documents_and_rank_the_same():
     assert index._recent_count == 1
 
 
-@pytest.mark.parametrize("dense_sum_ratio", [0, 1_000_000])  # sort postings / sum densely
-def test_a_top_k_among_many_ties_breaks_them_by_id(monkeypatch, dense_sum_ratio):
+def test_a_top_k_among_many_ties_breaks_them_by_id():
     """Templated texts tie by the thousand: the places left after the documents that
     score above the last place go to the tied ones with the smallest ids, the same as
     sorting every match by (score descending, id)."""
@@ -164,7 +164,6 @@ def test_a_top_k_among_many_ties_breaks_them_by_id(monkeypatch, dense_sum_ratio)
 
     from memoryd.search.inverted import InvertedIndex
 
-    monkeypatch.setattr(inverted, "DENSE_SUM_RATIO", dense_sum_ratio)
     rng = random.Random(6)
     index = InvertedIndex()
     ids = [f"m{n:05d}" for n in range(3000)]
