@@ -1162,8 +1162,9 @@ def build_ram_index(cursor: duckdb.DuckDBPyConnection) -> RamIndex:
             "SELECT rowid, id, namespace, doc_len, created_at, importance, expires_at, "
             "thread IS NOT NULL AS threaded FROM memories"
         ).to_arrow_table()
-        # Postings name their document by row id (a join DuckDB does in ~1 s at 1M
-        # memories): matching 1M id strings in Python, batch by batch, took ~15 s.
+        # Postings name their document by row id (a join in DuckDB): the build took 18 s
+        # at 1M memories when each 65k-row batch matched its ids against all 1M ids
+        # (pc.index_in), 3-4 s this way.
         rowids = documents.column("rowid").to_numpy()
         ordinal = np.full(int(rowids.max()) + 1 if len(rowids) else 0, -1, dtype=np.int32)
         ordinal[rowids] = np.arange(len(rowids), dtype=np.int32)
