@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+import pyarrow as pa
 
 from memoryd.config import SearchSettings
 from memoryd.crypto import keys
@@ -48,7 +49,7 @@ from memoryd.crypto.sap import SapCipher
 from memoryd.logs import redacted_traceback
 from memoryd.model import SearchFilters
 from memoryd.search.quantized import QuantizedVectors
-from memoryd.store.database import Database
+from memoryd.store.database import Database, IndexDiff
 from memoryd.store.owner import OwnerThread
 
 if TYPE_CHECKING:  # lancedb costs ~1 s and ~65 MB to import: only the index tier loads it
@@ -146,6 +147,9 @@ class VectorCatalog:
         self._changes = 0  # writes begun under ``changing``: a seal may span none
         self._writing = 0  # such writes under way
         self._sealed_version: int | None = None  # index version of this session's last seal
+        # While a repair runs: ids writers queued since its diff was taken. Their vectors
+        # reach the index through the queue; the repair must not write them a second time.
+        self._queued_during_repair: set[str] | None = None
 
     def attach(self, db: Database, dek: bytes) -> None:
         """The store is open: writes may queue vectors from now on."""
@@ -252,32 +256,79 @@ class VectorCatalog:
         )
         await self.reconcile()
 
-    async def reconcile(self) -> dict[str, int]:
-        """Make the index hold exactly the embedded memories of DuckDB."""
-        assert self._db is not None and self._index is not None and self._model is not None
-        db, model = self._db, self._model
+    async def reconcile(self) -> None:
+        """Make the index hold exactly the embedded memories of DuckDB, once each."""
+        assert self._index is not None
         await self.flush()
         if await self._seal_holds():
             log.info("vector index unchanged since it was sealed: reconcile skipped")
             self._reconciled = True
-            return {"added": 0, "removed": 0}
-        # Both snapshots with no flush in between: a vector flushed after the index's ids
-        # were read would look missing and be written twice. Commits meanwhile stay in
-        # the queue, so they are not counted missing either.
-        async with self._flush_lock:
-            in_index = await self._vec_thread.run(self._index.id_table)
-            missing, extra = await self._db_thread.run(db.diff_embedded_ids, model, in_index)
-            missing = [i for i in missing if i not in self._pending]
-        self._pending_deletes.update(extra)
-        for start in range(0, len(missing), 5000):
-            chunk = missing[start : start + 5000]
-            self._enqueue(await self._db_thread.run(db.embedded_vectors, model, chunk))
+            return
+        with self._repairing():
+            # Both snapshots with no flush in between: a vector flushed after the index's
+            # ids were read would look missing and be written twice.
+            async with self._flush_lock:
+                in_index = await self._vec_thread.run(self._index.id_table)
+                diff = await self._diff(in_index)
+            await self._repair(diff)
+        self._reconciled = True
+
+    @contextlib.contextmanager
+    def _repairing(self) -> Iterator[None]:
+        """Around a diff and the repair that follows it: see ``_repair``."""
+        self._queued_during_repair = set()
+        try:
+            yield
+        finally:
+            self._queued_during_repair = None
+
+    async def _diff(self, in_index: pa.Table) -> IndexDiff:
+        """How the index (``in_index``: its ids) differs from DuckDB's embedded memories,
+        leaving out what is queued: the queue writes it."""
+        assert self._db is not None and self._model is not None
+        diff = await self._db_thread.run(self._db.diff_embedded_ids, self._model, in_index)
+        queued = self._pending.keys() | self._flushing.keys()
+        return IndexDiff(
+            [i for i in diff.missing if i not in queued],
+            diff.extra,
+            [i for i in diff.repeated if i not in queued],
+        )
+
+    async def _repair(self, diff: IndexDiff) -> None:
+        """Delete what ``diff`` found extra; write each missing or repeated vector once,
+        from DuckDB (all of a repeated id's copies go first: a flush deletes before it
+        writes). Call within ``_repairing``, entered before the diff: what writers queue
+        meanwhile is left to the queue, or the index would hold it twice (a writer that
+        committed before the diff and queued after it: the diff counts it missing)."""
+        assert self._db is not None and self._model is not None and self._index is not None
+        if not diff:
+            return
+        # Its deletes must reach rows another connection wrote, too.
+        await self._vec_thread.run(self._index.reload)
+        self._pending_deletes.update(diff.extra)
+        repeated = set(diff.repeated)
+        rewrite = [*diff.missing, *diff.repeated]
+        for start in range(0, len(rewrite), 5000):
+            skip = self._queued_during_repair or set()
+            chunk = [i for i in rewrite[start : start + 5000] if i not in skip]
+            if not chunk:
+                continue
+            rows = await self._db_thread.run(self._db.embedded_vectors, self._model, chunk)
+            skip = self._queued_during_repair or set()  # writers may have queued meanwhile
+            rows = [r for r in rows if r[0] not in skip]
+            self._pending_deletes.update(r[0] for r in rows if r[0] in repeated)
+            self._enqueue(rows)
             await self.flush()
         await self.flush()
-        if missing or extra:
-            log.info("vector index reconciled: %d added, %d removed", len(missing), len(extra))
-        self._reconciled = True
-        return {"added": len(missing), "removed": len(extra)}
+        if diff.missing or diff.extra:
+            log.info(
+                "vector index reconciled: %d added, %d removed", len(diff.missing), len(diff.extra)
+            )
+        if diff.repeated:
+            log.warning(
+                "vector index held %d vectors more than once: each written once again",
+                len(diff.repeated),
+            )
 
     async def _seal_holds(self) -> bool:
         """Whether the seal written at the last clean stop, or when writes last paused,
@@ -314,11 +365,17 @@ class VectorCatalog:
         a crash in that quiet spell (kill -9, power loss) skips the reconcile's read of
         every id too (~0.3 s at 1M memories). True if a seal was written.
 
+        The seal is checked, not assumed: the index's ids are read (on a connection of
+        its own, so searches go on) and compared with DuckDB's, and an index that
+        differs is repaired instead, and sealed at a later pause: a start that trusts the
+        seal never looks, so an index that went wrong during a session would stay wrong.
+
         Each step is checked against what may change in between. No write may be under way
-        (``changing``) or begin, and nothing may be queued or in flight, from before
-        DuckDB's checksum is read until after the index version is read: so the checksum
-        counts only commits whose vectors the index already holds. A change after that
-        leaves a seal that describes neither side, which the next start ignores.
+        (``changing``) or begin, and nothing may be queued or in flight, from before the
+        ids are read until after the index version is read: so the comparison and
+        DuckDB's checksum count only commits whose vectors the index already holds. A
+        change after that leaves a seal that describes neither side, which the next start
+        ignores.
 
         Not sealed again while the index version stays the one last sealed: every change
         to the embedded memories reaches the index as a commit, which moves its version.
@@ -338,6 +395,16 @@ class VectorCatalog:
         async with self._maintenance:  # no compaction in between
             if not self._quiet(marker):
                 return False
+            from memoryd.store.vectors import read_ids  # index tier only
+
+            with self._repairing():
+                in_index = await run_in_daemon_thread("vector-ids", lambda: read_ids(index.path))
+                diff = await self._diff(in_index)
+                if not self._quiet(marker):
+                    return False
+                if diff:
+                    await self._repair(diff)
+                    return False
             count, total = await self._db_thread.run(db.embedded_checksum, self._model)
             if not self._quiet(marker):
                 return False
@@ -397,6 +464,8 @@ class VectorCatalog:
         """New or changed (id, namespace, vector) rows: into RAM now, the index soon."""
         if not rows:
             return
+        if self._queued_during_repair is not None:
+            self._queued_during_repair.update(r[0] for r in rows)
         if self._ram is not None:
             self._ram.upsert(
                 [r[0] for r in rows],

@@ -100,6 +100,18 @@ class PreparedMemory:
     embedding_model: str | None = None
 
 
+@dataclass(frozen=True)
+class IndexDiff:
+    """How the vector index's ids differ from the memories embedded by a model."""
+
+    missing: list[str]  # embedded, not in the index
+    extra: list[str]  # in the index, not (or no longer) embedded
+    repeated: list[str]  # embedded, and in the index more than once
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.extra or self.repeated)
+
+
 class Database:
     def __init__(
         self,
@@ -1023,34 +1035,40 @@ class Database:
         count, total = self.con.execute(query, [model]).fetchone() or (0, 0)
         return int(count), int(total)
 
-    def diff_embedded_ids(self, model: str, indexed: pa.Table) -> tuple[list[str], list[str]]:
-        """Ids embedded by ``model`` missing from ``indexed`` (a table with an ``id``
-        column: the vector index's ids), and ids in it that are not, or no longer,
-        embedded by ``model``.
+    def diff_embedded_ids(self, model: str, indexed: pa.Table) -> IndexDiff:
+        """How ``indexed`` (a table with an ``id`` column: the vector index's ids) differs
+        from the memories embedded by ``model``.
 
-        The usual answer is "none": equal counts and equal sums of 64-bit id hashes say
-        so in ~0.1 s at 1M memories (a differing set of ids matches both only by a hash
-        collision; a count alone would miss one add and one delete lost together). Only
-        otherwise do two anti-joins (~0.4 s) list the differences."""
+        The usual answer is "not at all": equal counts and equal sums of 64-bit id hashes
+        say so in ~0.1 s at 1M memories (a differing set of ids matches both only by a
+        hash collision; a count alone would miss one add and one delete lost together).
+        Only otherwise do two anti-joins and a grouping (~0.4 s) list the differences."""
         self.con.register("indexed_ids", indexed)
         try:
             ours = self.embedded_checksum(model)
             count, total = self.con.execute(_CHECKSUM + "indexed_ids").fetchone() or (0, 0)
             if ours == (int(count), int(total)):
-                return [], []
+                return IndexDiff([], [], [])
             missing = self.con.execute(
                 "SELECT m.id FROM memories m ANTI JOIN indexed_ids x ON x.id = m.id "
                 "WHERE m.embedding_model = ? ORDER BY m.id",
                 [model],
             ).fetchall()
             extra = self.con.execute(
-                "SELECT x.id FROM indexed_ids x ANTI JOIN "
+                "SELECT DISTINCT x.id FROM indexed_ids x ANTI JOIN "
                 "(SELECT id FROM memories WHERE embedding_model = ?) m ON m.id = x.id",
+                [model],
+            ).fetchall()
+            repeated = self.con.execute(
+                "SELECT id FROM indexed_ids GROUP BY id HAVING count(*) > 1 "
+                "INTERSECT SELECT id FROM memories WHERE embedding_model = ? ORDER BY id",
                 [model],
             ).fetchall()
         finally:
             self.con.unregister("indexed_ids")
-        return [r[0] for r in missing], [r[0] for r in extra]
+        return IndexDiff(
+            [r[0] for r in missing], [r[0] for r in extra], [r[0] for r in repeated]
+        )
 
     def stats(self) -> dict[str, Any]:
         con = self.con

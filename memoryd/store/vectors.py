@@ -92,11 +92,7 @@ class VectorIndex:
         return int(self.table.count_rows())
 
     def id_table(self) -> pa.Table:
-        """Every id, as an Arrow table with one column: only the ids are read, not the
-        vectors (1.5 GB at 1M rows), and no Python string is made for each."""
-        if not self.count():
-            return pa.table({"id": pa.array([], pa.string())})
-        return self.table.search().select(["id"]).limit(None).to_arrow()
+        return _id_table(self.table)
 
     def ann_stats(self) -> dict[str, int] | None:
         """Rows the ANN index covers and rows it does not yet, or None without one."""
@@ -169,6 +165,20 @@ class VectorIndex:
             # Only this process touches the index, so dropping every old version is safe.
             warnings.simplefilter("ignore", UserWarning)
             self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+
+
+def _id_table(table: lancedb.table.Table) -> pa.Table:
+    """Every id, as an Arrow table with one column: only the ids are read, not the vectors
+    (1.5 GB at 1M rows), and no Python string is made for each."""
+    if not table.count_rows():
+        return pa.table({"id": pa.array([], pa.string())})
+    return table.search().select(["id"]).limit(None).to_arrow()
+
+
+def read_ids(path: Path) -> pa.Table:
+    """``VectorIndex.id_table`` of the table at ``path``, on a connection of its own: off
+    the owner thread, whose searches it would hold up (~0.3 s at 1M rows)."""
+    return _id_table(lancedb.connect(str(path)).open_table(TABLE))
 
 
 def build_ann_index(path: Path) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from memoryd.model import new_id, utcnow
-from memoryd.store.database import Database, PreparedMemory
+from memoryd.store.database import Database, IndexDiff, PreparedMemory
 
 
 def memory(content: str, model: str | None) -> PreparedMemory:
@@ -27,7 +27,7 @@ def ids(*values: str) -> pa.Table:
     return pa.table({"id": pa.array(list(values), pa.string())})
 
 
-def test_diff_lists_missing_and_extra_ids(tmp_path):
+def test_diff_lists_missing_extra_and_repeated_ids(tmp_path):
     db = Database(tmp_path / "d.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
     rows = [memory(f"memory {n}", "m1") for n in range(4)]
     other = memory("embedded by another model", "m0")
@@ -35,12 +35,16 @@ def test_diff_lists_missing_and_extra_ids(tmp_path):
     db.insert([*rows, other, waiting], "test")
     a, b, c, d = (r.id for r in rows)
 
-    assert db.diff_embedded_ids("m1", ids(a, b, c, d)) == ([], [])  # the checksum path
-    assert db.diff_embedded_ids("m1", ids()) == (sorted([a, b, c, d]), [])
+    none = db.diff_embedded_ids("m1", ids(a, b, c, d))  # the checksum path
+    assert none == IndexDiff([], [], []) and not none
+    assert db.diff_embedded_ids("m1", ids()) == IndexDiff(sorted([a, b, c, d]), [], [])
     # One add and one delete lost together: same count, different ids.
-    missing, extra = db.diff_embedded_ids("m1", ids(a, b, c, other.id))
-    assert (missing, extra) == ([d], [other.id])
-    missing, extra = db.diff_embedded_ids("m1", ids(a, b, "gone", waiting.id))
-    assert missing == sorted([c, d]) and sorted(extra) == sorted(["gone", waiting.id])
+    assert db.diff_embedded_ids("m1", ids(a, b, c, other.id)) == IndexDiff([d], [other.id], [])
+    diff = db.diff_embedded_ids("m1", ids(a, b, "gone", waiting.id))
+    assert diff.missing == sorted([c, d]) and sorted(diff.extra) == sorted(["gone", waiting.id])
+    # Vectors held twice: the same set of ids, a different count. An id held twice that
+    # is no longer embedded is extra (all its copies go), not repeated.
+    diff = db.diff_embedded_ids("m1", ids(a, b, c, d, b, d, d, "gone", "gone"))
+    assert diff == IndexDiff([], ["gone"], sorted([b, d]))
     db.close()
 

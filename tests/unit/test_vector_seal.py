@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import secrets
 
@@ -117,6 +118,88 @@ def test_a_seal_written_while_writes_pause_spares_the_reconcile_after_a_crash(
         third = await session(db, tmp_path, dek)
         assert third._index is not None and third._index.count() == 52
         await third.close()
+
+    asyncio.run(scenario())
+    db.close()
+
+
+def index_ids(catalog: VectorCatalog) -> list[str]:
+    assert catalog._index is not None
+    catalog._index.reload()
+    return catalog._index.id_table().column("id").to_pylist()
+
+
+def copy_rows_again(tmp_path, ids: list[str]) -> None:
+    """Damage the index as another connection could: the rows of ``ids`` written twice."""
+    import lancedb
+
+    table = lancedb.connect(str(tmp_path / "vectors")).open_table("vectors")
+    quoted = ", ".join(f"'{i}'" for i in ids)
+    table.add(table.search().where(f"id IN ({quoted})").limit(None).to_arrow())
+
+
+def test_vectors_held_twice_are_written_once_again_before_a_seal_and_at_start(
+    tmp_path, caplog
+):
+    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    items = [memory(n) for n in range(50)]
+    db.insert(items, "test")
+    dek = secrets.token_bytes(32)
+    twice = sorted(m.id for m in items[:5])
+
+    async def scenario() -> None:
+        first = await session(db, tmp_path, dek)
+        copy_rows_again(tmp_path, twice)  # during the session
+        assert len(index_ids(first)) == 55
+        # The seal is checked first: the index is repaired instead, and sealed next time.
+        assert not await first.seal_if_quiet()
+        assert sorted(index_ids(first)) == sorted(m.id for m in items)
+        assert await first.seal_if_quiet()
+        await first.close()
+
+        copy_rows_again(tmp_path, twice[:2])  # while stopped: the seal no longer holds
+        second = await session(db, tmp_path, dek)
+        assert sorted(index_ids(second)) == sorted(m.id for m in items)
+        await second.close()
+
+    with caplog.at_level(logging.WARNING, logger="memoryd.vector_catalog"):
+        asyncio.run(scenario())
+    repairs = [r.getMessage() for r in caplog.records if "more than once" in r.getMessage()]
+    assert repairs == [
+        "vector index held 5 vectors more than once: each written once again",
+        "vector index held 2 vectors more than once: each written once again",
+    ]
+    db.close()
+
+
+def test_a_vector_queued_while_the_reconcile_repairs_is_written_once(tmp_path):
+    """A writer that committed before the reconcile's diff but queued its vector after
+    it: the diff counts that vector missing, and the queue writes it. The reconcile must
+    not write it a second time."""
+    db = Database(tmp_path / "w.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    items = [memory(n) for n in range(10)]
+    db.insert(items, "test")
+    dek = secrets.token_bytes(32)
+
+    async def scenario() -> None:
+        await (await session(db, tmp_path, dek)).close()
+        db.pop_meta(SEAL_KEY)  # as after a crash: the next start diffs in full
+        late = memory(10)
+        db.insert([late], "test")  # committed; its writer has not queued it yet
+
+        catalog = VectorCatalog(tmp_path / "vectors", SearchSettings(ram_max=0), OwnerThread("db"))
+        catalog.attach(db, dek)
+        opening = asyncio.create_task(catalog.open(DIM, "m"))
+        while not catalog._flush_lock.locked():  # the diff is being taken
+            await asyncio.sleep(0)
+        while catalog._flush_lock.locked():
+            await asyncio.sleep(0)
+        # The diff is taken (it counts `late` missing); the repair has begun to read it.
+        catalog.queue([(late.id, late.namespace, late.embedding)])
+        await catalog.flush()
+        await opening
+        assert sorted(index_ids(catalog)) == sorted([*(m.id for m in items), late.id])
+        await catalog.close()
 
     asyncio.run(scenario())
     db.close()
