@@ -112,6 +112,8 @@ class VectorCatalog:
         self.settings = settings
         self._db_thread = db_thread
         self._vec_thread = OwnerThread("vectors")
+        # Index searches: beside the owner thread's writes, compactions and trainings.
+        self._search_thread = OwnerThread("vector-search")
         self._db: Database | None = None
         self._dek: bytes | None = None
         self._model: str | None = None
@@ -509,13 +511,15 @@ class VectorCatalog:
             fetch = pool * (4 if other_filters else 1)
             return [i for i, _ in self._ram.search(query, fetch, ns_tag)]
         fetch = pool * (4 if other_filters else 2)
+        # Read before the index: a flush that commits during the search takes its vectors
+        # out of the queue, and the search may have begun on the version before it.
+        unindexed = {**self._flushing, **self._pending}
         found: dict[str, None] = {}
         if self._index is not None:
-            for memory_id, _ in await self._vec_thread.run(
+            for memory_id, _ in await self._search_thread.run(
                 self._index.search, query, fetch, ns_tag
             ):
                 found[memory_id] = None
-        unindexed = {**self._flushing, **self._pending}
         ids = [i for i, (tag, _) in unindexed.items() if ns_tag is None or tag == ns_tag]
         if ids:
             sims = np.stack([unindexed[i][1] for i in ids]) @ query
@@ -708,6 +712,7 @@ class VectorCatalog:
             await self.seal_if_quiet()  # not if the last flush failed: then it reconciles
         finally:
             self._vec_thread.shutdown()
+            self._search_thread.shutdown()
 
     async def status(self) -> dict[str, Any]:
         rows = await self._vec_thread.run(self._index.count) if self._index else 0

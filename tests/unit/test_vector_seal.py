@@ -1,6 +1,7 @@
-"""The vector index's seal, on real DuckDB and Lance files: written at a clean stop only
-after a reconcile succeeded, trusted once at the next start. Status calls the index ready
-on the same condition."""
+"""The vector catalog's index tier on real DuckDB and Lance files. The seal: written at a
+clean stop only after a reconcile succeeded, trusted once at the next start (status calls
+the index ready on the same condition), and checked before it is written. Repairs of an
+index that differs from DuckDB. Searches beside the owner thread."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import hashlib
 import logging
 import os
 import secrets
+import threading
 
 import numpy as np
 import pytest
 
 from memoryd.config import SearchSettings
-from memoryd.model import new_id, utcnow
+from memoryd.model import SearchFilters, new_id, utcnow
 from memoryd.store.database import Database, PreparedMemory
 from memoryd.store.owner import OwnerThread
 from memoryd.store.vectors import VectorIndex
@@ -199,6 +201,45 @@ def test_a_vector_queued_while_the_reconcile_repairs_is_written_once(tmp_path):
         await catalog.flush()
         await opening
         assert sorted(index_ids(catalog)) == sorted([*(m.id for m in items), late.id])
+        await catalog.close()
+
+    asyncio.run(scenario())
+    db.close()
+
+
+def test_index_searches_do_not_wait_for_the_owner_thread(tmp_path):
+    """Searches run on a thread and LanceDB handle of their own: a compaction (seconds at
+    1M rows) or anything else on the owner thread does not hold them up, and searches
+    during a real compaction find what they should."""
+    db = Database(tmp_path / "t.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    items = [memory(n) for n in range(200)]
+    db.insert(items, "test")
+    dek = secrets.token_bytes(32)
+    target = items[7]
+    query = np.frombuffer(target.embedding, dtype=np.float32)
+
+    async def scenario() -> None:
+        catalog = await session(db, tmp_path, dek)
+        release = threading.Event()
+        busy = asyncio.ensure_future(catalog._vec_thread.run(release.wait, 30))
+        try:
+            found = await asyncio.wait_for(catalog.candidates(query, SearchFilters(), 5), 10)
+            assert found[0] == target.id
+            assert not busy.done()  # the owner thread was held all along
+        finally:
+            release.set()
+            await busy
+        # Deletes, then a compaction (which rewrites fragments and removes old versions'
+        # files) on the owner thread while searches go on.
+        catalog.forget([m.id for m in items[100:150]])
+        await catalog.flush()
+        compaction = asyncio.ensure_future(catalog._vec_thread.run(catalog._index.compact))
+        answers = 0
+        while not compaction.done() or answers == 0:
+            found = await catalog.candidates(query, SearchFilters(), 5)
+            assert found[0] == target.id
+            answers += 1
+        await compaction
         await catalog.close()
 
     asyncio.run(scenario())
