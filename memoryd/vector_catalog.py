@@ -563,28 +563,44 @@ class VectorCatalog:
             return
         batch, self._pending = self._pending, {}
         deletes, self._pending_deletes = self._pending_deletes, set()
-        # Deletes go first, so an id that was forgotten and queued again ends up once.
         self._flushing.update(batch)
+        write = asyncio.ensure_future(self._write(self._index, batch, deletes))
         try:
-            if deletes:
-                await self._vec_thread.run(self._index.delete, sorted(deletes))
-                self._last_delete_at = time.monotonic()
-            if batch:
-                ids = list(batch)
-                tags = [batch[i][0] for i in ids]
-                matrix = np.stack([batch[i][1] for i in ids])
-                await self._vec_thread.run(self._index.add, ids, tags, matrix)
-            self._flushes_since_compact += 1
-            self._last_write_at = time.monotonic()
-        except BaseException:
-            # Put the work back (newer entries win) so nothing acknowledged is dropped.
-            for memory_id, entry in batch.items():
-                self._pending.setdefault(memory_id, entry)
-            self._pending_deletes |= deletes
+            # The vectors thread finishes what it has begun whatever happens to this task.
+            # So a flush cancelled meanwhile (the daemon stopping) waits to learn how the
+            # write ended: it used to queue the batch again although it had been written,
+            # and the stop's last flush wrote it twice (most likely how a 1M import left
+            # 104k vectors in the index twice: docs/performance.md).
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            await asyncio.wait({write})
             raise
         finally:
             for memory_id in batch:
                 self._flushing.pop(memory_id, None)
+            if write.done() and (write.cancelled() or write.exception() is not None):
+                # Put the work back (newer entries win) so nothing acknowledged is dropped.
+                for memory_id, entry in batch.items():
+                    self._pending.setdefault(memory_id, entry)
+                self._pending_deletes |= deletes
+
+    async def _write(
+        self,
+        index: VectorIndex,
+        batch: dict[str, tuple[str, np.ndarray]],
+        deletes: set[str],
+    ) -> None:
+        # Deletes go first, so an id that was forgotten and queued again ends up once.
+        if deletes:
+            await self._vec_thread.run(index.delete, sorted(deletes))
+            self._last_delete_at = time.monotonic()
+        if batch:
+            ids = list(batch)
+            tags = [batch[i][0] for i in ids]
+            matrix = np.stack([batch[i][1] for i in ids])
+            await self._vec_thread.run(index.add, ids, tags, matrix)
+        self._flushes_since_compact += 1
+        self._last_write_at = time.monotonic()
 
     async def compact_loop(self) -> None:
         """Compact the index once deletes have settled (so erased vectors leave the disk)

@@ -244,3 +244,37 @@ def test_index_searches_do_not_wait_for_the_owner_thread(tmp_path):
 
     asyncio.run(scenario())
     db.close()
+
+
+def test_a_flush_cancelled_while_its_write_runs_does_not_write_again(tmp_path, monkeypatch):
+    """Stopping cancels the flush loop, maybe while the vectors thread is writing a batch,
+    which it finishes regardless: the stop's own flush must not write that batch again."""
+    db = Database(tmp_path / "c.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    dek = secrets.token_bytes(32)
+    items = [memory(n) for n in range(20)]
+    entered, release = threading.Event(), threading.Event()
+    real_add = VectorIndex.add
+
+    def gated_add(self, ids, tags, vectors):  # the real write, once the test lets it go
+        entered.set()
+        release.wait(30)
+        real_add(self, ids, tags, vectors)
+
+    async def scenario() -> None:
+        catalog = await session(db, tmp_path, dek)
+        db.insert(items, "test")
+        catalog.queue([(m.id, m.namespace, m.embedding) for m in items])
+        monkeypatch.setattr(VectorIndex, "add", gated_add)
+        flushing = asyncio.ensure_future(catalog.flush())
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        flushing.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await flushing
+        await catalog.flush()  # as the stop does first (its seal would repair a double)
+        assert sorted(index_ids(catalog)) == sorted(m.id for m in items)
+        await catalog.close()
+
+    asyncio.run(scenario())
+    db.close()
