@@ -4,7 +4,7 @@ Each row is a memory id, a keyed pseudonym of its namespace (so searches can pre
 namespace without the name on disk) and its SAP-encrypted vector. The index can always be
 rebuilt from the exact vectors in DuckDB, and is whenever it is missing, unreadable, or was
 built with another key, model or dimension. Methods are synchronous; one owner thread
-calls them.
+calls them, except ``search``, which reads through a handle of its own on a search thread.
 
 Large tables get an ANN index over the ``vector`` column (IVF_SQ: k-means partitions of
 the ciphertexts and 8-bit scalar-quantised copies of them, so it holds nothing the table
