@@ -41,6 +41,7 @@ ANN_INDEX = "vector_idx"  # the name Lance gives an index on the ``vector`` colu
 # at 1M was 0.77 / 0.90 / 0.97 at 10 / 20 / 40 probes (13 / 20 / 33 ms a search, on a
 # busy machine); at 200k, 20 probes already gave 0.997.
 ANN_NPROBES = 40
+ID_BATCH_ROWS = 65_536  # rows per batch when every id is read (_id_table)
 
 
 class VectorIndex:
@@ -188,10 +189,12 @@ class VectorIndex:
 
 def _id_table(table: lancedb.table.Table) -> pa.Table:
     """Every id, as an Arrow table with one column: only the ids are read, not the vectors
-    (1.5 GB at 1M rows), and no Python string is made for each."""
+    (1.5 GB at 1M rows), and no Python string is made for each. In batches of 64k rows:
+    ``to_arrow`` returned ~1k-row chunks, which took 257 ms to read at 1M rows against
+    51 ms, and DuckDB's checksum of them 32 ms against 7."""
     if not table.count_rows():
         return pa.table({"id": pa.array([], pa.string())})
-    return table.search().select(["id"]).limit(None).to_arrow()
+    return table.search().select(["id"]).limit(None).to_batches(ID_BATCH_ROWS).read_all()
 
 
 def read_ids(path: Path) -> pa.Table:
