@@ -335,7 +335,7 @@ class VectorCatalog:
     async def _seal_holds(self) -> bool:
         """Whether the seal written at the last clean stop, or when writes last paused,
         still describes the index and DuckDB: then they hold the same ids and the
-        reconcile's read of every id in the index (~0.3-0.6 s at 1M, before any vector
+        reconcile's read of every id in the index (~0.1-0.2 s at 1M, before any vector
         search may be answered) is spared.
 
         The seal is consumed here, whatever it says: after a crash in this session before
@@ -365,7 +365,7 @@ class VectorCatalog:
     async def seal_if_quiet(self) -> bool:
         """Seal the index: at a clean stop, and while writes pause, so that a start after
         a crash in that quiet spell (kill -9, power loss) skips the reconcile's read of
-        every id too (~0.3 s at 1M memories). True if a seal was written.
+        every id too (~0.1-0.2 s at 1M memories). True if a seal was written.
 
         The seal is checked, not assumed: the index's ids are read (on a connection of
         its own, so searches go on) and compared with DuckDB's, and an index that

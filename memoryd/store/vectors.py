@@ -199,7 +199,7 @@ def _id_table(table: lancedb.table.Table) -> pa.Table:
 
 def read_ids(path: Path) -> pa.Table:
     """``VectorIndex.id_table`` of the table at ``path``, on a connection of its own: off
-    the owner thread, whose searches it would hold up (~0.3 s at 1M rows)."""
+    the owner thread, whose work it would hold up (~0.05-0.15 s at 1M rows)."""
     return _id_table(lancedb.connect(str(path)).open_table(TABLE))
 
 
