@@ -45,44 +45,44 @@ class HashEmbedder:
     the tool without a model; search quality needs a model.
     """
 
-    BUCKETS_PER_WORD = 4
-    # Words whose buckets are kept (the first ones seen: the common words of a text set).
+    BUCKETS_PER_WORD = 4  # a word's 16-byte digest: 4 bucket and 4 weight uint16s
+    # Words whose digests are kept (the first ones seen: the common words of a text set).
     # Numbers and ids are endless and never repeat; the cache held 200k of them (~40 MB
     # of the daemon after a 100k-memory benchmark import) before it was capped here.
+    # Digests, not decoded buckets and weights: those lists and floats took ~9 MB at the
+    # cap; decoding a batch's digests at once is numpy's work.
     WORD_CACHE_MAX = 16_384
 
     def __init__(self, dim: int = 384):
         self.dim = dim
         self.name = f"hash-v2-{dim}"
-        self._word_cache: dict[str, tuple[list[int], list[float]]] = {}
+        self._word_cache: dict[str, bytes] = {}
 
-    def _word(self, word: str) -> tuple[list[int], list[float]]:
-        cached = self._word_cache.get(word)
-        if cached is None:
+    def _digest(self, word: str) -> bytes:
+        digest = self._word_cache.get(word)
+        if digest is None:
             digest = hashlib.blake2b(word.encode(), digest_size=16).digest()
-            buckets, weights = [], []
-            for j in range(self.BUCKETS_PER_WORD):
-                buckets.append(int.from_bytes(digest[2 * j : 2 * j + 2], "little") % self.dim)
-                raw = int.from_bytes(digest[8 + 2 * j : 10 + 2 * j], "little")
-                weights.append(raw / 32767.5 - 1.0)  # in [-1, 1]
-            cached = (buckets, weights)
             if len(self._word_cache) < self.WORD_CACHE_MAX:
-                self._word_cache[word] = cached
-        return cached
+                self._word_cache[word] = digest
+        return digest
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        rows: list[int] = []
-        cols: list[int] = []
-        vals: list[float] = []
-        for row, text in enumerate(texts):
-            for word in words(text) or [""]:
-                buckets, weights = self._word(word)
-                rows.extend([row] * len(buckets))
-                cols.extend(buckets)
-                vals.extend(weights)
+        digests: list[bytes] = []
+        counts: list[int] = []
+        for text in texts:
+            text_words = words(text) or [""]
+            counts.append(len(text_words))
+            digests.extend(map(self._digest, text_words))
+        codes = np.frombuffer(b"".join(digests), dtype="<u2").reshape(-1, 8)
+        buckets = codes[:, : self.BUCKETS_PER_WORD].astype(np.intp) % self.dim
+        weights = codes[:, self.BUCKETS_PER_WORD :] / 32767.5 - 1.0  # in [-1, 1]
+        rows = np.repeat(np.arange(len(texts), dtype=np.intp), counts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        np.add.at(out, (np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)),
-                  np.asarray(vals, dtype=np.float32))
+        np.add.at(
+            out,
+            (np.repeat(rows, self.BUCKETS_PER_WORD), buckets.ravel()),
+            weights.astype(np.float32).ravel(),
+        )
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
         return out / norms
