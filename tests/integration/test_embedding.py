@@ -3,6 +3,7 @@ keeps working by words and catches up once a model is configured."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -33,6 +34,22 @@ def test_hash_embedder_is_deterministic_and_normalised():
     a = HashEmbedder().embed(["the cat sat", "the cat sat", "dogs bark"])
     assert np.allclose(a[0], a[1]) and not np.allclose(a[0], a[2])
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0)
+
+
+def test_hash_embedder_vectors_stay_the_same():
+    """Stored vectors are only comparable with new ones while the embedder's output stays
+    the same: a change needs a new name (``hash-v2``), so that memories are re-embedded.
+    The digest was taken from the implementation before the cache held digests."""
+    texts = [
+        "The ferry timetable changes in October",
+        "Alice is allergic to peanuts",
+        "",
+        "note 12345 about the garden",
+    ]
+    vectors = HashEmbedder().embed(texts)
+    assert vectors.dtype == np.float32 and vectors.shape == (4, 384)
+    digest = hashlib.sha256(vectors.tobytes()).hexdigest()
+    assert digest == "60b0a77b753e6daacdc8edc1bb8de66a835dde499946e9dbf1712e03c9564a25"
 
 
 def test_hash_embedder_word_cache_is_bounded_and_changes_nothing():
