@@ -311,12 +311,9 @@ class VectorCatalog:
         repeated = set(diff.repeated)
         rewrite = [*diff.missing, *diff.repeated]
         for start in range(0, len(rewrite), 5000):
-            skip = self._queued_during_repair or set()
-            chunk = [i for i in rewrite[start : start + 5000] if i not in skip]
-            if not chunk:
-                continue
+            chunk = rewrite[start : start + 5000]
             rows = await self._db_thread.run(self._db.embedded_vectors, self._model, chunk)
-            skip = self._queued_during_repair or set()  # writers may have queued meanwhile
+            skip = self._queued_during_repair or set()  # read after the rows: see above
             rows = [r for r in rows if r[0] not in skip]
             self._pending_deletes.update(r[0] for r in rows if r[0] in repeated)
             self._enqueue(rows)
