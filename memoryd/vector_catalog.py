@@ -294,6 +294,7 @@ class VectorCatalog:
             [i for i in diff.missing if i not in queued],
             diff.extra,
             [i for i in diff.repeated if i not in queued],
+            diff.checksum,
         )
 
     async def _repair(self, diff: IndexDiff) -> None:
@@ -339,7 +340,7 @@ class VectorCatalog:
         writes pause, the next start finds none and reconciles in full. It holds when the
         index is at the version it was sealed at (Lance versions every commit, from any
         connection) and DuckDB's embedded ids have the same count and hash sum."""
-        assert self._db is not None and self._index is not None
+        assert self._db is not None and self._index is not None and self._model is not None
         text = await self._db_thread.run(self._db.pop_meta, SEAL_KEY)
         if text is None:
             return False
@@ -347,13 +348,12 @@ class VectorCatalog:
             seal = json.loads(text)
         except ValueError:
             return False
-        return bool(seal == await self._seal_now())
-
-    async def _seal_now(self) -> dict[str, Any]:
-        assert self._db is not None and self._index is not None and self._model is not None
-        count, total = await self._db_thread.run(self._db.embedded_checksum, self._model)
+        # The version first: a seal left behind by later commits needs no checksum.
         version = await self._vec_thread.run(self._index.version)
-        return self._seal_record(version, count, total)
+        if not isinstance(seal, dict) or seal.get("version") != version:
+            return False
+        count, total = await self._db_thread.run(self._db.embedded_checksum, self._model)
+        return bool(seal == self._seal_record(version, count, total))
 
     def _seal_record(self, version: int, count: int, total: int) -> dict[str, Any]:
         # The sum is a HUGEINT: kept as a string, JSON numbers lose its precision.
@@ -404,9 +404,8 @@ class VectorCatalog:
                 if diff:
                     await self._repair(diff)
                     return False
-            count, total = await self._db_thread.run(db.embedded_checksum, self._model)
-            if not self._quiet(marker):
-                return False
+            assert diff.checksum is not None  # an empty diff compared the checksums
+            count, total = diff.checksum
             version = await self._vec_thread.run(index.version)
             if not self._quiet(marker):
                 return False
@@ -576,9 +575,12 @@ class VectorCatalog:
             for memory_id in batch:
                 self._flushing.pop(memory_id, None)
             if write.done() and (write.cancelled() or write.exception() is not None):
-                # Put the work back (newer entries win) so nothing acknowledged is dropped.
+                # Put the work back (newer entries win) so nothing acknowledged is dropped,
+                # except vectors forgotten meanwhile: written back after their delete,
+                # they would outlive their memories in the index.
                 for memory_id, entry in batch.items():
-                    self._pending.setdefault(memory_id, entry)
+                    if memory_id not in self._pending_deletes:
+                        self._pending.setdefault(memory_id, entry)
                 self._pending_deletes |= deletes
 
     async def _write(

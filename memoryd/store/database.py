@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,6 +107,9 @@ class IndexDiff:
     missing: list[str]  # embedded, not in the index
     extra: list[str]  # in the index, not (or no longer) embedded
     repeated: list[str]  # embedded, and in the index more than once
+    # DuckDB's (count, sum of id hashes) of the embedded memories when the diff was taken
+    # (``embedded_checksum``): a seal taken right after an empty diff reuses it.
+    checksum: tuple[int, int] | None = field(default=None, compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.missing or self.extra or self.repeated)
@@ -1048,7 +1051,7 @@ class Database:
             ours = self.embedded_checksum(model)
             count, total = self.con.execute(_CHECKSUM + "indexed_ids").fetchone() or (0, 0)
             if ours == (int(count), int(total)):
-                return IndexDiff([], [], [])
+                return IndexDiff([], [], [], ours)
             missing = self.con.execute(
                 "SELECT m.id FROM memories m ANTI JOIN indexed_ids x ON x.id = m.id "
                 "WHERE m.embedding_model = ? ORDER BY m.id",
@@ -1067,7 +1070,7 @@ class Database:
         finally:
             self.con.unregister("indexed_ids")
         return IndexDiff(
-            [r[0] for r in missing], [r[0] for r in extra], [r[0] for r in repeated]
+            [r[0] for r in missing], [r[0] for r in extra], [r[0] for r in repeated], ours
         )
 
     def stats(self) -> dict[str, Any]:

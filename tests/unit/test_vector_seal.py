@@ -278,3 +278,43 @@ def test_a_flush_cancelled_while_its_write_runs_does_not_write_again(tmp_path, m
 
     asyncio.run(scenario())
     db.close()
+
+
+def test_a_vector_forgotten_while_its_failed_write_ran_is_not_written_back(
+    tmp_path, monkeypatch
+):
+    """A failed write puts its batch back in the queue; a memory deleted while it ran
+    must not come back into the index with it."""
+    db = Database(tmp_path / "f.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    dek = secrets.token_bytes(32)
+    items = [memory(n) for n in range(10)]
+    entered, release = threading.Event(), threading.Event()
+    real_add = VectorIndex.add
+
+    def failing_add(self, ids, tags, vectors):
+        entered.set()
+        release.wait(30)
+        raise OSError("disk full")
+
+    async def scenario() -> None:
+        catalog = await session(db, tmp_path, dek)
+        db.insert(items, "test")
+        catalog.queue([(m.id, m.namespace, m.embedding) for m in items])
+        monkeypatch.setattr(VectorIndex, "add", failing_add)
+        flushing = asyncio.ensure_future(catalog.flush())
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        gone = items[3]
+        with catalog.changing():
+            db.delete(gone.id, "test")
+            catalog.forget([gone.id])
+        release.set()
+        with pytest.raises(OSError):
+            await flushing
+        monkeypatch.setattr(VectorIndex, "add", real_add)
+        await catalog.flush()
+        assert sorted(index_ids(catalog)) == sorted(m.id for m in items if m is not gone)
+        await catalog.close()
+
+    asyncio.run(scenario())
+    db.close()
