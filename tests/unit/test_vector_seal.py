@@ -246,30 +246,52 @@ def test_index_searches_do_not_wait_for_the_owner_thread(tmp_path):
     db.close()
 
 
+class HeldWrite:
+    """``VectorIndex.add`` held on the vectors thread until the test releases it; then
+    the real write, or ``error`` raised instead."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, error: Exception | None = None):
+        self._entered, self._released = threading.Event(), threading.Event()
+        self._monkeypatch, self._real_add = monkeypatch, VectorIndex.add
+
+        def held_add(index, ids, tags, vectors):
+            self._entered.set()
+            self._released.wait(30)
+            if error is not None:
+                raise error
+            self._real_add(index, ids, tags, vectors)
+
+        monkeypatch.setattr(VectorIndex, "add", held_add)
+
+    async def flush(self, catalog: VectorCatalog) -> asyncio.Future[None]:
+        """A flush of ``catalog``, returned once its write is held."""
+        flushing = asyncio.ensure_future(catalog.flush())
+        while not self._entered.is_set():
+            await asyncio.sleep(0.01)
+        return flushing
+
+    def release(self) -> None:
+        self._released.set()
+
+    def restore(self) -> None:
+        self._monkeypatch.setattr(VectorIndex, "add", self._real_add)
+
+
 def test_a_flush_cancelled_while_its_write_runs_does_not_write_again(tmp_path, monkeypatch):
     """Stopping cancels the flush loop, maybe while the vectors thread is writing a batch,
     which it finishes regardless: the stop's own flush must not write that batch again."""
     db = Database(tmp_path / "c.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
     dek = secrets.token_bytes(32)
     items = [memory(n) for n in range(20)]
-    entered, release = threading.Event(), threading.Event()
-    real_add = VectorIndex.add
-
-    def gated_add(self, ids, tags, vectors):  # the real write, once the test lets it go
-        entered.set()
-        release.wait(30)
-        real_add(self, ids, tags, vectors)
 
     async def scenario() -> None:
         catalog = await session(db, tmp_path, dek)
         db.insert(items, "test")
         catalog.queue([(m.id, m.namespace, m.embedding) for m in items])
-        monkeypatch.setattr(VectorIndex, "add", gated_add)
-        flushing = asyncio.ensure_future(catalog.flush())
-        while not entered.is_set():
-            await asyncio.sleep(0.01)
+        held = HeldWrite(monkeypatch)  # the real write, once the test lets it go
+        flushing = await held.flush(catalog)
         flushing.cancel()
-        release.set()
+        held.release()
         with pytest.raises(asyncio.CancelledError):
             await flushing
         await catalog.flush()  # as the stop does first (its seal would repair a double)
@@ -288,30 +310,21 @@ def test_a_vector_forgotten_while_its_failed_write_ran_is_not_written_back(
     db = Database(tmp_path / "f.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
     dek = secrets.token_bytes(32)
     items = [memory(n) for n in range(10)]
-    entered, release = threading.Event(), threading.Event()
-    real_add = VectorIndex.add
-
-    def failing_add(self, ids, tags, vectors):
-        entered.set()
-        release.wait(30)
-        raise OSError("disk full")
 
     async def scenario() -> None:
         catalog = await session(db, tmp_path, dek)
         db.insert(items, "test")
         catalog.queue([(m.id, m.namespace, m.embedding) for m in items])
-        monkeypatch.setattr(VectorIndex, "add", failing_add)
-        flushing = asyncio.ensure_future(catalog.flush())
-        while not entered.is_set():
-            await asyncio.sleep(0.01)
+        held = HeldWrite(monkeypatch, OSError("disk full"))
+        flushing = await held.flush(catalog)
         gone = items[3]
         with catalog.changing():
             db.delete(gone.id, "test")
             catalog.forget([gone.id])
-        release.set()
+        held.release()
         with pytest.raises(OSError):
             await flushing
-        monkeypatch.setattr(VectorIndex, "add", real_add)
+        held.restore()
         await catalog.flush()
         assert sorted(index_ids(catalog)) == sorted(m.id for m in items if m is not gone)
         await catalog.close()
