@@ -11,8 +11,9 @@ Layout: documents get ordinals in arrival order (a changed document gets a new o
 its old ordinal dies). Postings live in a compressed block (term -> documents, term
 frequencies) built at load, plus small per-term typed arrays for what arrived since
 (8 bytes a posting and no Python object each, so an import leaves no litter of freed
-numbers behind); the block is rebuilt once those grow. Owned by one thread (the DuckDB
-owner thread).
+numbers behind); the block is rebuilt once those grow. Other per-document arrays (the
+rank facts) can ``follow`` the ordinals instead of keeping an id map of their own.
+Owned by one thread (the DuckDB owner thread).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import cast
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -32,6 +33,19 @@ from memoryd.search.columns import grow_columns
 MIN_STEM_CHARS = 3
 STEM_SLACK = 3  # a prefix also matches a stem it starts with, lacking at most this many
 FOLD_MIN_POSTINGS = 10_000  # recent postings worth a rebuild when writes pause
+
+
+class DocumentColumns(Protocol):
+    """Arrays of something else kept per document ordinal (``InvertedIndex.follow``)."""
+
+    def grow(self, size: int) -> None:
+        """Hold at least ``size`` rows."""
+
+    def move(self, old: np.ndarray, new: np.ndarray) -> None:
+        """Documents got new ordinals: row ``old[i]`` is now row ``new[i]``."""
+
+    def renumber(self, alive: np.ndarray) -> None:
+        """The live documents were renumbered: row ``alive[i]`` is now row ``i``."""
 
 
 class InvertedIndex:
@@ -54,12 +68,22 @@ class InvertedIndex:
         self._recent_count = 0
         self._dead = 0  # documents that died since the block was built
         self._loading: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._followers: list[DocumentColumns] = []
 
     def __len__(self) -> int:
         return len(self._ord)
 
     def __contains__(self, memory_id: object) -> bool:
         return memory_id in self._ord
+
+    def ordinal(self, memory_id: str) -> int | None:
+        """The document ordinal of ``memory_id``, if it is indexed."""
+        return self._ord.get(memory_id)
+
+    def follow(self, columns: DocumentColumns) -> None:
+        """Keep ``columns`` in step with the document ordinals from now on."""
+        columns.grow(len(self._alive))
+        self._followers.append(columns)
 
     @property
     def nbytes(self) -> int:
@@ -72,7 +96,10 @@ class InvertedIndex:
         """Index (or re-index) documents: memory id -> term counts, with its namespace."""
         if not documents:
             return
-        self.remove([i for i in documents if i in self._ord])
+        # Re-indexed documents: their old ordinals die now, and the rebuild that may be
+        # due waits until their followers' rows have moved to the new ones.
+        moved = {i: self._ord[i] for i in documents if i in self._ord}
+        self._kill(moved)
         first = len(self._doc_id)
         self._grow(first + len(documents))
         recent, term_id = self._recent, self._term_id
@@ -92,10 +119,24 @@ class InvertedIndex:
                 postings[0].append(doc)
                 postings[1].append(tf)
             self._recent_count += len(counts)
-        if self._recent_count > max(50_000, len(self._doc) // 4):
+        if moved and self._followers:
+            old = np.fromiter(moved.values(), dtype=np.int64, count=len(moved))
+            new = np.fromiter((self._ord[i] for i in moved), dtype=np.int64, count=len(moved))
+            for follower in self._followers:
+                follower.move(old, new)
+        if self._recent_count > max(50_000, len(self._doc) // 4) or self._too_many_dead:
             self._rebuild()
 
     def remove(self, ids: Iterable[str]) -> None:
+        self._kill(ids)
+        if self._too_many_dead:
+            self._rebuild()
+
+    @property
+    def _too_many_dead(self) -> bool:
+        return self._dead > max(10_000, len(self._ord))
+
+    def _kill(self, ids: Iterable[str]) -> None:
         for memory_id in ids:
             doc = self._ord.pop(memory_id, None)
             if doc is None:
@@ -106,8 +147,6 @@ class InvertedIndex:
             self._ns_docs[code] -= 1
             self._ns_length[code] -= float(self._len[doc])
             self._dead += 1
-        if self._dead > max(10_000, len(self._ord)):
-            self._rebuild()
 
     # -- search ----------------------------------------------------------------------------------
 
@@ -293,6 +332,8 @@ class InvertedIndex:
             fresh = np.zeros_like(old)
             fresh[: len(alive)] = old[alive]
             setattr(self, name, fresh)
+        for follower in self._followers:
+            follower.renumber(alive)
         return new_of_old
 
     def _term_id(self, term: str) -> int:
@@ -309,4 +350,6 @@ class InvertedIndex:
         return code
 
     def _grow(self, size: int) -> None:
-        grow_columns(self, ("_alive", "_len", "_ns"), size)
+        capacity = grow_columns(self, ("_alive", "_len", "_ns"), size)
+        for follower in self._followers:
+            follower.grow(capacity)

@@ -1195,9 +1195,8 @@ def build_ram_index(cursor: duckdb.DuckDBPyConnection) -> RamIndex:
             documents.column("namespace").to_pylist(),
             documents.column("doc_len").to_numpy(zero_copy_only=False),
         )
-        facts = RankFacts()
+        facts = RankFacts(index)
         facts.load(
-            id_list,
             _micros(documents.column("created_at"), 0),
             documents.column("importance").to_numpy(zero_copy_only=False),
             _micros(documents.column("expires_at"), NEVER),

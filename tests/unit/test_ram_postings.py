@@ -112,6 +112,7 @@ def test_ram_postings_rank_like_sql(tmp_path, monkeypatch):
     db.compact_ram()
     assert not db._ram.postings._recent
     assert_same(db)
+    assert_same_facts(db)
     db.close()
 
 
@@ -178,3 +179,34 @@ def test_a_top_k_among_many_ties_breaks_them_by_id():
         expected = sorted(everything, key=lambda hit: (-hit[1], hit[0]))
         for limit in (1, 10, 50, 500):
             assert index.search(terms, [], None, limit) == expected[:limit], (terms, limit)
+
+
+def test_rank_facts_follow_their_documents_through_edits_and_rebuilds():
+    """The rank facts live in the postings' document ordinals: an edit moves a memory's
+    facts to its new ordinal, also when enough dead ordinals make that very edit rebuild
+    (and renumber) the index, and a delete takes them away."""
+    from collections import Counter
+    from datetime import datetime
+
+    from memoryd.search.inverted import InvertedIndex
+    from memoryd.search.ram import RankFact, RankFacts
+
+    index = InvertedIndex()
+    facts = RankFacts(index)
+    ids = [f"m{n:02d}" for n in range(20)]
+    index.add({i: Counter(harbour=1) for i in ids}, {i: "work" for i in ids})
+    start = datetime(2024, 1, 1)
+    expected = {i: RankFact(start + timedelta(days=n), n / 20, n % 2 == 0)
+                for n, i in enumerate(ids)}
+    facts.upsert([(i, f.created_at, f.importance, None, f.threaded) for i, f in expected.items()])
+    for n in range(10_000):  # each edit leaves a dead ordinal
+        edited = ids[n % 5]
+        index.add({edited: Counter(harbour=2, lantern=n % 3)}, {edited: "work"})
+    assert index._dead == 10_000
+    # The next edit's dead ordinal is one too many: it rebuilds. A low ordinal, which
+    # the renumbering hands to another document.
+    index.add({ids[15]: Counter(lantern=1)}, {ids[15]: "work"})
+    assert index._dead == 0
+    index.remove([ids[7]])
+    del expected[ids[7]]
+    assert facts.lookup([*ids, "not-a-memory"], start) == expected
