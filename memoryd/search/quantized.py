@@ -18,6 +18,7 @@ Owned by the event loop thread.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,12 +26,27 @@ import simsimd
 
 from memoryd.search.columns import grow_columns
 
-# One thread: splitting the scan over both cores of the 2-core reference machine halved
-# it when idle but cost more than it saved whenever anything else ran (DuckDB's lexical
-# leg of the same search, another process): one thread waiting for a core delays the whole
-# scan. Measured in-process at 100k memories on a busy machine, in one run: vector p50
-# 12.0 ms with two threads, 7.4 ms with one; hybrid 15.8 ms against 8.5 ms.
-SCAN_THREADS = 1
+# The scan is bound by memory bandwidth, and two threads halve it (100k rows: 0.86 against
+# 1.73 ms) but only with a core to spare: a thread that waits for a core delays the whole
+# scan. In-process at 100k memories on the 2-core reference machine (`/tmp` script, 200
+# queries, two rounds each): quiet, two threads gave vector p50 5.19 / 4.84 ms against
+# 7.98 / 7.78 and hybrid 6.76 / 6.16 against 8.49 / 8.28 (the lexical leg runs beside
+# the scan); with one core kept busy by another process, vector 7.97 / 8.01 against
+# 7.41 / 6.78 and hybrid 8.00 / 7.97 against 8.41 / 8.46; with both cores busy, two
+# threads were worse by up to 2x. So two threads while the load average leaves a core
+# free, else one. Never more: two already reach most of the bandwidth, and the daemon
+# is a guest on the user's machine.
+MAX_SCAN_THREADS = 2
+
+
+def scan_threads() -> int:
+    """Threads for one scan now: ``MAX_SCAN_THREADS`` while the 1-minute load average
+    (which counts this daemon's own busy thread) stays half a core below the machine's
+    cores, else one. Reading it costs ~0.5 us."""
+    cores = os.cpu_count() or 1
+    if cores < 2 or os.getloadavg()[0] > cores - 0.5:
+        return 1
+    return MAX_SCAN_THREADS
 
 
 def quantize(vectors: np.ndarray) -> np.ndarray:
@@ -115,7 +131,7 @@ class QuantizedVectors:
         query_code, query_inv_norm = self._encode_query(query)
         dots = np.empty((1, used), dtype=np.float32)
         simsimd.cdist(
-            query_code, self._codes[:used], metric="dot", out=dots, threads=SCAN_THREADS
+            query_code, self._codes[:used], metric="dot", out=dots, threads=scan_threads()
         )
         # Negated cosine (times the query's constant norm): smaller is nearer.
         scores = dots[0]

@@ -87,3 +87,30 @@ def test_compaction_keeps_everything_findable():
     assert len(store) == 2000 and "id7999" in store and "id0" not in store
     hits = store.search(np.array([0, 0, 0, 1], dtype=np.float32), 3)
     assert len(hits) == 3 and all(i in ids[6000:] for i, _ in hits)
+
+
+def test_a_scan_uses_a_second_thread_only_with_a_core_to_spare(monkeypatch):
+    from memoryd.search import quantized
+
+    rng = np.random.default_rng(9)
+    vectors = unit(rng.standard_normal((3000, 16)).astype(np.float32))
+    index = QuantizedVectors(16)
+    index.upsert([f"m{n}" for n in range(3000)], ["t"] * 3000, vectors)
+    queries = unit(rng.standard_normal((20, 16)).astype(np.float32))
+
+    def answers() -> list[list[tuple[str, float]]]:
+        return [index.search(q, 40) for q in queries]
+
+    monkeypatch.setattr(quantized.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(quantized.os, "getloadavg", lambda: (1.4, 1.0, 1.0))
+    assert quantized.scan_threads() == 2  # this daemon's own thread and a spare core
+    two = answers()
+    monkeypatch.setattr(quantized.os, "getloadavg", lambda: (1.6, 1.0, 1.0))
+    assert quantized.scan_threads() == 1  # another process takes the second core
+    assert answers() == two  # the same answers, bit for bit, whatever the threads
+    monkeypatch.setattr(quantized.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(quantized.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert quantized.scan_threads() == 1
+    monkeypatch.setattr(quantized.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(quantized.os, "getloadavg", lambda: (5.0, 1.0, 1.0))
+    assert quantized.scan_threads() == quantized.MAX_SCAN_THREADS
