@@ -18,13 +18,13 @@ Owned by the event loop thread.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
 import simsimd
 
 from memoryd.search.columns import grow_columns
+from memoryd.search.cores import CoreWatch
 
 # The scan is bound by memory bandwidth, and two threads halve it (100k rows: 0.86 against
 # 1.73 ms) but only with a core to spare: a thread that waits for a core delays the whole
@@ -33,20 +33,16 @@ from memoryd.search.columns import grow_columns
 # 7.98 / 7.78 and hybrid 6.76 / 6.16 against 8.49 / 8.28 (the lexical leg runs beside
 # the scan); with one core kept busy by another process, vector 7.97 / 8.01 against
 # 7.41 / 6.78 and hybrid 8.00 / 7.97 against 8.41 / 8.46; with both cores busy, two
-# threads were worse by up to 2x. So two threads while the load average leaves a core
-# free, else one. Never more: two already reach most of the bandwidth, and the daemon
-# is a guest on the user's machine.
+# threads were worse by up to 2x. So two threads while other processes leave a core
+# free (``CoreWatch``), else one. Never more: two already reach most of the bandwidth,
+# and the daemon is a guest on the user's machine.
 MAX_SCAN_THREADS = 2
+_cores = CoreWatch()
 
 
 def scan_threads() -> int:
-    """Threads for one scan now: ``MAX_SCAN_THREADS`` while the 1-minute load average
-    (which counts this daemon's own busy thread) stays half a core below the machine's
-    cores, else one. Reading it costs ~0.5 us."""
-    cores = os.cpu_count() or 1
-    if cores < 2 or os.getloadavg()[0] > cores - 0.5:
-        return 1
-    return MAX_SCAN_THREADS
+    """Threads for one scan now (see above)."""
+    return MAX_SCAN_THREADS if _cores.spare() else 1
 
 
 def quantize(vectors: np.ndarray) -> np.ndarray:
