@@ -246,6 +246,16 @@ def test_index_searches_do_not_wait_for_the_owner_thread(tmp_path):
     db.close()
 
 
+async def queued_session(
+    db: Database, tmp_path, dek: bytes, items: list[PreparedMemory]
+) -> VectorCatalog:
+    """A session with ``items`` committed to DuckDB and their vectors queued, unwritten."""
+    catalog = await session(db, tmp_path, dek)
+    db.insert(items, "test")
+    catalog.queue([(m.id, m.namespace, m.embedding) for m in items])
+    return catalog
+
+
 class HeldWrite:
     """``VectorIndex.add`` held on the vectors thread until the test releases it; then
     the real write, or ``error`` raised instead."""
@@ -285,9 +295,7 @@ def test_a_flush_cancelled_while_its_write_runs_does_not_write_again(tmp_path, m
     items = [memory(n) for n in range(20)]
 
     async def scenario() -> None:
-        catalog = await session(db, tmp_path, dek)
-        db.insert(items, "test")
-        catalog.queue([(m.id, m.namespace, m.embedding) for m in items])
+        catalog = await queued_session(db, tmp_path, dek, items)
         held = HeldWrite(monkeypatch)  # the real write, once the test lets it go
         flushing = await held.flush(catalog)
         flushing.cancel()
@@ -312,9 +320,7 @@ def test_a_vector_forgotten_while_its_failed_write_ran_is_not_written_back(
     items = [memory(n) for n in range(10)]
 
     async def scenario() -> None:
-        catalog = await session(db, tmp_path, dek)
-        db.insert(items, "test")
-        catalog.queue([(m.id, m.namespace, m.embedding) for m in items])
+        catalog = await queued_session(db, tmp_path, dek, items)
         held = HeldWrite(monkeypatch, OSError("disk full"))
         flushing = await held.flush(catalog)
         gone = items[3]
