@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
@@ -290,11 +291,10 @@ class VectorCatalog:
         assert self._db is not None and self._model is not None
         diff = await self._db_thread.run(self._db.diff_embedded_ids, self._model, in_index)
         queued = self._pending.keys() | self._flushing.keys()
-        return IndexDiff(
-            [i for i in diff.missing if i not in queued],
-            diff.extra,
-            [i for i in diff.repeated if i not in queued],
-            diff.checksum,
+        return dataclasses.replace(
+            diff,
+            missing=[i for i in diff.missing if i not in queued],
+            repeated=[i for i in diff.repeated if i not in queued],
         )
 
     async def _repair(self, diff: IndexDiff) -> None:

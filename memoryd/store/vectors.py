@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import lancedb
 import numpy as np
@@ -58,9 +59,7 @@ class VectorIndex:
         # connection) at once, so that they can run on a thread of their own: on the
         # owner thread they waited behind compactions, which rewrite the table's main
         # fragment (~1.5 GB, 5-14 s at 1M rows) every 10-20 s during a big import.
-        self._reader = lancedb.connect(
-            str(path), read_consistency_interval=timedelta(0)
-        ).open_table(TABLE)
+        self._reader = _open_table(path, read_consistency_interval=timedelta(0))
 
     def _schema(self) -> pa.Schema:
         return pa.schema(
@@ -187,6 +186,11 @@ class VectorIndex:
             self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
 
 
+def _open_table(path: Path, **connect: Any) -> lancedb.table.Table:
+    """The index table at ``path`` on a connection of its own (``connect``: its options)."""
+    return lancedb.connect(str(path), **connect).open_table(TABLE)
+
+
 def _id_table(table: lancedb.table.Table) -> pa.Table:
     """Every id, as an Arrow table with one column: only the ids are read, not the vectors
     (1.5 GB at 1M rows), and no Python string is made for each. In batches of 64k rows:
@@ -200,7 +204,7 @@ def _id_table(table: lancedb.table.Table) -> pa.Table:
 def read_ids(path: Path) -> pa.Table:
     """``VectorIndex.id_table`` of the table at ``path``, on a connection of its own: off
     the owner thread, whose work it would hold up (~0.05-0.15 s at 1M rows)."""
-    return _id_table(lancedb.connect(str(path)).open_table(TABLE))
+    return _id_table(_open_table(path))
 
 
 def build_ann_index(path: Path) -> int:
@@ -208,7 +212,7 @@ def build_ann_index(path: Path) -> int:
     a connection of its own (run it off the owner thread). Returns the rows it was
     trained on. Writes that commit meanwhile are kept: Lance rebases the index commit on
     them, and their rows stay searchable exhaustively until the next optimize."""
-    table = lancedb.connect(str(path)).open_table(TABLE)
+    table = _open_table(path)
     rows = int(table.count_rows())
     table.create_index("vector", config=IvfSq(distance_type="l2"), replace=True, name=ANN_INDEX)
     return rows
