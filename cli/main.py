@@ -764,6 +764,13 @@ def _show_status(s: dict[str, Any]) -> None:
         not_ready = "" if index.get("ready") else ", not ready"
         pairs.append(("vectors", f"encrypted index, {index.get('rows', '-')} rows, "
                                  f"{index.get('pending', 0)} pending{not_ready}"))
+    ann = index.get("ann") or {}
+    if ann.get("indexed") or ann.get("training"):
+        calibrated = "" if ann.get("probes_recall") is None else ", calibrated"
+        training = ", training" if ann.get("training") else ""
+        pairs.append(("ANN index", f"{ann.get('indexed', 0)} rows, {ann.get('unindexed', 0)} "
+                                   f"to fold in, {ann.get('probes', '-')} probes{calibrated}"
+                                   f"{training}"))
     pairs += [
         ("model", f"{model}, dim {emb.get('dim') or '-'}"),
         ("model state", state),

@@ -161,6 +161,10 @@ class SearchSettings:
     # once it holds this many vectors, built in the background; below it, and until the
     # build commits, the index is searched exhaustively.
     ann_min_rows: int = 100_000
+    # Rows per partition the ANN index aims at (Lance's own default, 8,192: ~120
+    # partitions at 1M rows). Searches probe a number of partitions calibrated on recent
+    # queries (memoryd/search/probes.py).
+    ann_partition_rows: int = 8_192
     # Above ram_max, acknowledged vectors wait this long to be written to the encrypted
     # index together (fewer, bigger fragments); searches read them exactly meanwhile.
     index_flush_delay_ms: int = 200

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +28,7 @@ from memoryd.embed import EmbeddingRuntime
 from memoryd.errors import InvalidParams, KeyProblem, Locked, NotFound, Unavailable
 from memoryd.logs import redacted_traceback
 from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_ids, utcnow
+from memoryd.search.exact import exact_similarities
 from memoryd.search.fusion import Rankable, Ranked, rank
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.query import ParsedQuery, parse_query
@@ -635,7 +636,7 @@ class MemoryService:
             scores = self.vectors.similarities(query_vector, targets)
             if scores is None:
                 stored = await self._db_thread.run(db.stored_vectors, targets)
-                scores = _exact_similarities(query_vector, stored.items())
+                scores = exact_similarities(query_vector, stored.items())
             vector_scores = scores
         return facts, vector_scores, pairs
 
@@ -662,7 +663,7 @@ class MemoryService:
         vector_scores: dict[str, float] = {}
         if query_vector is not None:
             targets = set(wanted)
-            vector_scores = _exact_similarities(
+            vector_scores = exact_similarities(
                 query_vector, ((k, blob) for k, (_, blob) in rows.items() if k in targets)
             )
         return rows, {k: v[0] for k, v in rows.items()}, vector_scores, pairs
@@ -781,20 +782,6 @@ class MemoryService:
     def take_notices(self) -> list[str]:
         notices, self.notices = self.notices, []
         return notices
-
-
-def _exact_similarities(
-    query: np.ndarray, stored: Iterable[tuple[str, bytes | None]]
-) -> dict[str, float]:
-    """Cosine similarity of ``query`` to each stored (normalised float32) vector of its
-    dimension."""
-    scores = {}
-    for memory_id, blob in stored:
-        if blob is not None:
-            vec = np.frombuffer(blob, dtype=np.float32)
-            if vec.shape == query.shape:
-                scores[memory_id] = float(np.dot(vec, query))
-    return scores
 
 
 def _content_hash(text: str) -> str:

@@ -49,6 +49,7 @@ from memoryd.crypto import keys
 from memoryd.crypto.sap import SapCipher
 from memoryd.logs import redacted_traceback
 from memoryd.model import SearchFilters
+from memoryd.search import probes as ann_probes
 from memoryd.search.quantized import QuantizedVectors
 from memoryd.store.database import Database, IndexDiff
 from memoryd.store.owner import OwnerThread
@@ -71,6 +72,12 @@ ANN_RETRAIN_GROWTH = 2.0
 # fold them in by compaction once this many pile up, or once writes pause this long.
 ANN_FOLD_ROWS = 20_000
 ANN_FOLD_IDLE_S = 10.0
+# Calibrate the ANN probes only once searches have paused this long: a calibration's
+# searches share the search thread with users' (each waits behind one at most).
+CALIBRATE_AFTER_IDLE_S = 2.0
+# Candidates a calibration's searches fetch: a default search's (4 x 10 hits, at least
+# 50, twice that from the index).
+CALIBRATION_POOL = 100
 RAM, INDEX = "ram", "index"
 # Meta key of the index's seal: written at a clean stop and while writes pause, consumed
 # at the next start.
@@ -144,6 +151,8 @@ class VectorCatalog:
         self._ann_trained_rows: int | None = None  # rows at the last training (or at start)
         self._ann_trainings = 0
         self._ann_last_s: float | None = None
+        self.probes = ann_probes.ProbeTuner()
+        self._last_search_at = 0.0
         # The index and DuckDB were found (or made) to agree in this session: only then
         # may a clean stop seal the index.
         self._reconciled = False
@@ -512,8 +521,10 @@ class VectorCatalog:
         unindexed = {**self._flushing, **self._pending}
         found: dict[str, None] = {}
         if self._index is not None:
+            self.probes.record(query)
+            self._last_search_at = time.monotonic()
             for memory_id, _ in await self._search_thread.run(
-                self._index.search, query, fetch, ns_tag
+                self._index.search, query, fetch, ns_tag, self.probes.probes
             ):
                 found[memory_id] = None
         ids = [i for i, (tag, _) in unindexed.items() if ns_tag is None or tag == ns_tag]
@@ -630,6 +641,7 @@ class VectorCatalog:
                 await self._fold_unindexed()
                 if time.monotonic() - self._last_write_at >= ANN_FOLD_IDLE_S:
                     await self.seal_if_quiet()
+                await self.calibrate_probes()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - tried again on the next round
@@ -657,7 +669,10 @@ class VectorCatalog:
             from memoryd.store.vectors import build_ann_index  # index tier only
 
             job = self._ann_job = asyncio.ensure_future(
-                run_in_daemon_thread("vector-ann", lambda: build_ann_index(index.path))
+                run_in_daemon_thread(
+                    "vector-ann",
+                    lambda: build_ann_index(index.path, self.settings.ann_partition_rows),
+                )
             )
         # Shielded: cancelling this task (at shutdown) must not make the job look finished
         # while its thread still writes; compaction waits for the job itself.
@@ -667,8 +682,54 @@ class VectorCatalog:
         await self._vec_thread.run(index.reload)
         self._ann_trained_rows = trained
         self._ann_trainings += 1
+        self.probes.reset()  # new partitions
         self._ann_last_s = time.perf_counter() - started
         log.info("ANN index trained on %d vectors in %.1f s", trained, self._ann_last_s)
+        return True
+
+    async def calibrate_probes(self) -> bool:
+        """Choose how many partitions ANN searches probe, by replaying recent queries
+        (``memoryd.search.probes``), when due and searches have paused; True if it did.
+        Runs between trainings (``ann_loop`` awaits a training to its end)."""
+        index, db = self._index, self._db
+        if index is None or db is None or not self.probes.due():
+            return False
+        if time.monotonic() - self._last_search_at < CALIBRATE_AFTER_IDLE_S:
+            return False
+        stats = await self._vec_thread.run(index.ann_stats)
+        if not stats or not stats["indexed"]:
+            return False
+        started, trainings = time.perf_counter(), self._ann_trainings
+        recalls: dict[int, list[float]] = {p: [] for p in ann_probes.LADDER}
+        queries = self.probes.sample()
+        for query in queries:
+            reference = await self._search_thread.run(
+                index.search, query, CALIBRATION_POOL, None, ann_probes.REFERENCE_PROBES
+            )
+            stored = await self._db_thread.run(db.stored_vectors, [i for i, _ in reference])
+            top = ann_probes.exact_top(query, stored)
+            if not top:
+                continue
+            for probes in ann_probes.LADDER:
+                found = await self._search_thread.run(
+                    index.search, query, CALIBRATION_POOL, None, probes
+                )
+                recalls[probes].append(len(top.intersection(i for i, _ in found)) / len(top))
+        if self._index is not index or self._ann_trainings != trainings:
+            return False  # measured on partitions that are gone
+        means = ann_probes.mean_recalls(recalls)
+        probes, recall = ann_probes.choose(means)
+        self.probes.settle(probes, recall)
+        log.info(
+            "ANN probes: %d. Share of the top %d that %d probes find, over %d recent queries: "
+            "%s (calibrated in %.1f s)",
+            probes,
+            ann_probes.TOP,
+            ann_probes.REFERENCE_PROBES,
+            len(queries),
+            ", ".join(f"{p} probes {m:.3f}" for p, m in means.items()) or "none",
+            time.perf_counter() - started,
+        )
         return True
 
     async def _fold_unindexed(self) -> None:
@@ -753,6 +814,11 @@ class VectorCatalog:
                         round(self._ann_last_s, 2) if self._ann_last_s is not None else None
                     ),
                     "min_rows": self.settings.ann_min_rows,
+                    "probes": self.probes.probes,
+                    "probes_recall": (
+                        round(self.probes.recall, 4) if self.probes.recall is not None else None
+                    ),
+                    "calibrations": self.probes.calibrations,
                 },
             },
         }

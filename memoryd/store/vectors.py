@@ -36,12 +36,6 @@ log = logging.getLogger(__name__)
 
 TABLE = "vectors"
 ANN_INDEX = "vector_idx"  # the name Lance gives an index on the ``vector`` column
-# IVF partitions probed per search; each probe scans one partition's int8 codes (Lance
-# sizes partitions at ~8k rows: ~120 at 1M rows). Measured on SAP-encrypted hash-embedder
-# vectors (weakly clustered: the hard case), 100 candidates re-ranked exactly: recall@10
-# at 1M was 0.77 / 0.90 / 0.97 at 10 / 20 / 40 probes (13 / 20 / 33 ms a search, on a
-# busy machine); at 200k, 20 probes already gave 0.997.
-ANN_NPROBES = 40
 ID_BATCH_ROWS = 65_536  # rows per batch when every id is read (_id_table)
 
 
@@ -147,10 +141,13 @@ class VectorIndex:
         self,
         vector: np.ndarray,
         limit: int,
-        ns_tag: str | None = None,
+        ns_tag: str | None,
+        probes: int,
     ) -> list[tuple[str, float]]:
-        """Candidate ids by L2 distance over ciphertexts, nearest first. Any thread may
-        call it, one at a time; the owner thread's work does not hold it up."""
+        """Candidate ids by L2 distance over ciphertexts, nearest first. ``probes``: the
+        ANN index's partitions scanned (each one's int8 codes; the rows it does not cover
+        yet are scanned exhaustively). Any thread may call it, one at a time; the owner
+        thread's work does not hold it up."""
         query = self.cipher.encrypt_query(np.asarray(vector, dtype=np.float32))
 
         def run() -> pa.Table:
@@ -158,7 +155,7 @@ class VectorIndex:
                 self._reader.search(query)  # type: ignore[attr-defined]
                 .distance_type("l2")
                 .limit(limit)
-                .nprobes(ANN_NPROBES)  # ignored while there is no ANN index
+                .nprobes(probes)  # ignored while there is no ANN index
             )
             if ns_tag is not None:
                 builder = builder.where(f"ns = '{ns_tag}'", prefilter=True)
@@ -207,12 +204,14 @@ def read_ids(path: Path) -> pa.Table:
     return _id_table(_open_table(path))
 
 
-def build_ann_index(path: Path) -> int:
+def build_ann_index(path: Path, partition_rows: int) -> int:
     """Train and write the ANN index of the table at ``path``, replacing any older one, on
-    a connection of its own (run it off the owner thread). Returns the rows it was
-    trained on. Writes that commit meanwhile are kept: Lance rebases the index commit on
-    them, and their rows stay searchable exhaustively until the next optimize."""
+    a connection of its own (run it off the owner thread), with partitions of about
+    ``partition_rows`` rows. Returns the rows it was trained on. Writes that commit
+    meanwhile are kept: Lance rebases the index commit on them, and their rows stay
+    searchable exhaustively until the next optimize."""
     table = _open_table(path)
     rows = int(table.count_rows())
-    table.create_index("vector", config=IvfSq(distance_type="l2"), replace=True, name=ANN_INDEX)
+    config = IvfSq(distance_type="l2", target_partition_size=partition_rows)
+    table.create_index("vector", config=config, replace=True, name=ANN_INDEX)
     return rows

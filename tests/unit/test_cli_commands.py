@@ -166,6 +166,26 @@ def test_unexpected_exception_is_one_line(run: Callable[..., Any], script: Scrip
     assert json.loads(result.stdout)["error"]["code"] == "internal_error"
 
 
+def test_status_shows_the_ann_index_and_its_probes(
+    run: Callable[..., Any], script: Script
+) -> None:
+    ann = {"indexed": 1000000, "unindexed": 20, "training": False, "trainings": 2,
+           "last_training_s": 15.2, "min_rows": 100000, "probes": 10, "probes_recall": 1.0,
+           "calibrations": 1}
+    status = {"locked": False, "memories": 1000020, "search_tier": "index",
+              "vector_index": {"rows": 1000020, "pending": 0, "ready": True, "ann": ann}}
+    script.on("store.status", status)
+    lines = run("status").stdout.splitlines()
+    assert any(line.split() == ["ANN", "index", "1000000", "rows,", "20", "to", "fold", "in,",
+                                "10", "probes,", "calibrated"] for line in lines), lines
+    script.on("store.status", {**status, "vector_index": {
+        **status["vector_index"], "ann": {**ann, "probes": 40, "probes_recall": None}}})
+    assert "40 probes\n" in run("status").stdout
+    script.on("store.status", {**status, "vector_index": {
+        **status["vector_index"], "ann": {**ann, "indexed": 0, "unindexed": 1000020}}})
+    assert "ANN index" not in run("status").stdout
+
+
 def test_daemon_status_when_not_running(run: Callable[..., Any]) -> None:
     result = run("daemon", "status")
     assert result.exit_code == 1

@@ -8,10 +8,13 @@ import threading
 
 import numpy as np
 
+from memoryd.config import SearchSettings
 from memoryd.crypto.sap import SapCipher
+from memoryd.search.probes import DEFAULT_PROBES
 from memoryd.store.vectors import VectorIndex, build_ann_index
 
 DIM = 64
+PARTITION_ROWS = SearchSettings().ann_partition_rows
 
 
 def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -20,7 +23,7 @@ def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def nearest(index: VectorIndex, vector: np.ndarray) -> str:
-    return index.search(vector, 20)[0][0]
+    return index.search(vector, 20, None, DEFAULT_PROBES)[0][0]
 
 
 def test_training_runs_beside_writes_and_searches(tmp_path):
@@ -36,7 +39,9 @@ def test_training_runs_beside_writes_and_searches(tmp_path):
     assert index.ann_stats() is None
 
     result: list[int] = []
-    trainer = threading.Thread(target=lambda: result.append(build_ann_index(index.path)))
+    trainer = threading.Thread(
+        target=lambda: result.append(build_ann_index(index.path, PARTITION_ROWS))
+    )
     trainer.start()
     rounds, n = 0, 20_000
     while trainer.is_alive() or rounds == 0:
@@ -61,9 +66,8 @@ def test_training_runs_beside_writes_and_searches(tmp_path):
     late = unit_rows(rng, 10)
     index.add([f"late{k}" for k in range(10)], ["ns"] * 10, late)
     assert all(nearest(index, late[k]) == f"late{k}" for k in range(10))
-    assert all(
-        memory_id != f"m{k}" for k in range(rounds) for memory_id, _ in index.search(late[0], 50)
-    )
+    near_late = index.search(late[0], 50, None, DEFAULT_PROBES)
+    assert all(memory_id != f"m{k}" for k in range(rounds) for memory_id, _ in near_late)
     found = sum(nearest(index, vectors[f"m{k}"]) == f"m{k}" for k in range(1000, 1200))
     assert found >= 190  # ANN over 64-dim random vectors: near-exact, not guaranteed exact
 

@@ -1,0 +1,94 @@
+"""The ANN index's probes follow the store: recent queries are replayed against more
+probes, and searches probe as few partitions as find what those find.
+
+Small partitions (``search.ann_partition_rows``) give a few thousand memories dozens of
+partitions, as a million have. The hash embedder's vectors are as clustered as the words
+of the texts: memories of a topic share its words, memories of random words share none."""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import support
+from support import INDEX_TIER
+
+ROWS = 4000
+PROBES_ENV = {
+    **INDEX_TIER,
+    "MEMORYD_EMBEDDING_PROVIDER": "hash",
+    "MEMORYD_SEARCH_ANN_MIN_ROWS": str(ROWS),
+    "MEMORYD_SEARCH_ANN_PARTITION_ROWS": "100",
+}
+wait_status = functools.partial(support.wait_status, timeout=120.0)
+
+
+def ann(status):
+    return status["vector_index"]["ann"]
+
+
+def build(client, texts: list[str]) -> list[str]:
+    ids = []
+    for start in range(0, len(texts), 500):
+        result = client.import_items([{"content": t} for t in texts[start : start + 500]])
+        ids += [row["id"] for row in result["results"]]
+    wait_status(
+        client,
+        lambda s: ann(s)["trainings"] >= 1 and not ann(s)["training"]
+        and s["vector_index"]["pending"] == 0,
+    )
+    return ids
+
+
+def topic_texts(rng: random.Random) -> tuple[list[str], list[list[str]]]:
+    """40 topics of 8 words each; a memory is 5 words of one topic, and a word of its own."""
+    topics = [[f"t{t}w{w}" for w in range(8)] for t in range(40)]
+    texts = [" ".join(rng.sample(topics[n % 40], 5)) + f" n{n}" for n in range(ROWS)]
+    return texts, topics
+
+
+def test_clustered_vectors_are_searched_with_fewer_probes(make_daemon):
+    rng = random.Random(3)
+    texts, topics = topic_texts(rng)
+    daemon = make_daemon(PROBES_ENV).start()
+    with daemon.client() as c:
+        ids = build(c, texts)
+        assert ann(c.status())["probes"] == 40 and ann(c.status())["calibrations"] == 0
+        for _ in range(40):
+            c.search(" ".join(rng.sample(rng.choice(topics), 3)), mode="vector")
+        status = wait_status(c, lambda s: ann(s)["calibrations"] >= 1)
+        assert ann(status)["probes"] < 40
+        assert ann(status)["probes_recall"] >= 0.99
+        # Each memory is still found by its own text through the fewer probes.
+        for n in range(0, ROWS, 173):
+            assert c.search(texts[n], mode="vector", limit=3)["hits"][0]["id"] == ids[n]
+
+
+def test_probes_stay_when_fewer_would_lose_neighbours(make_daemon):
+    rng = random.Random(5)
+    words = [f"w{n}" for n in range(5000)]
+    texts = [" ".join(rng.sample(words, 6)) for _ in range(ROWS)]
+    daemon = make_daemon(PROBES_ENV).start()
+    with daemon.client() as c:
+        build(c, texts)
+        for _ in range(40):
+            c.search(" ".join(rng.sample(words, 4)), mode="vector")
+        status = wait_status(c, lambda s: ann(s)["calibrations"] >= 1)
+        assert ann(status)["probes"] == 40
+
+
+def test_a_training_resets_the_probes_until_recalibrated(make_daemon):
+    rng = random.Random(7)
+    texts, topics = topic_texts(rng)
+    daemon = make_daemon(PROBES_ENV).start()
+    with daemon.client() as c:
+        build(c, texts)
+        for _ in range(40):
+            c.search(" ".join(rng.sample(rng.choice(topics), 3)), mode="vector")
+        wait_status(c, lambda s: ann(s)["calibrations"] >= 1)
+        # Doubling the table trains the index again: new partitions, default probes.
+        more = [" ".join(rng.sample(topics[n % 40], 5)) + f" m{n}" for n in range(ROWS)]
+        for start in range(0, ROWS, 500):
+            c.import_items([{"content": t} for t in more[start : start + 500]])
+        status = wait_status(c, lambda s: ann(s)["trainings"] >= 2 and not ann(s)["training"])
+        assert ann(status)["probes"] == 40 and ann(status)["probes_recall"] is None

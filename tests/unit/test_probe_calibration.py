@@ -1,0 +1,71 @@
+"""The ANN probe calibration's rules: when it is due, what it chooses, what it compares."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from memoryd.search import probes
+from memoryd.search.probes import ProbeTuner
+
+
+def vector(*values: float) -> np.ndarray:
+    v = np.array(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_calibration_is_due_with_a_full_sample_then_again_after_many_searches():
+    tuner = ProbeTuner()
+    q = vector(1, 0)
+    for _ in range(probes.SAMPLE - 1):
+        tuner.record(q)
+    assert not tuner.due() and tuner.probes == probes.DEFAULT_PROBES
+    tuner.record(q)
+    assert tuner.due()
+    assert len(tuner.sample()) == probes.SAMPLE
+
+    tuner.settle(10, 0.995)
+    assert (tuner.probes, tuner.recall, tuner.calibrations) == (10, 0.995, 1)
+    assert not tuner.due()
+    for _ in range(probes.RECALIBRATE_AFTER - 1):
+        tuner.record(q)
+    assert not tuner.due()
+    tuner.record(q)
+    assert tuner.due()
+    # The sample is the latest queries only.
+    assert len(tuner.sample()) == probes.SAMPLE
+
+
+def test_a_reset_goes_back_to_the_default_and_calibrates_at_once():
+    tuner = ProbeTuner()
+    for _ in range(probes.SAMPLE):
+        tuner.record(vector(1, 0))
+    tuner.settle(5, 1.0)
+    tuner.reset()
+    assert (tuner.probes, tuner.recall) == (probes.DEFAULT_PROBES, None)
+    assert tuner.due()  # the recent queries are still there
+
+
+def test_choose_takes_the_fewest_probes_that_find_enough():
+    means = probes.mean_recalls({5: [0.9, 1.0], 10: [1.0, 0.99], 20: [1.0, 1.0], 40: [1.0]})
+    assert means == {5: 0.95, 10: 0.995, 20: 1.0, 40: 1.0}
+    assert probes.choose(means) == (10, 0.995)
+
+
+def test_choose_keeps_the_default_when_no_count_finds_enough():
+    means = probes.mean_recalls({5: [0.5], 10: [0.6], 20: [0.8], 40: [0.97], 80: []})
+    assert 80 not in means
+    assert probes.choose(means) == (probes.DEFAULT_PROBES, 0.97)
+    assert probes.choose({}) == (probes.DEFAULT_PROBES, None)
+
+
+def test_exact_top_ranks_by_the_stored_vectors_and_skips_missing_ones():
+    q = vector(1, 0)
+    stored = {
+        "near": vector(1, 0.1).tobytes(),
+        "far": vector(0, 1).tobytes(),
+        "mid": vector(1, 1).tobytes(),
+        "gone": None,
+        "other-dimension": vector(1, 0, 0).tobytes(),
+    }
+    assert probes.exact_top(q, stored, k=2) == {"near", "mid"}
+    assert probes.exact_top(q, {}, k=2) == set()
