@@ -165,6 +165,10 @@ class SearchSettings:
     # partitions at 1M rows). Searches probe a number of partitions calibrated on recent
     # queries (memoryd/search/probes.py).
     ann_partition_rows: int = 8_192
+    # Each fold of new rows into the ANN index adds a segment that every search probes
+    # too (~0.3 ms each at 200k rows); above this many, the index is trained again once
+    # writes pause (~15-20 s of one core at 1M rows), which merges them.
+    ann_max_segments: int = 8
     # Above ram_max, acknowledged vectors wait this long to be written to the encrypted
     # index together (fewer, bigger fragments); searches read them exactly meanwhile.
     index_flush_delay_ms: int = 200

@@ -96,13 +96,19 @@ class VectorIndex:
         return _id_table(self.table)
 
     def ann_stats(self) -> dict[str, int] | None:
-        """Rows the ANN index covers and rows it does not yet, or None without one."""
+        """Rows the ANN index covers and rows it does not yet, and its segments (each
+        optimize that adds rows to it writes one more: ``VectorCatalog.maintain_ann``),
+        or None without one."""
         if not any(i.name == ANN_INDEX for i in self.table.list_indices()):
             return None
         stats = self.table.index_stats(ANN_INDEX)
         if stats is None:
             return None
-        return {"indexed": stats.num_indexed_rows, "unindexed": stats.num_unindexed_rows}
+        return {
+            "indexed": stats.num_indexed_rows,
+            "unindexed": stats.num_unindexed_rows,
+            "segments": stats.num_indices or 1,
+        }
 
     def version(self) -> int:
         """The latest committed version of the table (any connection's commits)."""

@@ -120,3 +120,29 @@ def test_ann_index_is_trained_in_the_background_without_missing_memories(make_da
         assert status["ann"]["indexed"] == total + 50 - len(gone)
         assert status["ann"]["trainings"] == 0
         assert top_id(c, 77) == ids[77] and top_id(c, gone[0]) != ids[gone[0]]
+
+
+def test_folds_that_leave_too_many_segments_are_merged_by_a_training(make_daemon):
+    # Each fold of new rows adds a segment that every search probes; above
+    # search.ann_max_segments, a training once writes pause merges them.
+    daemon = make_daemon({**ANN_ENV, "MEMORYD_SEARCH_ANN_MAX_SEGMENTS": "1"}).start()
+    ids: dict[int, str] = {}
+    with daemon.client() as c:
+        for start in range(0, MIN_ROWS, 500):
+            import_texts(c, range(start, start + 500), ids)
+        status = wait_status(c, lambda s: s["vector_index"]["ann"]["trainings"] == 1)
+        assert status["vector_index"]["ann"]["segments"] == 1
+        import_texts(c, range(MIN_ROWS, MIN_ROWS + 200), ids)
+        # Writes pause: the 200 rows are folded in (a second segment), then merged.
+        status = wait_status(
+            c,
+            lambda s: s["vector_index"]["ann"]["trainings"] == 2
+            and not s["vector_index"]["ann"]["training"],
+        )
+        ann = status["vector_index"]["ann"]
+        assert ann["segments"] == 1 and ann["indexed"] == MIN_ROWS + 200
+        assert all(top_id(c, n) == ids[n] for n in range(0, MIN_ROWS + 200, 97))
+    log = "\n".join(f.read_text() for f in daemon.paths.log_dir.rglob("*.log"))
+    # The fold came first, then the training; the table had not doubled (3,200 of 3,000).
+    assert "200 new vectors folded in" in log
+    assert "(2 segments)" in log

@@ -23,8 +23,8 @@ def test_calibration_is_due_with_a_full_sample_then_again_after_many_searches():
     assert tuner.due()
     assert len(tuner.sample()) == probes.SAMPLE
 
-    tuner.settle(10, 0.995)
-    assert (tuner.probes, tuner.recall, tuner.calibrations) == (10, 0.995, 1)
+    tuner.settle(probes.Choice(10, 1, 0.995))
+    assert (tuner.probes, tuner.fetch_factor, tuner.recall, tuner.calibrations) == (10, 1, 0.995, 1)
     assert not tuner.due()
     for _ in range(probes.RECALIBRATE_AFTER - 1):
         tuner.record(q)
@@ -39,23 +39,29 @@ def test_a_reset_goes_back_to_the_default_and_calibrates_at_once():
     tuner = ProbeTuner()
     for _ in range(probes.SAMPLE):
         tuner.record(vector(1, 0))
-    tuner.settle(5, 1.0)
+    tuner.settle(probes.Choice(5, 1, 1.0))
     tuner.reset()
-    assert (tuner.probes, tuner.recall) == (probes.DEFAULT_PROBES, None)
+    assert (tuner.probes, tuner.fetch_factor, tuner.recall) == (
+        probes.DEFAULT_PROBES, probes.DEFAULT_FETCH_FACTOR, None)
     assert tuner.due()  # the recent queries are still there
 
 
 def test_choose_takes_the_fewest_probes_that_find_enough():
-    means = probes.mean_recalls({5: [0.9, 1.0], 10: [1.0, 0.99], 20: [1.0, 1.0], 40: [1.0]})
-    assert means == {5: 0.95, 10: 0.995, 20: 1.0, 40: 1.0}
-    assert probes.choose(means) == (10, 0.995)
+    full = probes.mean_recalls({5: [0.9, 1.0], 10: [1.0, 0.99], 20: [1.0, 1.0], 40: [1.0]})
+    assert full == {5: 0.95, 10: 0.995, 20: 1.0, 40: 1.0}
+    # Half the candidates would miss some at 10 probes: the index fetches twice the pool.
+    half = {5: 0.9, 10: 0.98, 20: 1.0, 40: 1.0}
+    assert probes.choose(full, half) == probes.Choice(10, 2, 0.995)
+    # Enough in the first half too: the pool alone.
+    assert probes.choose(full, {**half, 10: 0.99}) == probes.Choice(10, 1, 0.99)
 
 
-def test_choose_keeps_the_default_when_no_count_finds_enough():
-    means = probes.mean_recalls({5: [0.5], 10: [0.6], 20: [0.8], 40: [0.97], 80: []})
-    assert 80 not in means
-    assert probes.choose(means) == (probes.DEFAULT_PROBES, 0.97)
-    assert probes.choose({}) == (probes.DEFAULT_PROBES, None)
+def test_choose_keeps_the_defaults_when_no_count_finds_enough():
+    full = probes.mean_recalls({5: [0.5], 10: [0.6], 20: [0.8], 40: [0.97], 80: []})
+    assert 80 not in full
+    half = {5: 0.5, 10: 0.6, 20: 0.8, 40: 0.97}
+    assert probes.choose(full, half) == probes.Choice(probes.DEFAULT_PROBES, 2, 0.97)
+    assert probes.choose({}, {}) == probes.Choice(probes.DEFAULT_PROBES, 2, None)
 
 
 def test_exact_top_ranks_by_the_stored_vectors_and_skips_missing_ones():
