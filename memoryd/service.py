@@ -525,13 +525,23 @@ class MemoryService:
         pool = max(request.limit * 4, 50)
         parsed = parse_query(request.query)
 
-        async def lexical_leg() -> dict[str, float]:
+        from_ram = not filters.beyond_namespace and not parsed.phrases
+        # Above the RAM tier, ranking reads the candidates' exact vectors from DuckDB. A
+        # hybrid search reads the lexical candidates' ones while the vector leg still runs
+        # (embedding, then the index search: the longer leg at 1M), not after it.
+        prefetch = mode == "hybrid" and from_ram and not self.vectors.in_ram
+
+        async def lexical_leg() -> tuple[dict[str, float], dict[str, bytes | None]]:
             if mode == "vector":
-                return {}
-            found = await self._db_thread.run(
-                db.lexical_search, parsed.terms, filters, pool, parsed.prefixes
+                return {}, {}
+            found = dict(
+                await self._db_thread.run(
+                    db.lexical_search, parsed.terms, filters, pool, parsed.prefixes
+                )
             )
-            return dict(found)
+            if not prefetch or not found:
+                return found, {}
+            return found, await self._db_thread.run(db.stored_vectors, list(found))
 
         async def vector_leg() -> tuple[np.ndarray | None, list[str]]:
             if mode == "lexical":
@@ -542,7 +552,7 @@ class MemoryService:
             return vector, await self.vectors.candidates(vector, filters, pool)
 
         # The legs run on different threads (DuckDB's; the model's and Lance's): overlap them.
-        lexical_scores, (query_vector, vector_ids) = await asyncio.gather(
+        (lexical_scores, prefetched), (query_vector, vector_ids) = await asyncio.gather(
             lexical_leg(), vector_leg()
         )
         degraded = None
@@ -558,8 +568,10 @@ class MemoryService:
         # Neighbours fetched for spreading are not candidates: no own vector score.
         wanted = vector_ids if mode == "vector" else candidates
         known = None
-        if not filters.beyond_namespace and not parsed.phrases:
-            known = await self._ranked_from_ram(db, candidates, wanted, query_vector, spread)
+        if from_ram:
+            known = await self._ranked_from_ram(
+                db, candidates, wanted, query_vector, spread, prefetched
+            )
         rows = None
         memories: Mapping[str, Rankable]
         if known is None:
@@ -621,11 +633,12 @@ class MemoryService:
         wanted: list[str],
         query_vector: np.ndarray | None,
         spread: bool,
+        prefetched: Mapping[str, bytes | None],
     ) -> tuple[dict[str, RankFact], dict[str, float], dict[str, Pairs]] | None:
         """What ranking reads, from RAM: the candidates' rank facts, and their int8
         vector similarities, or with the vectors in the index the exact ones from their
-        stored vectors alone. ``None`` when the facts are not in RAM (the rows are read
-        instead)."""
+        stored vectors alone (those in ``prefetched`` already read). ``None`` when the
+        facts are not in RAM (the rows are read instead)."""
         found = await self._db_thread.run(db.candidate_facts, candidates, spread)
         if found is None:
             return None
@@ -635,7 +648,9 @@ class MemoryService:
             targets = [i for i in wanted if i in facts]
             scores = self.vectors.similarities(query_vector, targets)
             if scores is None:
-                stored = await self._db_thread.run(db.stored_vectors, targets)
+                missing = [i for i in targets if i not in prefetched]
+                stored = await self._db_thread.run(db.stored_vectors, missing)
+                stored.update((i, prefetched[i]) for i in targets if i in prefetched)
                 scores = exact_similarities(query_vector, stored.items())
             vector_scores = scores
         return facts, vector_scores, pairs

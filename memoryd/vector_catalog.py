@@ -539,6 +539,11 @@ class VectorCatalog:
         """Whether the index is being built from DuckDB (the store outgrew RAM)."""
         return self._growing is not None
 
+    @property
+    def in_ram(self) -> bool:
+        """Whether searches find candidates and their similarities in RAM."""
+        return self._ram is not None and self._ram_ready
+
     def similarities(self, query: np.ndarray, ids: list[str]) -> dict[str, float] | None:
         """Approximate cosine similarity of ``query`` to those ``ids`` that have a vector,
         from RAM; ``None`` when the vectors are not in RAM (read the exact ones instead)."""
@@ -839,6 +844,7 @@ class VectorCatalog:
                     "indexed": ann["indexed"] if ann else 0,
                     "unindexed": ann["unindexed"] if ann else rows,
                     "segments": ann["segments"] if ann else 0,
+                    "max_segments": self.settings.ann_max_segments,
                     "training": self._ann_training,
                     "trainings": self._ann_trainings,
                     "last_training_s": (

@@ -53,9 +53,12 @@ def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
         index = status["vector_index"]
         ann = index.get("ann", {})
         # Above ann_min_rows the index tier answers from its ANN index: wait until it is
-        # trained and covers every row, so that the figures are the steady state.
+        # trained and covers every row in few enough segments (an import's folds leave
+        # many, which a training merges once writes pause), so that the figures are the
+        # steady state.
         ann_done = status["search_tier"] != "index" or index["rows"] < ann.get("min_rows", 0) or (
-            not ann.get("training") and ann.get("unindexed") == 0)
+            not ann.get("training") and ann.get("unindexed") == 0
+            and ann.get("segments", 1) <= ann.get("max_segments", 1))
         if index["pending"] == 0 and loaded and ann_done:
             return status
         time.sleep(0.2)
