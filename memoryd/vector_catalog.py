@@ -50,6 +50,7 @@ from memoryd.crypto.sap import SapCipher
 from memoryd.logs import redacted_traceback
 from memoryd.model import SearchFilters
 from memoryd.search import probes as ann_probes
+from memoryd.search.probes import Replay
 from memoryd.search.quantized import QuantizedVectors
 from memoryd.store.database import Database, IndexDiff
 from memoryd.store.owner import OwnerThread
@@ -714,8 +715,9 @@ class VectorCatalog:
 
     async def calibrate_probes(self) -> bool:
         """Choose how many partitions ANN searches probe, by replaying recent queries
-        (``memoryd.search.probes``), when due and searches have paused; True if it did.
-        Runs between trainings (``ann_loop`` awaits a training to its end)."""
+        (``memoryd.search.probes``), when due and searches have paused; True once it has.
+        A search pauses the replay until searches pause again. Runs between trainings
+        (``ann_loop`` awaits a training to its end, which drops a replay under way)."""
         index, db = self._index, self._db
         if index is None or db is None or not self.probes.due():
             return False
@@ -724,29 +726,17 @@ class VectorCatalog:
         stats = await self._vec_thread.run(index.ann_stats)
         if not stats or not stats["indexed"]:
             return False
-        started, trainings = time.perf_counter(), self._ann_trainings
-        # Share of the reference's top 10 in each probe count's candidates: all of them,
-        # and the first half (what a search fetching only its pool would re-rank).
-        full: dict[int, list[float]] = {p: [] for p in ann_probes.LADDER}
-        half: dict[int, list[float]] = {p: [] for p in ann_probes.LADDER}
-        queries = self.probes.sample()
-        for query in queries:
-            reference = await self._search_thread.run(
-                index.search, query, CALIBRATION_POOL, None, ann_probes.REFERENCE_PROBES
-            )
-            stored = await self._db_thread.run(db.stored_vectors, [i for i, _ in reference])
-            top = ann_probes.exact_top(query, stored)
-            if not top:
-                continue
-            for probes in ann_probes.LADDER:
-                found = [i for i, _ in await self._search_thread.run(
-                    index.search, query, CALIBRATION_POOL, None, probes
-                )]
-                full[probes].append(len(top.intersection(found)) / len(top))
-                half[probes].append(len(top.intersection(found[: len(found) // 2])) / len(top))
-        if self._index is not index or self._ann_trainings != trainings:
-            return False  # measured on partitions that are gone
-        full_means, half_means = ann_probes.mean_recalls(full), ann_probes.mean_recalls(half)
+        replay, resumed = self.probes.replay(), time.monotonic()
+        while replay.done < len(replay.queries):
+            if self._last_search_at > resumed:
+                return False  # a user searches: go on once searches pause again
+            started = time.perf_counter()
+            await self._replay_one(index, db, replay)
+            replay.seconds += time.perf_counter() - started
+            if self._index is not index:
+                return False
+        full_means = ann_probes.mean_recalls(replay.full)
+        half_means = ann_probes.mean_recalls(replay.half)
         chosen = ann_probes.choose(full_means, half_means)
         self.probes.settle(chosen)
         log.info(
@@ -757,15 +747,38 @@ class VectorCatalog:
             chosen.fetch_factor,
             ann_probes.TOP,
             ann_probes.REFERENCE_PROBES,
-            len(queries),
+            len(replay.queries),
             ", ".join(
                 f"{p} probes {m:.3f} / {half_means.get(p, 0.0):.3f}"
                 for p, m in full_means.items()
             )
             or "none",
-            time.perf_counter() - started,
+            replay.seconds,
         )
         return True
+
+    async def _replay_one(self, index: VectorIndex, db: Database, replay: Replay) -> None:
+        """Replay the next query of ``replay``: the exact top 10 of the reference's
+        candidates, and the share of it in each probe count's candidates, all of them and
+        the first half (what a search fetching only its pool would re-rank)."""
+        query = replay.queries[replay.done]
+        replay.done += 1
+        reference = await self._search_thread.run(
+            index.search, query, CALIBRATION_POOL, None, ann_probes.REFERENCE_PROBES
+        )
+        stored = await self._db_thread.run(db.stored_vectors, [i for i, _ in reference])
+        top = ann_probes.exact_top(query, stored)
+        if not top:
+            return
+        for probes in ann_probes.LADDER:
+            found = [
+                i
+                for i, _ in await self._search_thread.run(
+                    index.search, query, CALIBRATION_POOL, None, probes
+                )
+            ]
+            replay.full[probes].append(len(top.intersection(found)) / len(top))
+            replay.half[probes].append(len(top.intersection(found[: len(found) // 2])) / len(top))
 
     async def _fold_unindexed(self) -> None:
         """Compact (which indexes the rows the ANN index does not cover yet) when enough

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
 import numpy as np
@@ -48,6 +49,20 @@ RECALIBRATE_AFTER = 1000
 K = TypeVar("K")
 
 
+@dataclass
+class Replay:
+    """A calibration under way: its sample of queries and, for those replayed so far, the
+    share of the reference's top 10 each probe count found in all its candidates
+    (``full``) and in the first half of them (``half``). It pauses whenever users search
+    and resumes where it stopped, so that it never competes with them for the cores."""
+
+    queries: list[np.ndarray]
+    full: dict[int, list[float]] = field(default_factory=lambda: {p: [] for p in LADDER})
+    half: dict[int, list[float]] = field(default_factory=lambda: {p: [] for p in LADDER})
+    done: int = 0  # queries replayed
+    seconds: float = 0.0  # spent replaying them
+
+
 class ProbeTuner:
     """The probes ANN searches use, and the recent queries that calibrate them."""
 
@@ -59,6 +74,7 @@ class ProbeTuner:
         self._recent: deque[np.ndarray] = deque(maxlen=SAMPLE)
         self._since = 0  # queries recorded since the last calibration (or reset)
         self._calibrated = False
+        self._replay: Replay | None = None
 
     def record(self, query: np.ndarray) -> None:
         self._recent.append(query)
@@ -69,17 +85,20 @@ class ProbeTuner:
             return False
         return not self._calibrated or self._since >= RECALIBRATE_AFTER
 
-    def sample(self) -> list[np.ndarray]:
-        return list(self._recent)
+    def replay(self) -> Replay:
+        """The calibration under way, or a new one on the latest queries."""
+        if self._replay is None:
+            self._replay = Replay(list(self._recent))
+        return self._replay
 
     def reset(self) -> None:
         """The partitions changed (a training): back to the defaults until calibrated."""
         self.probes, self.fetch_factor = DEFAULT_PROBES, DEFAULT_FETCH_FACTOR
-        self.recall, self._calibrated = None, False
+        self.recall, self._calibrated, self._replay = None, False, None
 
     def settle(self, chosen: Choice) -> None:
         self.probes, self.fetch_factor, self.recall = chosen
-        self._calibrated, self._since = True, 0
+        self._calibrated, self._since, self._replay = True, 0, None
         self.calibrations += 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import random
+import time
 
 import support
 from support import INDEX_TIER
@@ -56,6 +57,11 @@ def test_clustered_vectors_are_searched_with_fewer_probes(make_daemon):
         assert ann(c.status())["probes"] == 40 and ann(c.status())["calibrations"] == 0
         for _ in range(40):
             c.search(" ".join(rng.sample(rng.choice(topics), 3)), mode="vector")
+        # Not while users search (here every 0.5 s): only once searches pause.
+        for _ in range(10):
+            time.sleep(0.5)
+            c.search(" ".join(rng.sample(rng.choice(topics), 3)), mode="vector")
+        assert ann(c.status())["calibrations"] == 0
         status = wait_status(c, lambda s: ann(s)["calibrations"] >= 1)
         assert ann(status)["probes"] < 40
         assert ann(status)["probes_recall"] >= 0.99

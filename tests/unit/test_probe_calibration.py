@@ -21,7 +21,7 @@ def test_calibration_is_due_with_a_full_sample_then_again_after_many_searches():
     assert not tuner.due() and tuner.probes == probes.DEFAULT_PROBES
     tuner.record(q)
     assert tuner.due()
-    assert len(tuner.sample()) == probes.SAMPLE
+    assert len(tuner.replay().queries) == probes.SAMPLE
 
     tuner.settle(probes.Choice(10, 1, 0.995))
     assert (tuner.probes, tuner.fetch_factor, tuner.recall, tuner.calibrations) == (10, 1, 0.995, 1)
@@ -29,10 +29,27 @@ def test_calibration_is_due_with_a_full_sample_then_again_after_many_searches():
     for _ in range(probes.RECALIBRATE_AFTER - 1):
         tuner.record(q)
     assert not tuner.due()
-    tuner.record(q)
+    tuner.record(vector(0, 1))
     assert tuner.due()
     # The sample is the latest queries only.
-    assert len(tuner.sample()) == probes.SAMPLE
+    sample = tuner.replay().queries
+    assert len(sample) == probes.SAMPLE and np.array_equal(sample[-1], vector(0, 1))
+
+
+def test_a_paused_replay_resumes_on_its_own_sample_until_settled_or_reset():
+    tuner = ProbeTuner()
+    for n in range(probes.SAMPLE):
+        tuner.record(vector(1, n))
+    replay = tuner.replay()
+    replay.done = 5
+    tuner.record(vector(0, 1))  # a user's search paused it
+    assert tuner.replay() is replay and replay.done == 5
+    assert not any(np.array_equal(q, vector(0, 1)) for q in replay.queries)
+    tuner.settle(probes.Choice(10, 1, 1.0))
+    assert tuner.replay() is not replay  # the next calibration starts afresh
+    replay = tuner.replay()
+    tuner.reset()  # a training: the partitions it measured are gone
+    assert tuner.replay() is not replay
 
 
 def test_a_reset_goes_back_to_the_default_and_calibrates_at_once():
