@@ -723,8 +723,7 @@ class VectorCatalog:
             return False
         if time.monotonic() - self._last_search_at < CALIBRATE_AFTER_IDLE_S:
             return False
-        stats = await self._vec_thread.run(index.ann_stats)
-        if not stats or not stats["indexed"]:
+        if not self._ann_trained_rows:  # no ANN index (maintain_ann just looked)
             return False
         replay, resumed = self.probes.replay(), time.monotonic()
         while replay.done < len(replay.queries):
