@@ -116,7 +116,7 @@ class EmbeddingSettings:
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     model_dir: str = ""
     batch_size: int = 64
-    threads: int = 0  # 0: let onnxruntime decide
+    threads: int = 0  # lanes that embed a batch side by side, one thread each; 0: one a core
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from support import MODEL_DIR
 from memoryd.client import RemoteError
 from memoryd.config import EmbeddingSettings
 from memoryd.embed.base import FastEmbedder, HashEmbedder
+from memoryd.errors import Unavailable
 
 
 def test_model_matches_reference_vectors():
@@ -28,6 +29,29 @@ def test_model_matches_reference_vectors():
     assert cosines.min() >= 0.97
     assert cosines.mean() >= 0.99
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)
+
+
+def test_a_batch_run_by_length_in_lanes_keeps_each_text_in_its_place():
+    """A batch is embedded shortest first, in runs shared among lanes side by side; the
+    rows must come back in the texts' order, each near the text's own vector embedded
+    alone (this int8 model's vectors shift a little with the run they are padded in)."""
+    embedder = FastEmbedder(EmbeddingSettings(model_dir=str(MODEL_DIR), threads=3))
+    texts = [f"{animal} number {i} sleeps" + f" in the old {place}" * (i % 7)
+             for i, (animal, place) in enumerate(zip(
+                 ["cat", "heron", "otter", "wolf", "moth", "carp"] * 6,
+                 ["barn", "river", "attic", "forest", "kitchen", "harbour"] * 6, strict=True))]
+    batch = embedder.embed(texts)
+    alone = np.concatenate([embedder.embed([text]) for text in texts])
+    assert batch.shape == (36, 384)
+    assert len(texts) // FastEmbedder.MIN_RUN >= 3  # three lanes, each with runs
+    cosines = batch @ alone.T
+    assert (cosines.argmax(axis=1) == np.arange(36)).all()
+    assert np.diag(cosines).min() >= 0.98
+
+
+def test_a_negative_thread_count_is_refused_clearly():
+    with pytest.raises(Unavailable, match="embedding.threads must be 0 or more"):
+        FastEmbedder(EmbeddingSettings(model_dir=str(MODEL_DIR), threads=-1))
 
 
 def test_hash_embedder_is_deterministic_and_normalised():
