@@ -668,6 +668,8 @@ class VectorCatalog:
             self._ann_trained_rows = stats["indexed"] if stats else 0
         reason = self._ann_due(rows, stats)
         if reason is None:
+            if stats is not None and not stats["namespace_index"]:
+                await self._index_namespaces(index)
             return False
         started = time.perf_counter()
         async with self._maintenance:  # not while a compaction runs
@@ -695,6 +697,16 @@ class VectorCatalog:
             "ANN index trained on %d vectors in %.1f s (%s)", trained, self._ann_last_s, reason
         )
         return True
+
+    async def _index_namespaces(self, index: VectorIndex) -> None:
+        """Give an ANN index trained before namespace indexes existed its namespace index
+        (0.2 s at 1M rows), so that searches in one namespace stop reading every row's."""
+        started = time.perf_counter()
+        async with self._maintenance:  # not while a compaction runs
+            if self._index is not index:
+                return
+            await self._vec_thread.run(index.index_namespaces)
+        log.info("namespace index written (%.1f s)", time.perf_counter() - started)
 
     def _ann_due(self, rows: int, stats: dict[str, int] | None) -> str | None:
         """Why to train the ANN index (again), or None: there is none, the table has doubled
@@ -857,6 +869,7 @@ class VectorCatalog:
                     "unindexed": ann["unindexed"] if ann else rows,
                     "segments": ann["segments"] if ann else 0,
                     "max_segments": self.settings.ann_max_segments,
+                    "namespace_index": bool(ann and ann["namespace_index"]),
                     "training": self._ann_training,
                     "trainings": self._ann_trainings,
                     "last_training_s": (

@@ -13,6 +13,12 @@ thread goes on serving reads and writes during a build that takes tens of second
 million rows; Lance's optimistic commits let the two write the table at once. Rows that
 arrive after a build sit in fragments the ANN index does not cover, which Lance searches
 exhaustively (we never set ``fast_search``), until an ``optimize`` folds them in.
+
+With the ANN index comes a bitmap index of the ``ns`` column. A search in one namespace
+prefilters by it, and without that index Lance read the whole column for every search:
+at 1M rows a search took 50 ms with a namespace and 8-9 ms without; with the bitmap index
+10 ms (a `/tmp` script, 200 queries, real-model vectors). It holds the pseudonyms the
+column holds, and ``optimize`` folds new rows into it as into the ANN index.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import IvfSq
+from lancedb.index import Bitmap, IvfSq
 
 from memoryd.crypto.sap import SapCipher
 
@@ -36,6 +42,7 @@ log = logging.getLogger(__name__)
 
 TABLE = "vectors"
 ANN_INDEX = "vector_idx"  # the name Lance gives an index on the ``vector`` column
+NS_INDEX = "ns_idx"  # a bitmap index of the namespace pseudonyms, beside the ANN index
 ID_BATCH_ROWS = 65_536  # rows per batch when every id is read (_id_table)
 
 
@@ -96,10 +103,11 @@ class VectorIndex:
         return _id_table(self.table)
 
     def ann_stats(self) -> dict[str, int] | None:
-        """Rows the ANN index covers and rows it does not yet, and its segments (each
+        """Rows the ANN index covers and rows it does not yet, its segments (each
         optimize that adds rows to it writes one more: ``VectorCatalog.maintain_ann``),
-        or None without one."""
-        if not any(i.name == ANN_INDEX for i in self.table.list_indices()):
+        and whether the namespace index exists (1 or 0); None without an ANN index."""
+        names = {i.name for i in self.table.list_indices()}
+        if ANN_INDEX not in names:
             return None
         stats = self.table.index_stats(ANN_INDEX)
         if stats is None:
@@ -108,7 +116,12 @@ class VectorIndex:
             "indexed": stats.num_indexed_rows,
             "unindexed": stats.num_unindexed_rows,
             "segments": stats.num_indices or 1,
+            "namespace_index": int(NS_INDEX in names),
         }
+
+    def index_namespaces(self) -> None:
+        """Write the namespace index (of an index whose ANN index came before it)."""
+        _index_namespaces(self.table)
 
     def version(self) -> int:
         """The latest committed version of the table (any connection's commits)."""
@@ -220,4 +233,9 @@ def build_ann_index(path: Path, partition_rows: int) -> int:
     rows = int(table.count_rows())
     config = IvfSq(distance_type="l2", target_partition_size=partition_rows)
     table.create_index("vector", config=config, replace=True, name=ANN_INDEX)
+    _index_namespaces(table)
     return rows
+
+
+def _index_namespaces(table: lancedb.table.Table) -> None:
+    table.create_index("ns", config=Bitmap(), replace=True, name=NS_INDEX)

@@ -146,3 +146,53 @@ def test_folds_that_leave_too_many_segments_are_merged_by_a_training(make_daemon
     # The fold came first, then the training; the table had not doubled (3,200 of 3,000).
     assert "200 new vectors folded in" in log
     assert "(2 segments)" in log
+
+
+def test_searches_in_one_namespace_use_a_namespace_index_written_with_the_ann_index(
+    make_daemon,
+):
+    # A search in one namespace prefilters the index by it; the bitmap index of the
+    # namespace pseudonyms is written with the ANN index, holds rows written after it
+    # (exhaustively until folded in), and is added to an ANN index that lacks it.
+    from memoryd.store.vectors import NS_INDEX, _open_table
+
+    daemon = make_daemon(ANN_ENV).start()
+    ids: dict[int, str] = {}
+    home = {n: "work" if n % 3 else "home" for n in range(MIN_ROWS + 100)}
+
+    def top_in(client, n: int, namespace: str) -> str | None:
+        hits = client.search(text(n), mode="vector", limit=3, namespace=namespace)["hits"]
+        assert all(h["namespace"] == namespace for h in hits)
+        return hits[0]["id"] if hits else None
+
+    def check(client, numbers: range) -> None:
+        for n in numbers:
+            other = "home" if home[n] == "work" else "work"
+            assert top_in(client, n, home[n]) == ids[n]
+            assert top_in(client, n, other) != ids[n]
+
+    with daemon.client() as c:
+        for start in range(0, MIN_ROWS, 500):
+            numbers = range(start, start + 500)
+            result = c.import_items([{"content": text(n), "namespace": home[n]}
+                                     for n in numbers])
+            ids.update({n: row["id"] for n, row in zip(numbers, result["results"], strict=True)})
+        status = wait_status(c, lambda s: s["vector_index"]["ann"]["trainings"] == 1
+                             and s["vector_index"]["ann"]["namespace_index"])
+        check(c, range(0, MIN_ROWS, 101))
+        numbers = range(MIN_ROWS, MIN_ROWS + 100)
+        result = c.import_items([{"content": text(n), "namespace": home[n]} for n in numbers])
+        ids.update({n: row["id"] for n, row in zip(numbers, result["results"], strict=True)})
+        status = wait_status(c, settled(MIN_ROWS + 100))
+        check(c, range(MIN_ROWS, MIN_ROWS + 100, 7))
+
+    # An ANN index written before namespace indexes existed gets one at the next start.
+    daemon.stop()
+    _open_table(daemon.paths.vector_dir).drop_index(NS_INDEX)
+    daemon.start()
+    with daemon.client() as c:
+        status = wait_status(c, lambda s: s["vector_index"]["ann"]["namespace_index"])
+        assert status["vector_index"]["ann"]["trainings"] == 0
+        check(c, range(0, MIN_ROWS + 100, 113))
+    log = "\n".join(f.read_text() for f in daemon.paths.log_dir.rglob("*.log"))
+    assert "namespace index written" in log
