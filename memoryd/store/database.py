@@ -806,9 +806,7 @@ class Database:
         where, params = filter_sql(filters)
         vector = "embedding" if vectors else "NULL"
         rows = self.con.execute(
-            f"SELECT {MEMORY_COLUMNS}, {vector} FROM memories "
-            f"WHERE id IN ({_id_list(ids)}) AND {' AND '.join(where)}",
-            params,
+            _rows_by_id(f"{MEMORY_COLUMNS}, {vector} AS vector", ids, where), params
         ).fetchall()
         return {r[0]: (_memory(r[:-1]), r[-1]) for r in rows}
 
@@ -1002,11 +1000,12 @@ class Database:
         ids: Sequence[str] | None = None,
     ) -> list[tuple[str, str, bytes]]:
         """(id, namespace, vector) for memories embedded by ``model`` (all, or ``ids``)."""
-        sql = "SELECT id, namespace, embedding FROM memories WHERE embedding_model = ?"
-        params: list[Any] = [model]
-        if ids is not None:
-            sql += f" AND id IN ({_id_list(ids)})"
-        return [(r[0], r[1], r[2]) for r in self.con.execute(sql, params).fetchall()]
+        if ids is None:
+            sql = "SELECT id, namespace, embedding FROM memories WHERE embedding_model = ?"
+        else:
+            sql = _rows_by_id("id, namespace, embedding, embedding_model", ids,
+                              ["embedding_model = ?"], "id, namespace, embedding")
+        return [(r[0], r[1], r[2]) for r in self.con.execute(sql, [model]).fetchall()]
 
     def count_embedded(self, model: str) -> int:
         row = self.con.execute(
@@ -1134,6 +1133,20 @@ class Database:
         self.release_cache()
         self.compact_ram()
         return checkpointed
+
+
+def _rows_by_id(
+    columns: str, ids: Sequence[str], where: Sequence[str], output: str = "*"
+) -> str:
+    """SQL for ``columns`` (``output`` of them) of the rows of ``ids`` that pass ``where``
+    (conditions on those columns): the rows are found by the primary key first, and only
+    they are filtered. With ``id IN (...) AND namespace = ?`` in one WHERE, DuckDB scanned
+    the whole table instead of using the key: 38.6 ms for 10 rows at 1M memories, against
+    2.2 ms this way and 1.5 ms for the ids alone (docs/performance.md)."""
+    return (
+        f"WITH found AS MATERIALIZED (SELECT {columns} FROM memories "
+        f"WHERE id IN ({_id_list(ids)})) SELECT {output} FROM found WHERE {' AND '.join(where)}"
+    )
 
 
 def filter_sql(filters: SearchFilters, alias: str | None = None) -> tuple[list[str], list[Any]]:
