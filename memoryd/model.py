@@ -138,3 +138,8 @@ class SearchFilters:
         not by the indexes)."""
         return bool(self.tags or self.kind or self.thread or self.since or self.until
                     or self.metadata)
+
+    @property
+    def beyond_time(self) -> bool:
+        """Whether any filter other than the namespace and the time window is set."""
+        return bool(self.tags or self.kind or self.thread or self.metadata)

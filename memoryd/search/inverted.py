@@ -158,8 +158,11 @@ class InvertedIndex:
         limit: int,
         k1: float = 1.2,
         b: float = 0.75,
+        allowed: np.ndarray | None = None,
     ) -> list[tuple[str, float]]:
-        """(id, BM25 score), best first, ties by id."""
+        """(id, BM25 score), best first, ties by id. With ``allowed`` (a mask over the
+        documents' ordinals), only those documents are ranked; the statistics stay the
+        namespace's, as in SQL's filtered ranking."""
         wanted = {t for t in terms if t in self._term}
         for prefix in prefixes:
             wanted.update(self._expand(prefix))
@@ -189,6 +192,11 @@ class InvertedIndex:
             if df == 0:
                 continue
             idf = math.log(1 + (n_docs - df + 0.5) / (df + 0.5))
+            if allowed is not None:
+                inside = allowed[docs]
+                docs, tfs = docs[inside], tfs[inside]
+                if not len(docs):
+                    continue
             norm = k1 * (1 - b + b * self._len[docs].astype(np.float64) / avgdl)
             found_docs.append(docs)
             tf64 = tfs.astype(np.float64)

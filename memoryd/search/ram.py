@@ -83,6 +83,16 @@ class RankFacts:
             self._expires[row] = NEVER if expires_at is None else micros(expires_at)
             self._threaded[row] = threaded
 
+    def window(self, since: datetime | None, until: datetime | None, now: datetime) -> np.ndarray:
+        """A mask over the ordinals: created in [since, until) and not expired at ``now``
+        (what SQL's time filters and expiry keep)."""
+        mask = self._expires > micros(now)
+        if since is not None:
+            mask &= self._created >= micros(since)
+        if until is not None:
+            mask &= self._created < micros(until)
+        return mask
+
     def lookup(self, ids: Sequence[str], now: datetime) -> dict[str, RankFact]:
         """The facts of those ``ids`` that exist and have not expired at ``now``."""
         ordinal = self._ordinal

@@ -882,10 +882,16 @@ class Database:
         prefixes: Sequence[str] = (),
     ) -> list[tuple[str, float]]:
         """BM25 (id, score), best first: from RAM when loaded and no filter beyond the
-        namespace must narrow the ranking first, else in SQL. Both rank alike."""
+        namespace and the time window must narrow the ranking first, else in SQL. Both
+        rank alike. (In SQL, at 1M memories, a search with a time filter took ~145 ms.)"""
         ram = self._ram
-        if ram is not None and not filters.beyond_namespace:
-            return ram.postings.search(query_terms, prefixes, filters.namespace, limit)
+        if ram is not None and not filters.beyond_time:
+            allowed = None
+            if filters.beyond_namespace:  # since / until: the rank facts have the times
+                allowed = ram.facts.window(filters.since, filters.until, utcnow())
+            return ram.postings.search(
+                query_terms, prefixes, filters.namespace, limit, allowed=allowed
+            )
         return self.lexical_search_sql(query_terms, filters, limit, prefixes)
 
     def lexical_search_sql(

@@ -5,9 +5,10 @@ prefixes, in one namespace and across all), and the rank facts equal the rows.""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -37,11 +38,24 @@ QUERIES = [(["appl", "river"], []), (["violin"], []), (["pepper", "cobalt", "har
            ([], ["deploy"]), ([], ["deployme"]), (["summer"], ["lant"]), (["nosuchword"], [])]
 
 
-def assert_same(db: Database) -> None:
+def windows() -> list[tuple[datetime | None, datetime | None]]:
+    """Time filters: none, recent only, old only, and a window around the old ones."""
+    now = utcnow()
+    return [(None, None), (now - timedelta(days=30), None), (None, now - timedelta(days=100)),
+            (now - timedelta(days=500), now - timedelta(days=300))]
+
+
+def assert_same(db: Database) -> dict[int, int]:
     """Every document with the same score, and the same top 20 up to ties (sums of the
-    same terms in another order may differ in the last bit, which reorders exact ties)."""
-    for namespace in (None, "work", "home", "nowhere"):
-        filters = SearchFilters(namespace=namespace)
+    same terms in another order may differ in the last bit, which reorders exact ties);
+    with time filters too, which RAM applies from the rank facts (and with them expiry,
+    as SQL does once a filter narrows the ranking). Returns the documents each window
+    (by its place in ``windows()``) kept, over all namespaces and queries."""
+    kept = dict.fromkeys(range(len(windows())), 0)
+    for namespace, (window, (since, until)) in itertools.product(
+        (None, "work", "home", "nowhere"), enumerate(windows())
+    ):
+        filters = SearchFilters(namespace=namespace, since=since, until=until)
         for terms, prefixes in QUERIES:
             sql = dict(db.lexical_search_sql(terms, filters, 10_000, prefixes))
             ram = dict(db.lexical_search(terms, filters, 10_000, prefixes))
@@ -51,6 +65,8 @@ def assert_same(db: Database) -> None:
             top_sql = db.lexical_search_sql(terms, filters, 20, prefixes)
             top_ram = db.lexical_search(terms, filters, 20, prefixes)
             assert [s for _, s in top_ram] == pytest.approx([s for _, s in top_sql], rel=1e-6)
+            kept[window] += len(sql)
+    return kept
 
 
 def assert_same_facts(db: Database) -> None:
@@ -105,7 +121,9 @@ def test_ram_postings_rank_like_sql(tmp_path, monkeypatch):
                                {"ghost": "work"}, replace=False)
             raise RuntimeError("rolled back")
     assert "ghost" not in [i for i, _ in db.lexical_search(["violin"], SearchFilters(), 500)]
-    assert_same(db)
+    kept = assert_same(db)
+    # The time filters narrowed: some documents are old now, most are recent.
+    assert 0 < kept[2] < kept[1] < kept[0] and kept[3] == kept[2]
     assert_same_facts(db)
     # Folded when writes pause: the recent lists leave, the ranking stays.
     assert db._ram is not None and db._ram.postings._recent_count >= 100
