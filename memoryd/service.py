@@ -525,7 +525,9 @@ class MemoryService:
         pool = max(request.limit * 4, 50)
         parsed = parse_query(request.query)
 
-        from_ram = not filters.beyond_namespace and not parsed.phrases
+        # The rank facts in RAM hold the namespace and creation time: other filters and
+        # phrases need each candidate's row.
+        from_ram = not filters.beyond_time and not parsed.phrases
         # Above the RAM tier, ranking reads the candidates' exact vectors from DuckDB. A
         # hybrid search reads the lexical candidates' ones while the vector leg still runs
         # (embedding, then the index search: the longer leg at 1M), not after it.
@@ -570,7 +572,7 @@ class MemoryService:
         known = None
         if from_ram:
             known = await self._ranked_from_ram(
-                db, candidates, wanted, query_vector, spread, prefetched
+                db, candidates, wanted, query_vector, filters, spread, prefetched
             )
         rows = None
         memories: Mapping[str, Rankable]
@@ -632,6 +634,7 @@ class MemoryService:
         candidates: list[str],
         wanted: list[str],
         query_vector: np.ndarray | None,
+        filters: SearchFilters,
         spread: bool,
         prefetched: Mapping[str, bytes | None],
     ) -> tuple[dict[str, RankFact], dict[str, float], dict[str, Pairs]] | None:
@@ -639,7 +642,9 @@ class MemoryService:
         vector similarities, or with the vectors in the index the exact ones from their
         stored vectors alone (those in ``prefetched`` already read). ``None`` when the
         facts are not in RAM (the rows are read instead)."""
-        found = await self._db_thread.run(db.candidate_facts, candidates, spread)
+        found = await self._db_thread.run(
+            db.candidate_facts, candidates, spread, filters.since, filters.until
+        )
         if found is None:
             return None
         facts, pairs = found

@@ -93,14 +93,25 @@ class RankFacts:
             mask &= self._created < micros(until)
         return mask
 
-    def lookup(self, ids: Sequence[str], now: datetime) -> dict[str, RankFact]:
-        """The facts of those ``ids`` that exist and have not expired at ``now``."""
+    def lookup(
+        self,
+        ids: Sequence[str],
+        now: datetime,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, RankFact]:
+        """The facts of those ``ids`` that exist, have not expired at ``now`` and were
+        created in [since, until)."""
         ordinal = self._ordinal
         known = [(i, r) for i in ids if (r := ordinal(i)) is not None]
         if not known:
             return {}
         rows = np.fromiter((r for _, r in known), dtype=np.int64, count=len(known))
         live = self._expires[rows] > micros(now)
+        if since is not None:
+            live &= self._created[rows] >= micros(since)
+        if until is not None:
+            live &= self._created[rows] < micros(until)
         created = self._created[rows].tolist()
         importance = self._importance[rows].tolist()
         threaded = self._threaded[rows].tolist()

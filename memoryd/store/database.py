@@ -821,18 +821,23 @@ class Database:
         return dict(rows)
 
     def candidate_facts(
-        self, ids: Sequence[str], neighbours: bool
+        self,
+        ids: Sequence[str],
+        neighbours: bool,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> tuple[dict[str, RankFact], dict[str, tuple[str | None, str | None]]] | None:
-        """Like ``candidates`` for a search filtered by namespace at most, from the RAM
-        rank facts instead of the rows: the facts of candidates that exist and have not
-        expired and, with ``neighbours``, the thread neighbours of threaded ones (and
-        their facts). ``None`` until the RAM index is loaded."""
+        """Like ``candidates`` for a search filtered by namespace and time at most, from
+        the RAM rank facts instead of the rows: the facts of candidates that exist, have
+        not expired and were created in [since, until) and, with ``neighbours``, the
+        thread neighbours of threaded ones (and their facts, on the same terms). ``None``
+        until the RAM index is loaded."""
         ram = self._ram
         if ram is None:
             return None
         now = utcnow()
         return self._with_neighbours(
-            lambda wanted: ram.facts.lookup(wanted, now),
+            lambda wanted: ram.facts.lookup(wanted, now, since, until),
             lambda fact: fact.threaded,
             ids,
             neighbours,

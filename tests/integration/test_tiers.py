@@ -6,6 +6,8 @@ switches to it without missing anything."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from support import INDEX_TIER, SQL_TIER, wait_status
 
@@ -72,10 +74,11 @@ def test_a_store_that_outgrows_ram_switches_to_the_index(make_daemon, paths):
 
 @pytest.mark.parametrize("tier", ["ram", "index"])
 def test_ranking_from_ram_matches_ranking_from_rows(make_daemon, tier):
-    """A search filtered by namespace at most ranks from the RAM index (rank facts, and
-    int8 similarities, or with the vectors in the index exact ones from their stored
-    vectors) and reads only the hits' rows; any other filter reads every candidate's row.
-    Both must rank alike, follow edits, and never return what is gone or expired."""
+    """A search filtered by namespace and time at most ranks from the RAM index (rank
+    facts, and int8 similarities, or with the vectors in the index exact ones from their
+    stored vectors) and reads only the hits' rows; any other filter reads every
+    candidate's row. Both must rank alike, follow edits, and never return what is gone or
+    expired."""
     daemon = make_daemon(INDEX_TIER if tier == "index" else {}).start()
     with daemon.client() as c:
         ids = [c.add(t)["memory"]["id"] for t in TEXTS]
@@ -85,22 +88,32 @@ def test_ranking_from_ram_matches_ranking_from_rows(make_daemon, tier):
                         for n, t in enumerate(turns)])
         expiring = c.add("Dentist appointment moved to Thursday",
                          expires_at="2000-01-01T00:00:00Z")["memory"]["id"]
+        old = c.add("Old rehearsal schedule for the band, music on Mondays",
+                    created_at="2021-03-01T00:00:00Z")["memory"]["id"]
         wait_status(c, lambda s: s["lexical_in_ram"] and s["search_tier"] == tier and (
             s["ram_vectors"]["ready"] if tier == "ram" else s["vector_index"]["ready"]))
         c.update(ids[1], importance=1.0)
         c.delete(ids[3])
-        everything = {"since": "1990-01-01T00:00:00Z"}  # matches all: forces the row path
-        for query in ("nut allergy", "music band", "dinner Thai food", "dentist appointment",
-                      "report Friday"):
-            for options in ({"mode": "hybrid"}, {"mode": "vector"}, {"mode": "lexical"},
-                            {"mode": "hybrid", "importance_weight": 0.5}):
-                from_ram = c.search(query, limit=20, **options)["hits"]
-                from_rows = c.search(query, limit=20, **options, **everything)["hits"]
-                assert [h["id"] for h in from_ram] == [h["id"] for h in from_rows], (query, options)
-                for a, b in zip(from_ram, from_rows, strict=True):
-                    assert abs(a["score"] - b["score"]) < 0.02
-                    assert a == {**b, "score": a["score"]}
-                found = {h["id"] for h in from_ram}
-                assert ids[3] not in found and expiring not in found
+        everything = {"kind": "note"}  # matches all: forces the row path
+        windows = ({}, {"since": "2022-01-01T00:00:00Z"}, {"until": "2022-01-01T00:00:00Z"},
+                   {"since": "1990-01-01T00:00:00Z", "until": "2999-01-01T00:00:00Z"})
+        for query, options, window in itertools.product(
+            ("nut allergy", "music band", "dinner Thai food", "dentist appointment",
+             "report Friday", "old rehearsal schedule Mondays"),
+            ({"mode": "hybrid"}, {"mode": "vector"}, {"mode": "lexical"},
+             {"mode": "hybrid", "importance_weight": 0.5}),
+            windows,
+        ):
+            from_ram = c.search(query, limit=20, **options, **window)["hits"]
+            from_rows = c.search(query, limit=20, **options, **window, **everything)["hits"]
+            assert [h["id"] for h in from_ram] == [h["id"] for h in from_rows], (
+                query, options, window)
+            for a, b in zip(from_ram, from_rows, strict=True):
+                assert abs(a["score"] - b["score"]) < 0.02
+                assert a == {**b, "score": a["score"]}
+            found = {h["id"] for h in from_ram}
+            assert ids[3] not in found and expiring not in found
+            if "band" in query or "rehearsal" in query:  # the old memory: in a window or not
+                assert (old in found) == ("since" not in window or window == windows[3])
         important = c.search("report Friday", importance_weight=0.5, explain=True)["hits"][0]
         assert important["id"] == ids[1] and important["signals"]["importance"] == 1.0
