@@ -136,10 +136,10 @@ class SearchFilters:
     def beyond_namespace(self) -> bool:
         """Whether any filter other than the namespace is set (those are applied to rows,
         not by the indexes)."""
-        return bool(self.tags or self.kind or self.thread or self.since or self.until
-                    or self.metadata)
+        return self.beyond_time or bool(self.since or self.until)
 
     @property
     def beyond_time(self) -> bool:
-        """Whether any filter other than the namespace and the time window is set."""
+        """Whether any filter other than the namespace and the time window is set (the
+        RAM rank facts hold those two)."""
         return bool(self.tags or self.kind or self.thread or self.metadata)

@@ -86,12 +86,22 @@ class RankFacts:
     def window(self, since: datetime | None, until: datetime | None, now: datetime) -> np.ndarray:
         """A mask over the ordinals: created in [since, until) and not expired at ``now``
         (what SQL's time filters and expiry keep)."""
-        mask = self._expires > micros(now)
+        return self._kept(slice(None), now, since, until)
+
+    def _kept(
+        self,
+        rows: slice | np.ndarray,
+        now: datetime,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> np.ndarray:
+        """Which of ``rows`` are unexpired at ``now`` and were created in [since, until)."""
+        kept = self._expires[rows] > micros(now)
         if since is not None:
-            mask &= self._created >= micros(since)
+            kept &= self._created[rows] >= micros(since)
         if until is not None:
-            mask &= self._created < micros(until)
-        return mask
+            kept &= self._created[rows] < micros(until)
+        return kept
 
     def lookup(
         self,
@@ -107,11 +117,7 @@ class RankFacts:
         if not known:
             return {}
         rows = np.fromiter((r for _, r in known), dtype=np.int64, count=len(known))
-        live = self._expires[rows] > micros(now)
-        if since is not None:
-            live &= self._created[rows] >= micros(since)
-        if until is not None:
-            live &= self._created[rows] < micros(until)
+        live = self._kept(rows, now, since, until)
         created = self._created[rows].tolist()
         importance = self._importance[rows].tolist()
         threaded = self._threaded[rows].tolist()
