@@ -29,6 +29,7 @@ from memoryd.errors import InvalidParams, KeyProblem, Locked, NotFound, Unavaila
 from memoryd.logs import redacted_traceback
 from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_ids, utcnow
 from memoryd.search.exact import exact_similarities
+from memoryd.search.filtered import nearest_to_fetch
 from memoryd.search.fusion import Rankable, Ranked, rank
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.query import ParsedQuery, parse_query
@@ -551,7 +552,9 @@ class MemoryService:
             vector = await self._query_vector(parsed.text)
             if vector is None:
                 return None, []
-            return vector, await self.vectors.candidates(vector, filters, pool)
+            if filters.beyond_namespace:
+                return vector, await self._filtered_vector_candidates(db, vector, filters, pool)
+            return vector, await self.vectors.candidates(vector, filters.namespace, pool)
 
         # The legs run on different threads (DuckDB's; the model's and Lance's): overlap them.
         (lexical_scores, prefetched), (query_vector, vector_ids) = await asyncio.gather(
@@ -627,6 +630,26 @@ class MemoryService:
                 "phrase": window.phrase,
             }
         return result
+
+    async def _filtered_vector_candidates(
+        self, db: Database, vector: np.ndarray, filters: SearchFilters, pool: int
+    ) -> list[str]:
+        """Vector candidates for a search with filters the vector indexes cannot apply:
+        enough nearest ones that about ``pool`` pass, or, for a narrow filter, the
+        ``pool`` nearest of every memory that passes (``memoryd.search.filtered``)."""
+        matching, in_scope = await self._db_thread.run(db.filter_counts, filters)
+        if matching == 0:
+            return []
+        fetch = nearest_to_fetch(matching, in_scope, pool)
+        if fetch is not None:
+            return await self.vectors.candidates(vector, filters.namespace, pool, fetch)
+        await self.vectors.ready.wait()
+        read_vectors = not self.vectors.in_ram
+        stored = await self._db_thread.run(db.matching_vectors, filters, read_vectors)
+        if not read_vectors and not self.vectors.in_ram:  # they left RAM meanwhile
+            ids = [i for i, _ in stored]
+            stored = list((await self._db_thread.run(db.stored_vectors, ids)).items())
+        return self.vectors.nearest_among(vector, stored, pool)
 
     async def _ranked_from_ram(
         self,

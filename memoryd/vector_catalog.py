@@ -48,8 +48,8 @@ from memoryd.config import SearchSettings
 from memoryd.crypto import keys
 from memoryd.crypto.sap import SapCipher
 from memoryd.logs import redacted_traceback
-from memoryd.model import SearchFilters
 from memoryd.search import probes as ann_probes
+from memoryd.search.exact import exact_similarities
 from memoryd.search.probes import Replay
 from memoryd.search.quantized import QuantizedVectors
 from memoryd.store.database import Database, IndexDiff
@@ -507,16 +507,19 @@ class VectorCatalog:
 
     # -- candidates ------------------------------------------------------------------------------
 
-    async def candidates(self, query: np.ndarray, filters: SearchFilters, pool: int) -> list[str]:
-        """Ids of the vectors nearest ``query``, at least ``pool`` of them when there are."""
+    async def candidates(
+        self, query: np.ndarray, namespace: str | None, pool: int, fetch: int | None = None
+    ) -> list[str]:
+        """Ids of the vectors nearest ``query`` (in ``namespace``): at least ``pool`` of
+        them when there are, or ``fetch`` for a search whose other filters will drop some
+        (``memoryd.search.filtered``)."""
         await self.ready.wait()
-        ns_tag = self.tag(filters.namespace) if filters.namespace is not None else None
-        # Filters other than the namespace are applied afterwards, on the rows: fetch more.
-        other_filters = filters.beyond_namespace
+        ns_tag = self.tag(namespace) if namespace is not None else None
+        fetch = max(pool, fetch or 0)
         if self._ram is not None and self._ram_ready:
-            fetch = pool * (4 if other_filters else 1)
             return [i for i, _ in self._ram.search(query, fetch, ns_tag)]
-        fetch = pool * (4 if other_filters else self.probes.fetch_factor)
+        # The ANN index's own over-fetch: its exact re-rank keeps the calibrated recall.
+        fetch = max(fetch, pool * self.probes.fetch_factor)
         # Read before the index: a flush that commits during the search takes its vectors
         # out of the queue, and the search may have begun on the version before it.
         unindexed = {**self._flushing, **self._pending}
@@ -534,6 +537,18 @@ class VectorCatalog:
             for n in np.argsort(-sims)[:fetch]:
                 found.setdefault(ids[int(n)], None)
         return list(found)
+
+    def nearest_among(
+        self, query: np.ndarray, stored: list[tuple[str, bytes | None]], k: int
+    ) -> list[str]:
+        """The ``k`` of ``stored`` (every memory a narrow filter lets through: id and
+        stored vector) nearest ``query``, best first: from the int8 copies when the
+        vectors are in RAM (the stored vectors may then be left unread, ``None``), else
+        from the stored vectors."""
+        if self._ram is not None and self._ram_ready:
+            return [i for i, _ in self._ram.search(query, k, among=[i for i, _ in stored])]
+        scores = exact_similarities(query, stored)
+        return sorted(scores, key=lambda i: (-scores[i], i))[:k]
 
     @property
     def loading(self) -> bool:

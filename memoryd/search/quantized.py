@@ -105,14 +105,24 @@ class QuantizedVectors:
         if self._used > 4096 and len(self._free) > self._used // 2:
             self._compact()
 
-    def search(self, query: np.ndarray, k: int, tag: str | None = None) -> list[tuple[str, float]]:
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        tag: str | None = None,
+        among: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
         """About the ``k`` most cosine-similar ids, best first, with their approximate
-        similarity, optionally in one namespace (by its tag)."""
+        similarity, optionally in one namespace (by its tag) or among some ids."""
         if not self._row or k <= 0:
             return []
         used = self._used
         tags = self._tags[:used]
-        if tag is None:
+        if among is not None:
+            keep = np.zeros(used, dtype=bool)
+            row = self._row
+            keep[[r for i in among if (r := row.get(i)) is not None]] = True
+        elif tag is None:
             keep = tags >= 0
         else:
             code = self._tag_code.get(tag)

@@ -102,3 +102,21 @@ def test_the_same_answers_on_one_thread_or_two(monkeypatch):
         monkeypatch.setattr(quantized, "scan_threads", lambda threads=threads: threads)
         found[threads] = [index.search(q, 40) for q in queries]
     assert found[1] == found[2]  # bit for bit
+
+
+def test_search_among_some_ids_ranks_those_alone():
+    rng = np.random.default_rng(3)
+    dim = 32
+    store = QuantizedVectors(dim=dim)
+    ids = [f"m{n}" for n in range(500)]
+    vectors = unit(rng.standard_normal((500, dim)).astype(np.float32))
+    store.upsert(ids, ["a"] * 500, vectors)
+    store.remove(ids[:5])
+    among = ids[:40:2] + ["never-stored"]  # 20 ids, two of them deleted, one unknown
+    query = unit(rng.standard_normal((1, dim)).astype(np.float32))[0]
+    found = [i for i, _ in store.search(query, 30, among=among)]
+    alive = [i for i in among if i in ids[5:]]
+    assert sorted(found) == sorted(alive)  # every one that is held, and nothing else
+    exact = brute(alive, vectors[[ids.index(i) for i in alive]], ["a"] * len(alive), query, 5)
+    assert len(set(found[:5]) & set(exact)) >= 4
+    assert store.search(query, 10, among=[]) == []

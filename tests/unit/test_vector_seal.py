@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from memoryd.config import SearchSettings
-from memoryd.model import SearchFilters, new_id, utcnow
+from memoryd.model import new_id, utcnow
 from memoryd.store.database import Database, PreparedMemory
 from memoryd.store.owner import OwnerThread
 from memoryd.store.vectors import VectorIndex
@@ -223,7 +223,7 @@ def test_index_searches_do_not_wait_for_the_owner_thread(tmp_path):
         release = threading.Event()
         busy = asyncio.ensure_future(catalog._vec_thread.run(release.wait, 30))
         try:
-            found = await asyncio.wait_for(catalog.candidates(query, SearchFilters(), 5), 10)
+            found = await asyncio.wait_for(catalog.candidates(query, None, 5), 10)
             assert found[0] == target.id
             assert not busy.done()  # the owner thread was held all along
         finally:
@@ -236,7 +236,7 @@ def test_index_searches_do_not_wait_for_the_owner_thread(tmp_path):
         compaction = asyncio.ensure_future(catalog._vec_thread.run(catalog._index.compact))
         answers = 0
         while not compaction.done() or answers == 0:
-            found = await catalog.candidates(query, SearchFilters(), 5)
+            found = await catalog.candidates(query, None, 5)
             assert found[0] == target.id
             answers += 1
         await compaction

@@ -1,0 +1,92 @@
+"""Vector search under filters the vector indexes cannot apply (kind, tags, metadata,
+time): the hits are the nearest memories that pass, however few pass.
+
+The indexes hold vectors and namespaces only, so these filters narrow the candidates
+afterwards: a narrow filter must rank every memory that passes, a broad one must fetch
+enough nearest candidates. The hash embedder keeps ingest fast, and the test computes
+the same vectors to know the true nearest memories that pass."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from support import ANN_TIER, INDEX_TIER, wait_status
+
+from memoryd.embed.base import HashEmbedder
+
+HASH = {"MEMORYD_EMBEDDING_PROVIDER": "hash"}
+N = 2400
+WORDS = ("amber basil cedar delta ember fjord garnet harbor iris juniper kelp lotus maple "
+         "nectar onyx pepper quartz raven sage tundra umber violet willow yarrow acorn birch "
+         "comet dune elm fern glacier heron inlet jade kiwi lagoon meadow nutmeg olive pine"
+         ).split()
+
+
+def corpus() -> list[dict]:
+    rng = random.Random(7)
+    items = []
+    for n in range(N):
+        item: dict = {"content": " ".join(rng.sample(WORDS, 6)) + f" note {n}"}
+        if n % 100 == 0:
+            item["tags"] = ["rare"]  # 1%
+        if n % 5 in (0, 1):
+            item["kind"] = "fact"  # 40%
+        if n % 50 == 7:
+            item["created_at"] = "2021-03-01T00:00:00Z"  # 2%
+        if n % 20 == 3:
+            item["metadata"] = {"project": "apollo"}  # 5%
+        items.append(item)
+    return items
+
+
+FILTERS = {  # filter -> which corpus items pass it
+    "tag on 1%": ({"tags": ["rare"]}, lambda i: "rare" in i.get("tags", [])),
+    "kind on 40%": ({"kind": "fact"}, lambda i: i.get("kind") == "fact"),
+    "until, 2%": ({"until": "2022-01-01T00:00:00Z"}, lambda i: "created_at" in i),
+    "since, 98%": ({"since": "2022-01-01T00:00:00Z"}, lambda i: "created_at" not in i),
+    "metadata on 5%": ({"metadata": {"project": "apollo"}},
+                       lambda i: i.get("metadata") == {"project": "apollo"}),
+    "kind and tag": ({"kind": "fact", "tags": ["rare"]},
+                     lambda i: i.get("kind") == "fact" and "rare" in i.get("tags", [])),
+}
+TIERS = {"ram": HASH, "index": {**INDEX_TIER, **HASH}, "ann": {**ANN_TIER, **HASH}}
+
+
+def ready(tier: str):
+    if tier == "ram":
+        return lambda s: s["ram_vectors"]["ready"] and s["ram_vectors"]["rows"] == N
+    if tier == "index":
+        return lambda s: s["vector_index"]["rows"] == N and s["vector_index"]["pending"] == 0
+    return lambda s: (s["vector_index"]["rows"] == N and s["vector_index"]["pending"] == 0
+                      and s["vector_index"]["ann"].get("unindexed") == 0
+                      and not s["vector_index"]["ann"].get("training"))
+
+
+@pytest.mark.parametrize("tier", list(TIERS))
+def test_filtered_vector_search_returns_the_nearest_memories_that_pass(make_daemon, tier):
+    items = corpus()
+    embedder = HashEmbedder()
+    vectors = embedder.embed([i["content"] for i in items])
+    rng = random.Random(11)
+    queries = [" ".join(rng.sample(WORDS, 4)) for _ in range(6)]
+    daemon = make_daemon(TIERS[tier]).start()
+    with daemon.client() as c:
+        for start in range(0, N, 600):
+            assert not c.import_items(items[start:start + 600])["failed"]
+        wait_status(c, ready(tier), timeout=120.0)
+        for name, (options, passes) in FILTERS.items():
+            eligible = [n for n, item in enumerate(items) if passes(item)]
+            for query in queries:
+                sims = vectors[eligible] @ embedder.embed([query])[0]
+                expected = {items[eligible[k]]["content"] for k in np.argsort(-sims)[:10]}
+                hits = c.search(query, mode="vector", limit=10, **options)["hits"]
+                found = {h["content"] for h in hits}
+                assert len(hits) == min(10, len(eligible)), (name, query, len(hits))
+                assert found <= {items[n]["content"] for n in eligible}, name
+                # int8 (RAM) and encrypted (index) distances may swap a near tie at the edge
+                assert len(found & expected) >= min(9, len(eligible)), (name, query)
+                hybrid = c.search(query, mode="hybrid", limit=10, **options)["hits"]
+                assert len(hybrid) == min(10, len(eligible)), (name, query, "hybrid")
+                assert {h["content"] for h in hybrid} <= {items[n]["content"] for n in eligible}
