@@ -134,12 +134,13 @@ class SearchFilters:
 
     @property
     def beyond_namespace(self) -> bool:
-        """Whether any filter other than the namespace is set (those are applied to rows,
-        not by the indexes)."""
-        return self.beyond_time or bool(self.since or self.until)
+        """Whether any filter other than the namespace is set (the vector indexes apply
+        the namespace alone)."""
+        return bool(self.tags or self.kind or self.thread or self.since or self.until
+                    or self.metadata)
 
     @property
-    def beyond_time(self) -> bool:
-        """Whether any filter other than the namespace and the time window is set (the
-        RAM rank facts hold those two)."""
-        return bool(self.tags or self.kind or self.thread or self.metadata)
+    def beyond_rank_facts(self) -> bool:
+        """Whether a filter on metadata is set: the RAM rank facts apply every other one
+        (memoryd/search/ram.py), metadata needs the rows."""
+        return bool(self.metadata)

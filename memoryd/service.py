@@ -526,9 +526,9 @@ class MemoryService:
         pool = max(request.limit * 4, 50)
         parsed = parse_query(request.query)
 
-        # The rank facts in RAM hold the namespace and creation time: other filters and
-        # phrases need each candidate's row.
-        from_ram = not filters.beyond_time and not parsed.phrases
+        # The rank facts in RAM apply every filter but metadata: that one and phrases need
+        # each candidate's row.
+        from_ram = not filters.beyond_rank_facts and not parsed.phrases
         # Above the RAM tier, ranking reads the candidates' exact vectors from DuckDB. A
         # hybrid search reads the lexical candidates' ones while the vector leg still runs
         # (embedding, then the index search: the longer leg at 1M), not after it.
@@ -666,7 +666,7 @@ class MemoryService:
         stored vectors alone (those in ``prefetched`` already read). ``None`` when the
         facts are not in RAM (the rows are read instead)."""
         found = await self._db_thread.run(
-            db.candidate_facts, candidates, spread, filters.since, filters.until
+            db.candidate_facts, candidates, spread, filters
         )
         if found is None:
             return None

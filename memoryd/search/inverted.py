@@ -80,6 +80,20 @@ class InvertedIndex:
         """The document ordinal of ``memory_id``, if it is indexed."""
         return self._ord.get(memory_id)
 
+    def in_scope(self, namespace: str | None) -> np.ndarray:
+        """A mask over the ordinals: the live documents, of ``namespace`` if given."""
+        if namespace is None:
+            return self._alive.copy()
+        code = self._ns_code.get(namespace)
+        if code is None:
+            return np.zeros(len(self._alive), dtype=bool)
+        return self._alive & (self._ns == code)
+
+    def ids(self, ordinals: np.ndarray) -> list[str]:
+        """The ids of live documents' ordinals."""
+        doc_id = self._doc_id
+        return [doc_id[d] for d in ordinals.tolist()]  # type: ignore[misc]
+
     def follow(self, columns: DocumentColumns) -> None:
         """Keep ``columns`` in step with the document ordinals from now on."""
         columns.grow(len(self._alive))

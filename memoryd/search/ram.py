@@ -4,24 +4,30 @@ Two parts, changed together by one stream of operations that Database applies af
 commit (and replays after a load):
 
 - the BM25 postings (``InvertedIndex``), for lexical search without SQL;
-- the *rank facts* of every memory: creation time, importance, expiry and whether it
-  sits in a thread. With them a search ranks its candidates without reading their rows,
-  and reads from DuckDB only the rows it returns: fetching 100 candidate rows by id cost
-  ~5 ms at 100k memories, 10 rows ~1.4 ms. Kept in the postings' document ordinals.
+- the *rank facts* of every memory: creation time, importance, expiry, kind, tags and
+  thread. With them a search ranks its candidates without reading their rows, and reads
+  from DuckDB only the rows it returns: fetching 100 candidate rows by id cost ~5 ms at
+  100k memories, 10 rows ~1.4 ms. They also apply every filter but metadata, as a mask
+  over the documents (``RankFacts.mask``): lexical search ranks within it, and a filtered
+  vector search counts and lists what passes from it. Kept in the postings' document
+  ordinals; kind, tag set and thread as codes (4 bytes each a memory).
 
 Owned by the DuckDB owner thread, like the database itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
+from memoryd.model import SearchFilters
 from memoryd.search.columns import grow_columns
 from memoryd.search.inverted import InvertedIndex
+
+V = TypeVar("V", bound=Hashable)
 
 EPOCH = datetime(1970, 1, 1)
 NEVER = np.iinfo(np.int64).max
@@ -35,12 +41,46 @@ class RankFact(NamedTuple):
     threaded: bool
 
 
-# (id, created_at, importance, expires_at or None, threaded)
-FactRow = tuple[str, datetime, float, datetime | None, bool]
+# (id, created_at, importance, expires_at or None, kind, tags, thread or None)
+FactRow = tuple[str, datetime, float, datetime | None, str, Sequence[str], str | None]
 
 
 def micros(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def tag_set(tags: Sequence[str]) -> tuple[str, ...]:
+    """A memory's tags as one value: sorted, without repeats."""
+    return tuple(sorted(set(tags)))
+
+
+class Coded(NamedTuple):
+    """A column given as a code per row (-1 for none) and the values the codes stand for."""
+
+    codes: np.ndarray
+    values: list[Any]
+
+
+class Codes(Generic[V]):
+    """Small ints for the distinct values of a column (kinds, tag sets, threads)."""
+
+    def __init__(self) -> None:
+        self.values: list[V] = []
+        self._code: dict[V, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def code(self, value: V) -> int:
+        """The value's code, given one if new."""
+        code = self._code.get(value)
+        if code is None:
+            code = self._code[value] = len(self.values)
+            self.values.append(value)
+        return code
+
+    def find(self, value: V) -> int | None:
+        return self._code.get(value)
 
 
 class RankFacts:
@@ -57,7 +97,13 @@ class RankFacts:
         self._created = np.zeros(0, dtype=np.int64)  # microseconds since the epoch
         self._expires = np.zeros(0, dtype=np.int64)
         self._importance = np.zeros(0, dtype=np.float64)  # as stored: DOUBLE
-        self._threaded = np.zeros(0, dtype=bool)
+        self._kind = np.zeros(0, dtype=np.int32)
+        self._tags = np.zeros(0, dtype=np.int32)  # the code of the memory's tag set
+        self._thread = np.zeros(0, dtype=np.int32)  # -1: in no thread
+        self._kinds: Codes[str] = Codes()
+        self._tag_sets: Codes[tuple[str, ...]] = Codes()
+        self._threads: Codes[str] = Codes()
+        self._sets_with_tag: dict[str, list[int]] = {}  # tag -> codes of the sets holding it
         postings.follow(self)
 
     def load(
@@ -65,62 +111,85 @@ class RankFacts:
         created: np.ndarray,
         importance: np.ndarray,
         expires: np.ndarray,
-        threaded: np.ndarray,
+        kinds: Coded,
+        tags: Coded,
+        threads: Coded,
     ) -> None:
         """The facts of every document just loaded into the postings (``load_documents``),
-        in the same order: times in microseconds, ``NEVER`` for no expiry."""
+        in the same order: times in microseconds, ``NEVER`` for no expiry; kinds, tag sets
+        (tuples, ``tag_set``) and threads coded, so that no Python object is made per
+        document."""
         n = len(created)
-        self._created[:n], self._importance[:n] = created, importance
-        self._expires[:n], self._threaded[:n] = expires, threaded
+        self._created[:n], self._importance[:n], self._expires[:n] = created, importance, expires
+        for column, coded, code in (
+            (self._kind, kinds, self._kinds.code),
+            (self._tags, tags, self._tag_set_code),
+            (self._thread, threads, self._threads.code),
+        ):
+            mine = np.array([code(v) for v in coded.values] + [-1], dtype=np.int32)
+            column[:n] = mine[coded.codes]  # a code of -1 (no value) picks the -1 at the end
 
     def upsert(self, rows: Sequence[FactRow]) -> None:
-        for memory_id, created_at, importance, expires_at, threaded in rows:
+        for memory_id, created_at, importance, expires_at, kind, tags, thread in rows:
             row = self._ordinal(memory_id)
             if row is None:  # no document: nothing to rank (see the class docstring)
                 continue
             self._created[row] = micros(created_at)
             self._importance[row] = importance
             self._expires[row] = NEVER if expires_at is None else micros(expires_at)
-            self._threaded[row] = threaded
+            self._kind[row] = self._kinds.code(kind)
+            self._tags[row] = self._tag_set_code(tags)
+            self._thread[row] = -1 if thread is None else self._threads.code(thread)
 
-    def window(self, since: datetime | None, until: datetime | None, now: datetime) -> np.ndarray:
-        """A mask over the ordinals: created in [since, until) and not expired at ``now``
-        (what SQL's time filters and expiry keep)."""
-        return self._kept(slice(None), now, since, until)
+    def _tag_set_code(self, tags: Sequence[str]) -> int:
+        values = tag_set(tags)
+        known = len(self._tag_sets)
+        code = self._tag_sets.code(values)
+        if code == known:  # a new set: index it by each of its tags
+            for tag in values:
+                self._sets_with_tag.setdefault(tag, []).append(code)
+        return code
 
-    def _kept(
-        self,
-        rows: slice | np.ndarray,
-        now: datetime,
-        since: datetime | None,
-        until: datetime | None,
-    ) -> np.ndarray:
-        """Which of ``rows`` are unexpired at ``now`` and were created in [since, until)."""
+    def mask(self, filters: SearchFilters, now: datetime) -> np.ndarray:
+        """A mask over the ordinals: what the filters other than the namespace and
+        metadata keep, and expiry (what SQL's filters keep)."""
+        return self._kept(slice(None), now, filters)
+
+    def _kept(self, rows: slice | np.ndarray, now: datetime, filters: SearchFilters) -> np.ndarray:
+        """Which of ``rows`` are unexpired at ``now`` and pass ``filters`` (all but the
+        namespace and metadata)."""
         kept = self._expires[rows] > micros(now)
-        if since is not None:
-            kept &= self._created[rows] >= micros(since)
-        if until is not None:
-            kept &= self._created[rows] < micros(until)
+        if filters.since is not None:
+            kept &= self._created[rows] >= micros(filters.since)
+        if filters.until is not None:
+            kept &= self._created[rows] < micros(filters.until)
+        for column, codes, value in (
+            (self._kind, self._kinds, filters.kind),
+            (self._thread, self._threads, filters.thread),
+        ):
+            if value is not None:
+                code = codes.find(value)
+                kept &= column[rows] == (-2 if code is None else code)
+        if filters.tags:
+            holding = [set(self._sets_with_tag.get(tag, ())) for tag in set(filters.tags)]
+            sets = set.intersection(*holding)
+            kept &= np.isin(self._tags[rows], np.fromiter(sets, dtype=np.int32, count=len(sets)))
         return kept
 
     def lookup(
-        self,
-        ids: Sequence[str],
-        now: datetime,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        self, ids: Sequence[str], now: datetime, filters: SearchFilters | None = None
     ) -> dict[str, RankFact]:
-        """The facts of those ``ids`` that exist, have not expired at ``now`` and were
-        created in [since, until)."""
+        """The facts of those ``ids`` that exist, have not expired at ``now`` and pass
+        ``filters`` (all but the namespace and metadata)."""
         ordinal = self._ordinal
         known = [(i, r) for i in ids if (r := ordinal(i)) is not None]
         if not known:
             return {}
         rows = np.fromiter((r for _, r in known), dtype=np.int64, count=len(known))
-        live = self._kept(rows, now, since, until)
+        live = self._kept(rows, now, filters or SearchFilters())
         created = self._created[rows].tolist()
         importance = self._importance[rows].tolist()
-        threaded = self._threaded[rows].tolist()
+        threaded = (self._thread[rows] >= 0).tolist()
         return {
             memory_id: RankFact(
                 EPOCH + timedelta(microseconds=created[n]), importance[n], threaded[n]
@@ -149,7 +218,7 @@ class RankFacts:
         return int(sum(getattr(self, name).nbytes for name in _FACT_COLUMNS))
 
 
-_FACT_COLUMNS = ("_created", "_expires", "_importance", "_threaded")
+_FACT_COLUMNS = ("_created", "_expires", "_importance", "_kind", "_tags", "_thread")
 
 
 class RamIndex:

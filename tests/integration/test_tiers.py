@@ -74,29 +74,33 @@ def test_a_store_that_outgrows_ram_switches_to_the_index(make_daemon, paths):
 
 @pytest.mark.parametrize("tier", ["ram", "index"])
 def test_ranking_from_ram_matches_ranking_from_rows(make_daemon, tier):
-    """A search filtered by namespace and time at most ranks from the RAM index (rank
-    facts, and int8 similarities, or with the vectors in the index exact ones from their
-    stored vectors) and reads only the hits' rows; any other filter reads every
-    candidate's row. Both must rank alike, follow edits, and never return what is gone or
-    expired."""
+    """A search without a metadata filter ranks from the RAM index (rank facts, which
+    apply the other filters, and int8 similarities, or with the vectors in the index exact
+    ones from their stored vectors) and reads only the hits' rows; a metadata filter reads
+    every candidate's row. Both must rank alike, follow edits, and never return what is
+    gone or expired."""
     daemon = make_daemon(INDEX_TIER if tier == "index" else {}).start()
+    meta = {"set": "all"}  # every memory has it: a filter that forces the row path alone
     with daemon.client() as c:
-        ids = [c.add(t)["memory"]["id"] for t in TEXTS]
+        ids = [c.add(t, metadata=meta)["memory"]["id"] for t in TEXTS]
         turns = ["Where should we eat tonight?", "The Thai place near the station",
                  "Fine, book it for eight"]
-        c.import_items([{"content": t, "thread": "dinner", "position": n}
-                        for n, t in enumerate(turns)])
-        expiring = c.add("Dentist appointment moved to Thursday",
+        c.import_items([{"content": t, "thread": "dinner", "position": n, "metadata": meta,
+                         "tags": ["food"], "kind": "turn"} for n, t in enumerate(turns)])
+        expiring = c.add("Dentist appointment moved to Thursday", metadata=meta,
                          expires_at="2000-01-01T00:00:00Z")["memory"]["id"]
-        old = c.add("Old rehearsal schedule for the band, music on Mondays",
-                    created_at="2021-03-01T00:00:00Z")["memory"]["id"]
+        old = c.add("Old rehearsal schedule for the band, music on Mondays", metadata=meta,
+                    created_at="2021-03-01T00:00:00Z", tags=["food"])["memory"]["id"]
         wait_status(c, lambda s: s["lexical_in_ram"] and s["search_tier"] == tier and (
             s["ram_vectors"]["ready"] if tier == "ram" else s["vector_index"]["ready"]))
         c.update(ids[1], importance=1.0)
         c.delete(ids[3])
-        everything = {"kind": "note"}  # matches all: forces the row path
+        c.update(ids[2], tags=["food"], kind="turn")  # the facts follow edits of these too
+        everything = {"metadata": meta}  # matches all: forces the row path
         windows = ({}, {"since": "2022-01-01T00:00:00Z"}, {"until": "2022-01-01T00:00:00Z"},
-                   {"since": "1990-01-01T00:00:00Z", "until": "2999-01-01T00:00:00Z"})
+                   {"since": "1990-01-01T00:00:00Z", "until": "2999-01-01T00:00:00Z"},
+                   {"kind": "turn"}, {"tags": ["food"]}, {"kind": "note", "thread": "dinner"},
+                   {"tags": ["food"], "until": "2022-01-01T00:00:00Z"})
         for query, options, window in itertools.product(
             ("nut allergy", "music band", "dinner Thai food", "dentist appointment",
              "report Friday", "old rehearsal schedule Mondays"),
@@ -113,7 +117,15 @@ def test_ranking_from_ram_matches_ranking_from_rows(make_daemon, tier):
                 assert a == {**b, "score": a["score"]}
             found = {h["id"] for h in from_ram}
             assert ids[3] not in found and expiring not in found
-            if "band" in query or "rehearsal" in query:  # the old memory: in a window or not
+            if window in windows[:4] and ("band" in query or "rehearsal" in query):
+                # the old memory: in a window or not
                 assert (old in found) == ("since" not in window or window == windows[3])
+            if "kind" in window:
+                assert ids[2] in found or window["kind"] == "note" or "music" not in query
+                assert all(h["kind"] == window["kind"] for h in from_ram)
+            if "tags" in window:
+                assert all("food" in h["tags"] for h in from_ram)
+                if "until" in window and "rehearsal" in query:
+                    assert old in found
         important = c.search("report Friday", importance_weight=0.5, explain=True)["hits"][0]
         assert important["id"] == ids[1] and important["signals"]["importance"] == 1.0

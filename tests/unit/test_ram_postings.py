@@ -5,7 +5,6 @@ prefixes, in one namespace and across all), and the rank facts equal the rows.""
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import random
 from datetime import datetime, timedelta
@@ -14,24 +13,27 @@ import pytest
 
 from memoryd.model import SearchFilters, new_id, utcnow
 from memoryd.search import inverted
-from memoryd.store.database import Database, PreparedMemory, build_ram_index
+from memoryd.store.database import Database, PreparedMemory, build_ram_index, filter_sql
 
 WORDS = ("apple river violin garden engine summer harbour lantern pepper cobalt "
          "deploy deployment deployed pipeline friday review").split()
 
 
-def prepared(content: str, namespace: str) -> PreparedMemory:
+def prepared(content: str, namespace: str, kind: str = "note",
+             tags: list[str] | None = None) -> PreparedMemory:
     now = utcnow()
     return PreparedMemory(
         id=new_id(), content=content, content_hash=hashlib.sha256(content.encode()).hexdigest(),
-        namespace=namespace, kind="note", tags=[], metadata={}, importance=0.5, source=None,
+        namespace=namespace, kind=kind, tags=tags or [], metadata={}, importance=0.5, source=None,
         thread=None, position=None, created_at=now, expires_at=None, updated_at=now,
     )
 
 
 def batch(rng: random.Random, n: int) -> list[PreparedMemory]:
     return [prepared(" ".join(rng.choices(WORDS, k=rng.randint(1, 9))) + f" n{rng.random()}",
-                     rng.choice(["work", "home"])) for _ in range(n)]
+                     rng.choice(["work", "home"]), rng.choice(["note", "note", "fact"]),
+                     sorted(rng.sample(["red", "blue", "green"], rng.randint(0, 2))))
+            for _ in range(n)]
 
 
 QUERIES = [(["appl", "river"], []), (["violin"], []), (["pepper", "cobalt", "harbour"], []),
@@ -45,6 +47,23 @@ def windows() -> list[tuple[datetime | None, datetime | None]]:
             (now - timedelta(days=500), now - timedelta(days=300))]
 
 
+# The other filters the rank facts apply, alone and with a time filter.
+OTHER_FILTERS = [{"kind": "fact"}, {"tags": ["red"]}, {"tags": ["red", "blue"]},
+                 {"thread": "t1"}, {"kind": "nosuch"}, {"tags": ["nosuch"]},
+                 {"kind": "note", "tags": ["blue"], "since": utcnow() - timedelta(days=30)}]
+
+
+def all_filters() -> list[tuple[int | None, SearchFilters]]:
+    """(the window's place in ``windows()``, or None) and filters, in every namespace."""
+    found: list[tuple[int | None, SearchFilters]] = []
+    for namespace in (None, "work", "home", "nowhere"):
+        for window, (since, until) in enumerate(windows()):
+            found.append((window, SearchFilters(namespace=namespace, since=since, until=until)))
+        for other in OTHER_FILTERS:
+            found.append((None, SearchFilters(namespace=namespace, **other)))
+    return found
+
+
 def assert_same(db: Database) -> dict[int, int]:
     """Every document with the same score, and the same top 20 up to ties (sums of the
     same terms in another order may differ in the last bit, which reorders exact ties);
@@ -52,10 +71,8 @@ def assert_same(db: Database) -> dict[int, int]:
     as SQL does once a filter narrows the ranking). Returns the documents each window
     (by its place in ``windows()``) kept, over all namespaces and queries."""
     kept = dict.fromkeys(range(len(windows())), 0)
-    for namespace, (window, (since, until)) in itertools.product(
-        (None, "work", "home", "nowhere"), enumerate(windows())
-    ):
-        filters = SearchFilters(namespace=namespace, since=since, until=until)
+    for window, filters in all_filters():
+        namespace = filters.namespace
         for terms, prefixes in QUERIES:
             sql = dict(db.lexical_search_sql(terms, filters, 10_000, prefixes))
             ram = dict(db.lexical_search(terms, filters, 10_000, prefixes))
@@ -65,7 +82,8 @@ def assert_same(db: Database) -> dict[int, int]:
             top_sql = db.lexical_search_sql(terms, filters, 20, prefixes)
             top_ram = db.lexical_search(terms, filters, 20, prefixes)
             assert [s for _, s in top_ram] == pytest.approx([s for _, s in top_sql], rel=1e-6)
-            kept[window] += len(sql)
+            if window is not None:
+                kept[window] += len(sql)
     return kept
 
 
@@ -84,6 +102,18 @@ def assert_same_facts(db: Database) -> None:
         fact = facts[memory_id]
         assert (fact.created_at, fact.importance, fact.threaded) == (
             created_at, importance, threaded)
+    # The filters from the facts keep what SQL's keep: in ranking, counts and listings.
+    for _, filters in all_filters():
+        where, params = filter_sql(filters)
+        passing = {r[0] for r in db.con.execute(
+            f"SELECT id FROM memories WHERE {' AND '.join(where)}", params).fetchall()}
+        found = db.candidate_facts(list(live) + ["not-a-memory"], False, filters)
+        assert found is not None
+        in_namespace = {i for i in found[0] if filters.namespace is None
+                        or db.get(i).namespace == filters.namespace}
+        assert in_namespace == passing, filters
+        assert {i for i, _ in db.matching_vectors(filters, vectors=False)} == passing, filters
+        assert db.filter_counts(filters)[0] == len(passing), filters
 
 
 def test_ram_postings_rank_like_sql(tmp_path, monkeypatch):
@@ -113,7 +143,8 @@ def test_ram_postings_rank_like_sql(tmp_path, monkeypatch):
     past = utcnow() - timedelta(days=400)
     for n, item in enumerate(rng.sample(items[10:50], 12)):
         change = [{"importance": 0.9}, {"created_at": past}, {"thread": "t1", "position": n},
-                  {"expires_at": utcnow() - timedelta(seconds=1)}][n % 4]
+                  {"expires_at": utcnow() - timedelta(seconds=1)}, {"kind": "fact"},
+                  {"tags": ["red", "green"]}][n % 6]
         db.update(item.id, change, "test")
     with pytest.raises(RuntimeError):
         with db.transaction() as con:
@@ -216,7 +247,9 @@ def test_rank_facts_follow_their_documents_through_edits_and_rebuilds():
     start = datetime(2024, 1, 1)
     expected = {i: RankFact(start + timedelta(days=n), n / 20, n % 2 == 0)
                 for n, i in enumerate(ids)}
-    facts.upsert([(i, f.created_at, f.importance, None, f.threaded) for i, f in expected.items()])
+    facts.upsert([(i, f.created_at, f.importance, None, "fact" if n % 3 == 0 else "note",
+                   ["b", "a"] if n % 4 == 0 else [], "t" if f.threaded else None)
+                  for n, (i, f) in enumerate(expected.items())])
     for n in range(10_000):  # each edit leaves a dead ordinal
         edited = ids[n % 5]
         index.add({edited: Counter(harbour=2, lantern=n % 3)}, {edited: "work"})
@@ -228,3 +261,8 @@ def test_rank_facts_follow_their_documents_through_edits_and_rebuilds():
     index.remove([ids[7]])
     del expected[ids[7]]
     assert facts.lookup([*ids, "not-a-memory"], start) == expected
+    # What the facts filter on moved with them too.
+    assert set(facts.lookup(ids, start, SearchFilters(kind="fact", tags=["a"]))) == {
+        ids[0], ids[12]}
+    assert set(facts.lookup(ids, start, SearchFilters(thread="t"))) == set(ids[::2])
+    assert facts.lookup(ids, start, SearchFilters(tags=["a", "zzz"])) == {}
