@@ -49,7 +49,7 @@ from memoryd.crypto import keys
 from memoryd.crypto.sap import SapCipher
 from memoryd.logs import redacted_traceback
 from memoryd.search import probes as ann_probes
-from memoryd.search.exact import exact_similarities
+from memoryd.search.exact import nearest
 from memoryd.search.probes import Replay
 from memoryd.search.quantized import QuantizedVectors
 from memoryd.store.database import Database, IndexDiff
@@ -547,8 +547,7 @@ class VectorCatalog:
         from the stored vectors."""
         if self._ram is not None and self._ram_ready:
             return [i for i, _ in self._ram.search(query, k, among=[i for i, _ in stored])]
-        scores = exact_similarities(query, stored)
-        return sorted(scores, key=lambda i: (-scores[i], i))[:k]
+        return nearest(query, stored, k)
 
     @property
     def loading(self) -> bool:
