@@ -7,13 +7,15 @@
 
 For each size, a real daemon in a temp MEMORYD_HOME ingests that many memories through
 the protocol with the `hash` embedder (deterministic, nearly free: this measures the
-store, not the model), then answers searches over the socket in each mode, and hybrid
-ones within a namespace (`hybrid_namespace`). Queries are
-not copies of stored texts. Vector recall@10 is measured against numpy exact search over
-the same hash vectors. Peers on the same vectors and query texts: chromadb
-PersistentClient (ingest; query by vector; query by text with the same embedder) and
-numpy brute force. With --real N, scripts/bench_appliance.py also runs N memories with the
-real ONNX model, and the raw embedding throughput of the same texts is measured.
+store, not the model), then answers searches over the socket in each mode, hybrid ones
+within a namespace (`hybrid_namespace`), and vector ones within a tag that 1% of the
+memories carry (`vector_tag`: a narrow filter, which the vector indexes cannot apply).
+Queries are not copies of stored texts. Vector recall@10 is measured against numpy exact
+search over the same hash vectors (for `vector_tag`, over the tagged ones). Peers on the
+same vectors and query texts: chromadb PersistentClient (ingest; query by vector; query by
+text with the same embedder) and numpy brute force. With --real N,
+scripts/bench_appliance.py also runs N memories with the real ONNX model, and the raw
+embedding throughput of the same texts is measured.
 
 Prints a markdown table; --json-out FILE writes everything as JSON.
 """
@@ -39,13 +41,16 @@ import bench_appliance  # noqa: E402
 import peers  # noqa: E402
 
 REPO = SCRIPTS.parent
-# (name, search options): each mode, and hybrid within one namespace (the bench's memories
-# are all in "default"), which prefilters the vector index by namespace above the RAM tier.
+TAG, TAG_EVERY = "rare", 100  # every 100th memory carries the tag
+# (name, search options): each mode, hybrid within one namespace (the bench's memories
+# are all in "default"), which prefilters the vector index by namespace above the RAM tier,
+# and vector within the tag on 1% (memoryd/search/filtered.py).
 MODES = (
     ("hybrid", {"mode": "hybrid"}),
     ("lexical", {"mode": "lexical"}),
     ("vector", {"mode": "vector"}),
     ("hybrid_namespace", {"mode": "hybrid", "namespace": "default"}),
+    ("vector_tag", {"mode": "vector", "tags": [TAG]}),
 )
 IDLE_S = 5.0  # seconds without requests before "idle" RSS is read
 
@@ -88,7 +93,9 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
     try:
         started = time.perf_counter()
         for start in range(0, n, 1000):
-            result = client.import_items([{"content": t} for t in texts[start:start + 1000]])
+            result = client.import_items([
+                {"content": t, **({"tags": [TAG]} if (start + n) % TAG_EVERY == 0 else {})}
+                for n, t in enumerate(texts[start:start + 1000])])
             if result["failed"]:
                 sys.exit("import failed")
         out["store_ingest_per_s"] = round(n / (time.perf_counter() - started), 1)
@@ -106,7 +113,7 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
 
         sampler = bench_appliance.RssSampler(daemon.pid)
         sampler.start()
-        hits_by_query: list[list[str]] = []
+        hits_by_query: dict[str, list[list[str]]] = {"vector": [], "vector_tag": []}
         for mode, options in MODES:
             for q in query_texts[:5]:
                 client.search(q, **options)
@@ -115,8 +122,8 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
                 t = time.perf_counter()
                 result = client.search(q, limit=10, **options)
                 took.append((time.perf_counter() - t) * 1000)
-                if mode == "vector":
-                    hits_by_query.append([h["content"] for h in result["hits"]])
+                if mode in hits_by_query:
+                    hits_by_query[mode].append([h["content"] for h in result["hits"]])
             out[f"{mode}_p50_ms"] = round(bench_appliance.pct(took, 0.5), 2)
             out[f"{mode}_p95_ms"] = round(bench_appliance.pct(took, 0.95), 2)
         sampler.stop_flag.set()
@@ -128,8 +135,13 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
         query_vectors = np.stack([embedder.embed([q])[0] for q in query_texts])
         exact = peers.exact_top_k(vectors, query_vectors, 10)
         row_of = {t: i for i, t in enumerate(texts)}
-        found = [[row_of[c] for c in hits] for hits in hits_by_query]
+        found = [[row_of[c] for c in hits] for hits in hits_by_query["vector"]]
         out["vector_recall_at_10"] = round(peers.recall_at_k(found, exact, 10), 4)
+        tagged = np.arange(0, n, TAG_EVERY)
+        exact_tagged = [[int(tagged[i]) for i in row]
+                        for row in peers.exact_top_k(vectors[tagged], query_vectors, 10)]
+        found = [[row_of[c] for c in hits] for hits in hits_by_query["vector_tag"]]
+        out["vector_tag_recall_at_10"] = round(peers.recall_at_k(found, exact_tagged, 10), 4)
         out["disk_bytes_per_memory"] = round(peers.folder_bytes(paths.data_dir) / n, 1)
 
         client.shutdown()
@@ -232,6 +244,7 @@ def main() -> None:
           f"{report['cli_version_process_p50_ms']} ms")
     keys = ["store_ingest_per_s", "hybrid_p50_ms", "hybrid_p95_ms", "lexical_p50_ms",
             "hybrid_namespace_p50_ms", "vector_p50_ms", "vector_p95_ms", "vector_recall_at_10",
+            "vector_tag_p50_ms", "vector_tag_recall_at_10",
             "idle_rss_mb",
             "idle_rss_after_restart_mb", "load_rss_mb", "disk_bytes_per_memory",
             "cold_start_to_first_search_s",

@@ -40,8 +40,9 @@ def test_bench_scale_smoke(tmp_path):
     [size] = report["sizes"]
     assert size["memories"] == 1000 and size["search_tier"] == "ram"
     assert size["vector_recall_at_10"] >= 0.95  # int8 in RAM: near exact
+    assert size["vector_tag_recall_at_10"] >= 0.95  # a narrow filter: every match ranked
     for key in ("store_ingest_per_s", "hybrid_p50_ms", "lexical_p95_ms", "vector_p50_ms",
-                "hybrid_namespace_p50_ms",
+                "hybrid_namespace_p50_ms", "vector_tag_p50_ms",
                 "idle_rss_mb", "idle_rss_after_restart_mb", "disk_bytes_per_memory",
                 "cold_start_to_first_search_s"):
         assert size[key] > 0, key
