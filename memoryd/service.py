@@ -552,9 +552,16 @@ class MemoryService:
             vector = await self._query_vector(parsed.text)
             if vector is None:
                 return None, []
+            share = 1.0  # of the vector index that the search's namespace holds
+            if filters.namespace is not None and not self.vectors.in_ram:
+                share = await self._db_thread.run(db.namespace_share, filters.namespace)
             if filters.beyond_namespace:
-                return vector, await self._filtered_vector_candidates(db, vector, filters, pool)
-            return vector, await self.vectors.candidates(vector, filters.namespace, pool)
+                return vector, await self._filtered_vector_candidates(
+                    db, vector, filters, pool, share
+                )
+            return vector, await self.vectors.candidates(
+                vector, filters.namespace, pool, share=share
+            )
 
         # The legs run on different threads (DuckDB's; the model's and Lance's): overlap them.
         (lexical_scores, prefetched), (query_vector, vector_ids) = await asyncio.gather(
@@ -632,7 +639,7 @@ class MemoryService:
         return result
 
     async def _filtered_vector_candidates(
-        self, db: Database, vector: np.ndarray, filters: SearchFilters, pool: int
+        self, db: Database, vector: np.ndarray, filters: SearchFilters, pool: int, share: float
     ) -> list[str]:
         """Vector candidates for a search with filters the vector indexes cannot apply:
         enough nearest ones that about ``pool`` pass, or, for a narrow filter, the
@@ -642,7 +649,7 @@ class MemoryService:
             return []
         fetch = nearest_to_fetch(matching, in_scope, pool)
         if fetch is not None:
-            return await self.vectors.candidates(vector, filters.namespace, pool, fetch)
+            return await self.vectors.candidates(vector, filters.namespace, pool, fetch, share)
         await self.vectors.ready.wait()
         read_vectors = not self.vectors.in_ram
         stored = await self._db_thread.run(db.matching_vectors, filters, read_vectors)

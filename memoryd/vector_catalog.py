@@ -34,6 +34,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import math
 import shutil
 import threading
 import time
@@ -79,6 +80,9 @@ CALIBRATE_AFTER_IDLE_S = 2.0
 # Candidates a calibration's searches fetch: a default search's (4 x 10 hits, at least
 # 50, twice that from the index).
 CALIBRATION_POOL = 100
+# Probes for a search in a small namespace, at most: above any partition count (1M rows
+# at 8,192 a partition make 122), so a small enough namespace probes every partition.
+MAX_PROBES = 4096
 RAM, INDEX = "ram", "index"
 # Meta key of the index's seal: written at a clean stop and while writes pause, consumed
 # at the next start.
@@ -113,6 +117,20 @@ async def run_in_daemon_thread(name: str, fn: Callable[[], T]) -> T:
 
     threading.Thread(target=work, name=name, daemon=True).start()
     return await future
+
+
+def scoped_probes(probes: int, share: float) -> int:
+    """ANN partitions to probe for a search in a namespace holding ``share`` of the rows.
+
+    Each partition holds about that share of the namespace's rows, so probing ``probes /
+    share`` partitions examines about as many of them as an unscoped search examines
+    rows: the nearest rows of a small namespace lie in partitions farther out. (Lance
+    compares only the namespace's rows, by the bitmap index, and stops at the partitions
+    there are.) On 30k hash-embedder memories in 117 partitions, a namespace of 1% had
+    recall@10 0.898 at 40 probes, 1.0 probing all, in about the same time."""
+    if share >= 1.0:
+        return probes
+    return min(MAX_PROBES, math.ceil(probes / max(share, probes / MAX_PROBES)))
 
 
 class VectorCatalog:
@@ -508,11 +526,16 @@ class VectorCatalog:
     # -- candidates ------------------------------------------------------------------------------
 
     async def candidates(
-        self, query: np.ndarray, namespace: str | None, pool: int, fetch: int | None = None
+        self,
+        query: np.ndarray,
+        namespace: str | None,
+        pool: int,
+        fetch: int | None = None,
+        share: float = 1.0,
     ) -> list[str]:
-        """Ids of the vectors nearest ``query`` (in ``namespace``): at least ``pool`` of
-        them when there are, or ``fetch`` for a search whose other filters will drop some
-        (``memoryd.search.filtered``)."""
+        """Ids of the vectors nearest ``query`` (in ``namespace``, which holds ``share``
+        of the vectors): at least ``pool`` of them when there are, or ``fetch`` for a
+        search whose other filters will drop some (``memoryd.search.filtered``)."""
         await self.ready.wait()
         ns_tag = self.tag(namespace) if namespace is not None else None
         fetch = max(pool, fetch or 0)
@@ -528,7 +551,7 @@ class VectorCatalog:
             self.probes.record(query)
             self._last_search_at = time.monotonic()
             for memory_id, _ in await self._search_thread.run(
-                self._index.search, query, fetch, ns_tag, self.probes.probes
+                self._index.search, query, fetch, ns_tag, scoped_probes(self.probes.probes, share)
             ):
                 found[memory_id] = None
         ids = [i for i, (tag, _) in unindexed.items() if ns_tag is None or tag == ns_tag]

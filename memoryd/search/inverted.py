@@ -89,6 +89,12 @@ class InvertedIndex:
             return np.zeros(len(self._alive), dtype=bool)
         return self._alive & (self._ns == code)
 
+    def share(self, namespace: str) -> float:
+        """The share of the live documents in ``namespace`` (1.0 when there are none)."""
+        code = self._ns_code.get(namespace)
+        held = 0 if code is None else self._ns_docs.get(code, 0)
+        return held / len(self._ord) if self._ord else 1.0
+
     def ids(self, ordinals: np.ndarray) -> list[str]:
         """The ids of live documents' ordinals."""
         doc_id = self._doc_id

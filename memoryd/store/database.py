@@ -832,6 +832,17 @@ class Database:
         ).fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
+    def namespace_share(self, namespace: str) -> float:
+        """The share of the memories that ``namespace`` holds (1.0 in an empty store):
+        from the RAM postings when loaded, else one count."""
+        ram = self._ram
+        if ram is not None:
+            return ram.postings.share(namespace)
+        row = self.con.execute(
+            "SELECT count(*) FILTER (WHERE namespace = ?), count(*) FROM memories", [namespace]
+        ).fetchone()
+        return row[0] / row[1] if row and row[1] else 1.0
+
     def matching_vectors(
         self, filters: SearchFilters, vectors: bool
     ) -> list[tuple[str, bytes | None]]:

@@ -90,3 +90,32 @@ def test_filtered_vector_search_returns_the_nearest_memories_that_pass(make_daem
                 hybrid = c.search(query, mode="hybrid", limit=10, **options)["hits"]
                 assert len(hybrid) == min(10, len(eligible)), (name, query, "hybrid")
                 assert {h["content"] for h in hybrid} <= {items[n]["content"] for n in eligible}
+
+
+def test_a_small_namespace_finds_its_nearest_memories_in_the_ann_index(make_daemon):
+    """Above the RAM tier the ANN index probes some of its partitions; a namespace that
+    holds 1% of the rows has few of them in the partitions nearest a query, so its search
+    probes more partitions (as many of its rows as an unscoped search sees rows)."""
+    items = corpus()
+    for n, item in enumerate(items):
+        item["namespace"] = "small" if n % 100 == 5 else "big"
+    embedder = HashEmbedder()
+    vectors = embedder.embed([i["content"] for i in items])
+    small = [n for n, item in enumerate(items) if item["namespace"] == "small"]
+    env = {**ANN_TIER, **HASH, "MEMORYD_SEARCH_ANN_PARTITION_ROWS": "16"}  # ~150 partitions
+    daemon = make_daemon(env).start()
+    with daemon.client() as c:
+        for start in range(0, N, 600):
+            assert not c.import_items(items[start:start + 600])["failed"]
+        status = wait_status(c, ready("ann"), timeout=120.0)
+        assert status["vector_index"]["ann"]["probes"] * 2 < N // 16  # most left unprobed
+        rng = random.Random(13)
+        recalls = []
+        for _ in range(12):
+            query = " ".join(rng.sample(WORDS, 4))
+            sims = vectors[small] @ embedder.embed([query])[0]
+            expected = {items[small[k]]["content"] for k in np.argsort(-sims)[:10]}
+            hits = c.search(query, mode="vector", limit=10, namespace="small")["hits"]
+            assert all(h["namespace"] == "small" for h in hits)
+            recalls.append(len(expected & {h["content"] for h in hits}) / 10)
+    assert np.mean(recalls) >= 0.95, recalls
