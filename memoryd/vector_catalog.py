@@ -130,7 +130,7 @@ def scoped_probes(probes: int, share: float) -> int:
     recall@10 0.898 at 40 probes, 1.0 probing all, in about the same time."""
     if share >= 1.0:
         return probes
-    return min(MAX_PROBES, math.ceil(probes / max(share, probes / MAX_PROBES)))
+    return min(MAX_PROBES, math.ceil(probes / max(share, 1e-9)))
 
 
 class VectorCatalog:

@@ -19,14 +19,13 @@ def exact_similarities(
 
 def nearest(query: np.ndarray, stored: Iterable[tuple[str, bytes | None]], k: int) -> list[str]:
     """The ``k`` ids of ``stored`` most similar to ``query``, best first (ties by id)."""
+    if k <= 0:
+        return []
     ids, scores = _scores(query, stored)
+    picked = list(range(len(ids)))
     if len(ids) > k:
-        cut = np.argpartition(-scores, k - 1)[:k] if k > 0 else np.zeros(0, dtype=np.int64)
-        # the k-th best score may be tied beyond the cut: take every tie, then order
-        tied = np.flatnonzero(scores >= scores[cut].min()) if k > 0 else cut
-        picked = tied.tolist()
-    else:
-        picked = list(range(len(ids)))
+        kth_best = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        picked = np.flatnonzero(scores >= kth_best).tolist()  # with every tie of the k-th
     picked.sort(key=lambda n: (-float(scores[n]), ids[n]))
     return [ids[n] for n in picked[:k]]
 

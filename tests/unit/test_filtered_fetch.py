@@ -28,3 +28,12 @@ def test_too_many_matches_to_rank_one_by_one_fetch_anyway():
     # more than EXACT_MAX stored vectors.
     fetch = nearest_to_fetch(EXACT_MAX + 1, 10_000_000, 4000)
     assert fetch is not None and fetch > MAX_FETCH
+
+
+def test_a_search_in_a_small_namespace_probes_more_partitions():
+    from memoryd.vector_catalog import MAX_PROBES, scoped_probes
+
+    assert scoped_probes(40, 1.0) == 40
+    assert scoped_probes(40, 0.5) == 80
+    assert scoped_probes(40, 0.01) == 4000
+    assert scoped_probes(40, 0.001) == scoped_probes(40, 0.0) == MAX_PROBES
