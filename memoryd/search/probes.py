@@ -32,7 +32,7 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 
-from memoryd.search.exact import exact_similarities
+from memoryd.search.exact import nearest
 
 DEFAULT_PROBES = 40  # before a calibration, and whenever none of the ladder is good enough
 LADDER = (5, 10, 20, 40)  # never above the default: it is the recall the bench verified
@@ -110,8 +110,7 @@ class Choice(NamedTuple):
 
 def exact_top(query: np.ndarray, stored: Mapping[str, bytes | None], k: int = TOP) -> set[str]:
     """The ``k`` ids of ``stored`` (id → stored vector) most similar to ``query``."""
-    scores = exact_similarities(query, stored.items())
-    return set(sorted(scores, key=scores.__getitem__, reverse=True)[:k])
+    return set(nearest(query, stored.items(), k))
 
 
 def mean_recalls(recalls: Mapping[K, Sequence[float]]) -> dict[K, float]:

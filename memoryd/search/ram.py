@@ -238,6 +238,14 @@ class RamIndex:
     def fold(self) -> None:
         self.postings.fold()
 
+    def passing(self, filters: SearchFilters, now: datetime) -> np.ndarray:
+        """A mask over the ordinals: the live documents in the filters' namespace (all,
+        without one) that pass every other filter but metadata and have not expired."""
+        scope = self.postings.in_scope(filters.namespace)
+        kept = self.facts.mask(filters, now)
+        n = min(len(scope), len(kept))
+        return scope[:n] & kept[:n]
+
     def apply(self, op: str, args: tuple[Any, ...]) -> None:
         """One committed change: "add" (documents, namespaces) writes postings, "facts"
         (rows) writes rank facts, "remove" (ids) erases memories from both."""

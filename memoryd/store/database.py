@@ -817,12 +817,11 @@ class Database:
         ram = self._ram
         if ram is not None and not filters.beyond_rank_facts:
             now = utcnow()
-            live = ram.postings.in_scope(filters.namespace)
-            unexpired = ram.facts.mask(SearchFilters(), now)
-            passing = ram.facts.mask(filters, now)
-            n = min(len(live), len(passing))
-            live = live[:n] & unexpired[:n]
-            return int(np.count_nonzero(live & passing[:n])), int(np.count_nonzero(live))
+            in_namespace = SearchFilters(namespace=filters.namespace)
+            return (
+                int(np.count_nonzero(ram.passing(filters, now))),
+                int(np.count_nonzero(ram.passing(in_namespace, now))),
+            )
         where, params = filter_sql(filters)
         scope, scope_params = filter_sql(SearchFilters(namespace=filters.namespace))
         row = self.con.execute(
@@ -850,10 +849,8 @@ class Database:
         ``vectors``). For filters that ``filter_counts`` found narrow."""
         ram = self._ram
         if ram is not None and not vectors and not filters.beyond_rank_facts:
-            passing = ram.facts.mask(filters, utcnow())
-            scope = ram.postings.in_scope(filters.namespace)
-            n = min(len(scope), len(passing))
-            return [(i, None) for i in ram.postings.ids(np.flatnonzero(scope[:n] & passing[:n]))]
+            passing = np.flatnonzero(ram.passing(filters, utcnow()))
+            return [(i, None) for i in ram.postings.ids(passing)]
         where, params = filter_sql(filters)
         vector = "embedding" if vectors else "NULL"
         return self.con.execute(
