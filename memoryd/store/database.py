@@ -803,12 +803,34 @@ class Database:
         filters."""
         if not ids:
             return {}
+        ram = self._ram
+        if ram is not None and not vectors and not filters.beyond_rank_facts:
+            return self._rows_passing_in_ram(ram, ids, filters)
         where, params = filter_sql(filters)
         vector = "embedding" if vectors else "NULL"
         rows = self.con.execute(
             _rows_by_id(f"{MEMORY_COLUMNS}, {vector} AS vector", ids, where), params
         ).fetchall()
         return {r[0]: (_memory(r[:-1]), r[-1]) for r in rows}
+
+    def _rows_passing_in_ram(
+        self, ram: RamIndex, ids: Sequence[str], filters: SearchFilters
+    ) -> dict[str, tuple[Memory, bytes | None]]:
+        """``get_many`` without vectors when the RAM rank facts apply ``filters``: the
+        rows by their ids alone, kept if their facts pass. In SQL the filters need the
+        rows found first and filtered after (``_rows_by_id``), which took 2.4 ms for a
+        search's 10 hits at 100k memories against 1.7 ms for the rows alone (the RAM index
+        changes with each commit on this thread, so facts and rows agree)."""
+        rows = self.con.execute(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id IN ({_id_list(ids)})"
+        ).fetchall()
+        passing = ram.facts.lookup([r[0] for r in rows], utcnow(), filters)
+        namespace = filters.namespace
+        return {
+            r[0]: (_memory(r), None)
+            for r in rows
+            if r[0] in passing and (namespace is None or r[2] == namespace)
+        }
 
     def filter_counts(self, filters: SearchFilters) -> tuple[int, int]:
         """How many unexpired memories pass ``filters``, and how many are in their scope

@@ -114,6 +114,10 @@ def assert_same_facts(db: Database) -> None:
         assert in_namespace == passing, filters
         assert {i for i, _ in db.matching_vectors(filters, vectors=False)} == passing, filters
         assert db.filter_counts(filters)[0] == len(passing), filters
+        # A search's hits: read by id alone, kept by their facts (and namespace).
+        hits = db.get_many([r[0] for r in rows], filters, vectors=False)
+        assert hits.keys() == passing, filters
+        assert all(memory == db.get(i) for i, (memory, _) in list(hits.items())[:20])
 
 
 def test_ram_postings_rank_like_sql(tmp_path, monkeypatch):
