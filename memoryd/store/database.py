@@ -825,12 +825,9 @@ class Database:
             f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id IN ({_id_list(ids)})"
         ).fetchall()
         passing = ram.facts.lookup([r[0] for r in rows], utcnow(), filters)
+        kept = (_memory(r) for r in rows if r[0] in passing)
         namespace = filters.namespace
-        return {
-            r[0]: (_memory(r), None)
-            for r in rows
-            if r[0] in passing and (namespace is None or r[2] == namespace)
-        }
+        return {m.id: (m, None) for m in kept if namespace is None or m.namespace == namespace}
 
     def filter_counts(self, filters: SearchFilters) -> tuple[int, int]:
         """How many unexpired memories pass ``filters``, and how many are in their scope
