@@ -12,23 +12,24 @@ its old ordinal dies). Postings live in a compressed block (term -> documents, t
 frequencies) built at load, plus small per-term typed arrays for what arrived since
 (8 bytes a posting and no Python object each, so an import leaves no litter of freed
 numbers behind); the block is rebuilt once those grow. Other per-document arrays (the
-rank facts) can ``follow`` the ordinals instead of keeping an id map of their own.
+rank facts) can ``follow`` the ordinals instead of keeping an id map of their own. The
+documents' ids are 16-byte keys in an ``IdTable`` (memoryd/search/ids.py), not strings.
 Owned by one thread (the DuckDB owner thread).
 """
 
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Protocol, cast
+from typing import Protocol
 
 import numpy as np
 
 from memoryd.search.columns import grow_columns
+from memoryd.search.ids import IdTable, smallest
 
 MIN_STEM_CHARS = 3
 STEM_SLACK = 3  # a prefix also matches a stem it starts with, lacking at most this many
@@ -50,8 +51,7 @@ class DocumentColumns(Protocol):
 
 class InvertedIndex:
     def __init__(self) -> None:
-        self._doc_id: list[str | None] = []
-        self._ord: dict[str, int] = {}
+        self._ids = IdTable()
         self._alive = np.zeros(0, dtype=bool)
         self._len = np.zeros(0, dtype=np.float32)
         self._ns = np.zeros(0, dtype=np.int32)
@@ -71,14 +71,14 @@ class InvertedIndex:
         self._followers: list[DocumentColumns] = []
 
     def __len__(self) -> int:
-        return len(self._ord)
+        return len(self._ids)
 
-    def __contains__(self, memory_id: object) -> bool:
-        return memory_id in self._ord
+    def __contains__(self, memory_id: str) -> bool:
+        return self._ids.get(memory_id) is not None
 
-    def ordinal(self, memory_id: str) -> int | None:
-        """The document ordinal of ``memory_id``, if it is indexed."""
-        return self._ord.get(memory_id)
+    def ordinals(self, ids: Sequence[str]) -> np.ndarray:
+        """The document ordinal of each of ``ids`` (-1 for those not indexed)."""
+        return self._ids.ordinals(ids)
 
     def in_scope(self, namespace: str | None) -> np.ndarray:
         """A mask over the ordinals: the live documents, of ``namespace`` if given."""
@@ -93,12 +93,11 @@ class InvertedIndex:
         """The share of the live documents in ``namespace`` (1.0 when there are none)."""
         code = self._ns_code.get(namespace)
         held = 0 if code is None else self._ns_docs.get(code, 0)
-        return held / len(self._ord) if self._ord else 1.0
+        return held / len(self._ids) if len(self._ids) else 1.0
 
     def ids(self, ordinals: np.ndarray) -> list[str]:
         """The ids of live documents' ordinals."""
-        doc_id = self._doc_id
-        return [doc_id[d] for d in ordinals.tolist()]  # type: ignore[misc]
+        return self._ids.ids(ordinals)
 
     def follow(self, columns: DocumentColumns) -> None:
         """Keep ``columns`` in step with the document ordinals from now on."""
@@ -118,17 +117,17 @@ class InvertedIndex:
             return
         # Re-indexed documents: their old ordinals die now, and the rebuild that may be
         # due waits until their followers' rows have moved to the new ones.
-        moved = {i: self._ord[i] for i in documents if i in self._ord}
-        self._kill(moved)
-        first = len(self._doc_id)
+        ids = list(documents)
+        before = self._ids.ordinals(ids)
+        old = before[before >= 0]
+        self._kill(ids)
+        first = self._ids.append(ids)
         self._grow(first + len(documents))
         recent, term_id = self._recent, self._term_id
         for n, (memory_id, counts) in enumerate(documents.items()):
             doc = first + n
             code = self._namespace(namespaces[memory_id])
             length = sum(counts.values())
-            self._doc_id.append(memory_id)
-            self._ord[memory_id] = doc
             self._alive[doc], self._len[doc], self._ns[doc] = True, length, code
             self._ns_docs[code] = self._ns_docs.get(code, 0) + 1
             self._ns_length[code] = self._ns_length.get(code, 0.0) + length
@@ -139,31 +138,26 @@ class InvertedIndex:
                 postings[0].append(doc)
                 postings[1].append(tf)
             self._recent_count += len(counts)
-        if moved and self._followers:
-            old = np.fromiter(moved.values(), dtype=np.int64, count=len(moved))
-            new = np.fromiter((self._ord[i] for i in moved), dtype=np.int64, count=len(moved))
+        if len(old) and self._followers:
+            new = first + np.flatnonzero(before >= 0)
             for follower in self._followers:
                 follower.move(old, new)
         if self._recent_count > max(50_000, len(self._doc) // 4) or self._too_many_dead:
             self._rebuild()
 
     def remove(self, ids: Iterable[str]) -> None:
-        self._kill(ids)
+        self._kill(list(ids))
         if self._too_many_dead:
             self._rebuild()
 
     @property
     def _too_many_dead(self) -> bool:
-        return self._dead > max(10_000, len(self._ord))
+        return self._dead > max(10_000, len(self._ids))
 
-    def _kill(self, ids: Iterable[str]) -> None:
-        for memory_id in ids:
-            doc = self._ord.pop(memory_id, None)
-            if doc is None:
-                continue
+    def _kill(self, ids: Sequence[str]) -> None:
+        for doc in self._ids.discard(ids).tolist():
             code = int(self._ns[doc])
             self._alive[doc] = False
-            self._doc_id[doc] = None
             self._ns_docs[code] -= 1
             self._ns_length[code] -= float(self._len[doc])
             self._dead += 1
@@ -190,7 +184,7 @@ class InvertedIndex:
             return []
         code: int | None = None
         if namespace is None:
-            n_docs = len(self._ord)
+            n_docs = len(self._ids)
             total_length = sum(self._ns_length.values())
         else:
             code = self._ns_code.get(namespace)
@@ -226,20 +220,22 @@ class InvertedIndex:
         docs = np.concatenate(found_docs)
         unique, where = np.unique(docs, return_inverse=True)
         scores = np.bincount(where, weights=np.concatenate(found_scores))
-        doc_id = cast("list[str]", self._doc_id)  # the found documents are alive
         # The documents scoring above the limit's last place are in; those tied with it
         # compete for the places left, by id. Templated texts tie by the ten thousand
         # (83k documents at 1M memories): sorting them all with their scores took ~70 ms.
-        cut, tied = 0.0, []
+        cut = 0.0
+        tied = unique[:0]
         above = np.arange(len(unique))
         if len(unique) > limit:
             cut = float(np.partition(scores, len(scores) - limit)[len(scores) - limit])
             above = np.flatnonzero(scores > cut)
-            tied = unique[scores == cut].tolist()
-        ranked = sorted((-float(scores[c]), doc_id[unique[c]]) for c in above.tolist())
-        if tied:
+            tied = unique[scores == cut]
+        ids = self._ids.ids(unique[above])  # the found documents are alive
+        ranked = sorted(zip((-scores[above]).tolist(), ids, strict=True))
+        if len(tied):
             places = limit - len(ranked)
-            ranked += [(-cut, i) for i in heapq.nsmallest(places, map(doc_id.__getitem__, tied))]
+            best = tied[smallest(self._ids.keys_of(tied), places)]
+            ranked += [(-cut, i) for i in self._ids.ids(best)]
         return [(memory_id, -neg) for neg, memory_id in ranked]
 
     def _expand(self, prefix: str) -> set[str]:
@@ -276,10 +272,9 @@ class InvertedIndex:
         self, ids: Sequence[str], namespaces: Sequence[str], lengths: np.ndarray
     ) -> None:
         """Every document of a fresh index, before ``load_postings``."""
-        assert not self._ord, "load into an empty index"
+        assert not len(self._ids), "load into an empty index"
         self._grow(len(ids))
-        self._doc_id = list(ids)
-        self._ord = {memory_id: doc for doc, memory_id in enumerate(ids)}
+        self._ids.load(ids)
         codes = np.array([self._namespace(ns) for ns in namespaces], dtype=np.int32)
         self._alive[: len(ids)] = True
         self._len[: len(ids)] = lengths
@@ -349,12 +344,11 @@ class InvertedIndex:
         """Give the live documents consecutive ordinals (an edit gives a document a new
         one, so dead ordinals would otherwise pile up until a restart). Returns the new
         ordinal of each old one (-1: dead)."""
-        used = len(self._doc_id)
+        used = self._ids.used
         alive = np.flatnonzero(self._alive[:used])
         new_of_old = np.full(used, -1, dtype=np.int32)
         new_of_old[alive] = np.arange(len(alive), dtype=np.int32)
-        self._doc_id = [self._doc_id[int(d)] for d in alive]
-        self._ord = {memory_id: n for n, memory_id in enumerate(self._doc_id)}  # type: ignore[misc]
+        self._ids.renumber(alive)
         for name in ("_alive", "_len", "_ns"):
             old = getattr(self, name)
             fresh = np.zeros_like(old)

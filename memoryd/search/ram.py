@@ -93,7 +93,7 @@ class RankFacts:
     document, as every commit does."""
 
     def __init__(self, postings: InvertedIndex) -> None:
-        self._ordinal = postings.ordinal
+        self._ordinals = postings.ordinals
         self._created = np.zeros(0, dtype=np.int64)  # microseconds since the epoch
         self._expires = np.zeros(0, dtype=np.int64)
         self._importance = np.zeros(0, dtype=np.float64)  # as stored: DOUBLE
@@ -130,9 +130,11 @@ class RankFacts:
             column[:n] = mine[coded.codes]  # a code of -1 (no value) picks the -1 at the end
 
     def upsert(self, rows: Sequence[FactRow]) -> None:
-        for memory_id, created_at, importance, expires_at, kind, tags, thread in rows:
-            row = self._ordinal(memory_id)
-            if row is None:  # no document: nothing to rank (see the class docstring)
+        ordinals = self._ordinals([r[0] for r in rows]).tolist()
+        for row, (_, created_at, importance, expires_at, kind, tags, thread) in zip(
+            ordinals, rows, strict=True
+        ):
+            if row < 0:  # no document: nothing to rank (see the class docstring)
                 continue
             self._created[row] = micros(created_at)
             self._importance[row] = importance
@@ -181,11 +183,11 @@ class RankFacts:
     ) -> dict[str, RankFact]:
         """The facts of those ``ids`` that exist, have not expired at ``now`` and pass
         ``filters`` (all but the namespace and metadata)."""
-        ordinal = self._ordinal
-        known = [(i, r) for i in ids if (r := ordinal(i)) is not None]
-        if not known:
+        ordinals = self._ordinals(ids)
+        found = np.flatnonzero(ordinals >= 0)
+        if not len(found):
             return {}
-        rows = np.fromiter((r for _, r in known), dtype=np.int64, count=len(known))
+        rows = ordinals[found]
         live = self._kept(rows, now, filters or SearchFilters())
         created = self._created[rows].tolist()
         importance = self._importance[rows].tolist()
@@ -194,7 +196,7 @@ class RankFacts:
             memory_id: RankFact(
                 EPOCH + timedelta(microseconds=created[n]), importance[n], threaded[n]
             )
-            for n, (memory_id, _) in enumerate(known)
+            for n, memory_id in enumerate(ids[i] for i in found.tolist())
             if live[n]
         }
 

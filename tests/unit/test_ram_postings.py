@@ -9,6 +9,7 @@ import os
 import random
 from datetime import datetime, timedelta
 
+import numpy as np
 import pytest
 
 from memoryd.model import SearchFilters, new_id, utcnow
@@ -34,6 +35,15 @@ def batch(rng: random.Random, n: int) -> list[PreparedMemory]:
                      rng.choice(["work", "home"]), rng.choice(["note", "note", "fact"]),
                      sorted(rng.sample(["red", "blue", "green"], rng.randint(0, 2))))
             for _ in range(n)]
+
+
+def uid(n: int) -> str:
+    """A memory id (the RAM index holds canonical ids as 16 bytes), ordered by ``n``."""
+    return f"00000000-0000-7000-8000-{n:012x}"
+
+
+def live_ids(index) -> list[str]:
+    return index.ids(np.flatnonzero(index._alive[: index._ids.used]))
 
 
 QUERIES = [(["appl", "river"], []), (["violin"], []), (["pepper", "cobalt", "harbour"], []),
@@ -191,21 +201,24 @@ def test_rebuilds_renumber_documents_and_rank_the_same():
 
     rng = random.Random(5)
     index = InvertedIndex()
-    docs = {f"m{n}": Counter(rng.choices(WORDS, k=rng.randint(1, 6))) for n in range(400)}
+    docs = {uid(n): Counter(rng.choices(WORDS, k=rng.randint(1, 6))) for n in range(400)}
     index.add(docs, {i: rng.choice(["work", "home"]) for i in docs})
     for _ in range(3):  # edit many, delete a few
-        edited = {i: Counter(rng.choices(WORDS, k=3)) for i in rng.sample(sorted(index._ord), 150)}
+        edited = {i: Counter(rng.choices(WORDS, k=3)) for i in rng.sample(live_ids(index), 150)}
         index.add(edited, {i: "work" for i in edited})
-        index.remove(rng.sample(sorted(index._ord), 10))
+        index.remove(rng.sample(live_ids(index), 10))
     queries = [(["violin"], [], None), (["apple", "river"], [], "work"), ([], ["deploy"], None)]
     before = [index.search(t, p, ns, 50) for t, p, ns in queries]
-    assert len(index._doc_id) > len(index) + 400  # dead ordinals piled up
+    assert index._ids.used > len(index) + 400  # dead ordinals piled up
+    kept = sorted(live_ids(index))
     index._rebuild()
-    assert len(index._doc_id) == len(index) == 370
-    assert sorted(index._ord.values()) == list(range(370))
+    assert index._ids.used == len(index) == 370
+    assert sorted(index.ordinals(kept).tolist()) == list(range(370))
+    assert sorted(live_ids(index)) == kept
     assert [index.search(t, p, ns, 50) for t, p, ns in queries] == before
-    index.add({"late": Counter(violin=5)}, {"late": "home"})  # ordinals go on after it
-    assert index.search(["violin"], [], "home", 1)[0][0] == "late"
+    late = uid(10**6)
+    index.add({late: Counter(violin=5)}, {late: "home"})  # ordinals go on after it
+    assert index.search(["violin"], [], "home", 1)[0][0] == late
     index.fold()  # one posting: not worth a rebuild
     assert index._recent_count == 1
 
@@ -220,7 +233,7 @@ def test_a_top_k_among_many_ties_breaks_them_by_id():
 
     rng = random.Random(6)
     index = InvertedIndex()
-    ids = [f"m{n:05d}" for n in range(3000)]
+    ids = [uid(n * 7919 % 3001) for n in range(3000)]
     rng.shuffle(ids)  # ordinals in another order than ids
     docs = {i: Counter(["harbour", "lantern"] if n % 7 else ["harbour", "harbour", "cobalt"])
             for n, i in enumerate(ids)}
@@ -246,7 +259,7 @@ def test_rank_facts_follow_their_documents_through_edits_and_rebuilds():
 
     index = InvertedIndex()
     facts = RankFacts(index)
-    ids = [f"m{n:02d}" for n in range(20)]
+    ids = [uid(n) for n in range(20)]
     index.add({i: Counter(harbour=1) for i in ids}, {i: "work" for i in ids})
     start = datetime(2024, 1, 1)
     expected = {i: RankFact(start + timedelta(days=n), n / 20, n % 2 == 0)
