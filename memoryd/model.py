@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import uuid
@@ -48,6 +49,14 @@ def new_ids(count: int) -> list[str]:
         h = f"{value:032x}"
         ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
     return ids
+
+
+CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_canonical_id(text: str) -> bool:
+    """Whether ``text`` is a memory id as stored: a UUID in lower-case hex with dashes."""
+    return CANONICAL_ID.fullmatch(text) is not None
 
 
 def is_id(text: str) -> bool:

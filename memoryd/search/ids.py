@@ -13,20 +13,17 @@ last merged (each merge inserts them: a few ms at 1M memories).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
+from memoryd.model import is_canonical_id
 from memoryd.search.columns import grow_columns
 
 KEY = np.dtype("S16")
 # Recent ids (in a dict) worth merging into the sorted keys: at least this many, and at
 # least a sixteenth of those, so that merges cost O(1) amortised per id.
 MERGE_MIN = 4096
-
-
-_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _shaped(memory_id: str) -> bool:
@@ -98,7 +95,7 @@ class IdTable:
             try:
                 places, wanted = slice(None), keys(ids)
             except ValueError:  # some are no memory ids: those are not here
-                where = [n for n, memory_id in enumerate(ids) if _ID.fullmatch(memory_id)]
+                where = [n for n, memory_id in enumerate(ids) if is_canonical_id(memory_id)]
                 places, wanted = where, keys([ids[n] for n in where])
             at = np.minimum(np.searchsorted(self._sorted, wanted), len(self._sorted) - 1)
             candidates = self._sorted_ordinal[at]
@@ -116,8 +113,10 @@ class IdTable:
         """The ids that ``ordinals`` name (live ones: a dead ordinal names its last id)."""
         return id_strings(self._keys[ordinals])
 
-    def keys_of(self, ordinals: np.ndarray) -> np.ndarray:
-        return self._keys[ordinals]
+    def first_by_id(self, ordinals: np.ndarray, k: int) -> list[str]:
+        """The ``k`` smallest of the ids that ``ordinals`` name, smallest first."""
+        chosen = self._keys[ordinals]
+        return id_strings(chosen[smallest(chosen, k)])
 
     def load(self, ids: Sequence[str]) -> None:
         """The ids of ordinals 0, 1, ... of an empty table."""
@@ -137,9 +136,10 @@ class IdTable:
             self._merge()
         return first
 
-    def discard(self, ids: Sequence[str]) -> np.ndarray:
-        """Forget ``ids``; returns the ordinals that were live (each once)."""
-        found = np.unique(self.ordinals(ids))
+    def discard(self, ids: Sequence[str], ordinals: np.ndarray | None = None) -> np.ndarray:
+        """Forget ``ids`` (whose ``ordinals`` the caller may have looked up already);
+        returns the ordinals that were live (each once)."""
+        found = np.unique(self.ordinals(ids) if ordinals is None else ordinals)
         found = found[found >= 0]
         self._live[found] = False
         self._count -= len(found)

@@ -29,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from memoryd.search.columns import grow_columns
-from memoryd.search.ids import IdTable, smallest
+from memoryd.search.ids import IdTable
 
 MIN_STEM_CHARS = 3
 STEM_SLACK = 3  # a prefix also matches a stem it starts with, lacking at most this many
@@ -120,7 +120,7 @@ class InvertedIndex:
         ids = list(documents)
         before = self._ids.ordinals(ids)
         old = before[before >= 0]
-        self._kill(ids)
+        self._kill(ids, before)
         first = self._ids.append(ids)
         self._grow(first + len(documents))
         recent, term_id = self._recent, self._term_id
@@ -154,8 +154,8 @@ class InvertedIndex:
     def _too_many_dead(self) -> bool:
         return self._dead > max(10_000, len(self._ids))
 
-    def _kill(self, ids: Sequence[str]) -> None:
-        for doc in self._ids.discard(ids).tolist():
+    def _kill(self, ids: Sequence[str], ordinals: np.ndarray | None = None) -> None:
+        for doc in self._ids.discard(ids, ordinals).tolist():
             code = int(self._ns[doc])
             self._alive[doc] = False
             self._ns_docs[code] -= 1
@@ -234,8 +234,7 @@ class InvertedIndex:
         ranked = sorted(zip((-scores[above]).tolist(), ids, strict=True))
         if len(tied):
             places = limit - len(ranked)
-            best = tied[smallest(self._ids.keys_of(tied), places)]
-            ranked += [(-cut, i) for i in self._ids.ids(best)]
+            ranked += [(-cut, i) for i in self._ids.first_by_id(tied, places)]
         return [(memory_id, -neg) for neg, memory_id in ranked]
 
     def _expand(self, prefix: str) -> set[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import shutil
 import tempfile
 from collections import Counter, defaultdict
@@ -26,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from memoryd.errors import KeyProblem, MemorydError, NotFound
-from memoryd.model import Memory, SearchFilters, utcnow
+from memoryd.model import Memory, SearchFilters, is_canonical_id, utcnow
 from memoryd.search.inverted import InvertedIndex
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.ram import NEVER, Coded, FactRow, RamIndex, RankFact, RankFacts
@@ -803,8 +802,8 @@ class Database:
         filters."""
         if not ids:
             return {}
-        ram = self._ram
-        if ram is not None and not vectors and not filters.beyond_rank_facts:
+        ram = self._ram_applying(filters)
+        if ram is not None and not vectors:
             return self._rows_passing_in_ram(ram, ids, filters)
         where, params = filter_sql(filters)
         vector = "embedding" if vectors else "NULL"
@@ -812,6 +811,12 @@ class Database:
             _rows_by_id(f"{MEMORY_COLUMNS}, {vector} AS vector", ids, where), params
         ).fetchall()
         return {r[0]: (_memory(r[:-1]), r[-1]) for r in rows}
+
+    def _ram_applying(self, filters: SearchFilters) -> RamIndex | None:
+        """The RAM index, when it is loaded and applies ``filters`` (every filter but
+        metadata); else ``None``, and SQL applies them."""
+        ram = self._ram
+        return ram if ram is not None and not filters.beyond_rank_facts else None
 
     def _rows_passing_in_ram(
         self, ram: RamIndex, ids: Sequence[str], filters: SearchFilters
@@ -833,8 +838,8 @@ class Database:
         """How many unexpired memories pass ``filters``, and how many are in their scope
         (the namespace, or the whole store): from the RAM rank facts when they can apply
         the filters, else one scan of the filtered columns (1-6 ms at 1M memories)."""
-        ram = self._ram
-        if ram is not None and not filters.beyond_rank_facts:
+        ram = self._ram_applying(filters)
+        if ram is not None:
             now = utcnow()
             in_namespace = SearchFilters(namespace=filters.namespace)
             return (
@@ -866,8 +871,8 @@ class Database:
     ) -> list[tuple[str, bytes | None]]:
         """Every memory that passes ``filters``: (id, stored vector, or ``None`` without
         ``vectors``). For filters that ``filter_counts`` found narrow."""
-        ram = self._ram
-        if ram is not None and not vectors and not filters.beyond_rank_facts:
+        ram = self._ram_applying(filters)
+        if ram is not None and not vectors:
             passing = np.flatnonzero(ram.passing(filters, utcnow()))
             return [(i, None) for i in ram.postings.ids(passing)]
         where, params = filter_sql(filters)
@@ -951,8 +956,8 @@ class Database:
         """BM25 (id, score), best first: from RAM when loaded and no metadata filter must
         narrow the ranking first, else in SQL. Both rank alike. (In SQL, at 1M memories,
         a search with a time filter took ~145 ms, one with a kind ~160 ms.)"""
-        ram = self._ram
-        if ram is not None and not filters.beyond_rank_facts:
+        ram = self._ram_applying(filters)
+        if ram is not None:
             allowed = None
             if filters.beyond_namespace:  # the rank facts apply the other filters
                 allowed = ram.facts.mask(filters, utcnow())
@@ -1257,7 +1262,6 @@ def filter_sql(filters: SearchFilters, alias: str | None = None) -> tuple[list[s
     return where, params
 
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def build_ram_index(cursor: duckdb.DuckDBPyConnection) -> RamIndex:
@@ -1366,7 +1370,7 @@ def _id_list(ids: Sequence[str]) -> str:
     a parameter list (3.8 ms against 12 ms for 100 ids at 10k memories), so the ids are
     spliced, after checking each is a canonical UUID and so cannot carry SQL."""
     for memory_id in ids:
-        if not _UUID.match(memory_id):
+        if not is_canonical_id(memory_id):
             raise ValueError("not a canonical memory id")
     return ", ".join(f"'{memory_id}'" for memory_id in ids)
 
