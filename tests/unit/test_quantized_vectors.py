@@ -120,3 +120,32 @@ def test_search_among_some_ids_ranks_those_alone():
     exact = brute(alive, vectors[[ids.index(i) for i in alive]], ["a"] * len(alive), query, 5)
     assert len(set(found[:5]) & set(exact)) >= 4
     assert store.search(query, 10, among=[]) == []
+
+
+def test_a_few_ids_gathered_rank_as_the_masked_scan_does(monkeypatch):
+    """Among a few ids, only their rows are scored (``GATHER_MAX_SHARE``); among many,
+    every row is scanned and the rest masked. Both give the same ids and similarities,
+    bit for bit, and the same as the whole store's ranking cut to those ids."""
+    from memoryd.search import quantized
+
+    rng = np.random.default_rng(5)
+    dim = 48
+    store = QuantizedVectors(dim=dim)
+    ids = [f"m{n}" for n in range(2000)]
+    store.upsert(ids, ["a", "b"] * 1000, unit(rng.standard_normal((2000, dim)).astype(np.float32)))
+    store.remove(ids[::7])
+    queries = unit(rng.standard_normal((10, dim)).astype(np.float32))
+    subsets = [
+        rng.choice(ids, size=size, replace=False).tolist() for size in (3, 40, 150, 600)
+    ]
+    subsets.append(ids[:30] + ids[:30] + ["unknown"])  # repeats, deleted and unknown ids
+    for query in queries:
+        everything = store.search(query, len(store))
+        for among in subsets:
+            found = {}
+            for share in (0.0, 1.0):  # the masked scan, then the gathered rows
+                monkeypatch.setattr(quantized, "GATHER_MAX_SHARE", share)
+                found[share] = store.search(query, 25, among=among)
+            assert found[0.0] == found[1.0]
+            wanted = set(among)
+            assert found[1.0] == [hit for hit in everything if hit[0] in wanted][:25]
