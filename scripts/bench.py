@@ -10,12 +10,12 @@ the protocol with the `hash` embedder (deterministic, nearly free: this measures
 store, not the model), then answers searches over the socket in each mode, hybrid ones
 within a namespace (`hybrid_namespace`), and vector ones within a tag that 1% of the
 memories carry (`vector_tag`: a narrow filter, which the vector indexes cannot apply).
-Queries are not copies of stored texts. Vector recall@10 is measured against numpy exact
-search over the same hash vectors (for `vector_tag`, over the tagged ones). Peers on the
-same vectors and query texts: chromadb PersistentClient (ingest; query by vector; query by
-text with the same embedder) and numpy brute force. With --real N,
-scripts/bench_appliance.py also runs N memories with the real ONNX model, and the raw
-embedding throughput of the same texts is measured.
+Queries are not copies of stored texts, and no two are the same. Vector recall@10 is
+measured against numpy exact search over the same hash vectors (for `vector_tag`, over
+the tagged ones). Peers on the same vectors and query texts: chromadb PersistentClient
+(ingest; query by vector; query by text with the same embedder) and numpy brute force.
+With --real N, scripts/bench_appliance.py also runs N memories with the real ONNX model,
+and the raw embedding throughput of the same texts is measured.
 
 Prints a markdown table; --json-out FILE writes everything as JSON.
 """
