@@ -250,10 +250,11 @@ class VectorCatalog:
                 if self._ram is not ram:
                     break  # dropped meanwhile (grown into the index)
                 ids, namespaces, vectors = batch
+                forgotten = self._forgotten_while_loading
                 keep = [
                     n
-                    for n, i in enumerate(ids)
-                    if i not in ram and i not in self._forgotten_while_loading
+                    for n, held in enumerate(ram.held(ids).tolist())
+                    if not held and ids[n] not in forgotten
                 ]
                 if keep:
                     ram.upsert(

@@ -12,6 +12,11 @@ import pytest
 from memoryd.search.quantized import QuantizedVectors, quantize
 
 
+def uid(n: int) -> str:
+    """A memory id (the RAM vectors hold canonical ids as 16 bytes)."""
+    return f"00000000-0000-7000-8000-{n:012x}"
+
+
 def unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
@@ -34,7 +39,7 @@ def test_finds_the_exact_top_ten_through_changes():
     store = QuantizedVectors(dim=dim)
     live: dict[str, tuple[np.ndarray, str]] = {}
     for step in range(30):
-        ids = [f"m{step}-{n}" for n in range(200)]
+        ids = [uid(step * 1000 + n) for n in range(200)]
         vectors = unit(rng.standard_normal((200, dim)).astype(np.float32))
         tags = [rng.choice(["a", "b", "c"]) for _ in ids]
         store.upsert(ids, tags, vectors)
@@ -49,6 +54,7 @@ def test_finds_the_exact_top_ten_through_changes():
         store.upsert(again, ["a"] * 10, fresh)
         live.update({i: (v, "a") for i, v in zip(again, fresh, strict=True)})
     assert len(store) == len(live)
+    assert store._used < 30 * 200  # holes were compacted along the way, ids renumbered
     ids = sorted(live)
     vectors = np.stack([live[i][0] for i in ids])
     tags = [live[i][1] for i in ids]
@@ -81,10 +87,12 @@ def test_compaction_keeps_everything_findable():
     store = QuantizedVectors(dim=4)
     vectors = unit(np.eye(4, dtype=np.float32).repeat(2000, axis=0)
                    + np.linspace(0, 0.01, 8000, dtype=np.float32)[:, None])
-    ids = [f"id{n}" for n in range(8000)]
+    ids = [uid(n) for n in range(8000)]
     store.upsert(ids, ["t"] * 8000, vectors)
     store.remove(ids[:6000])  # more than half: compacts
-    assert len(store) == 2000 and "id7999" in store and "id0" not in store
+    assert len(store) == 2000 and uid(7999) in store and uid(0) not in store
+    assert store._used == 2000  # the holes are gone
+    assert store.held([uid(0), uid(6000), "not-an-id"]).tolist() == [False, True, False]
     hits = store.search(np.array([0, 0, 0, 1], dtype=np.float32), 3)
     assert len(hits) == 3 and all(i in ids[6000:] for i, _ in hits)
 
@@ -95,7 +103,7 @@ def test_the_same_answers_on_one_thread_or_two(monkeypatch):
     rng = np.random.default_rng(9)
     vectors = unit(rng.standard_normal((3000, 16)).astype(np.float32))
     index = QuantizedVectors(16)
-    index.upsert([f"m{n}" for n in range(3000)], ["t"] * 3000, vectors)
+    index.upsert([uid(n) for n in range(3000)], ["t"] * 3000, vectors)
     queries = unit(rng.standard_normal((20, 16)).astype(np.float32))
     found = {}
     for threads in (1, 2):
@@ -108,7 +116,7 @@ def test_search_among_some_ids_ranks_those_alone():
     rng = np.random.default_rng(3)
     dim = 32
     store = QuantizedVectors(dim=dim)
-    ids = [f"m{n}" for n in range(500)]
+    ids = [uid(n) for n in range(500)]
     vectors = unit(rng.standard_normal((500, dim)).astype(np.float32))
     store.upsert(ids, ["a"] * 500, vectors)
     store.remove(ids[:5])
@@ -131,7 +139,7 @@ def test_a_few_ids_gathered_rank_as_the_masked_scan_does(monkeypatch):
     rng = np.random.default_rng(5)
     dim = 48
     store = QuantizedVectors(dim=dim)
-    ids = [f"m{n}" for n in range(2000)]
+    ids = [uid(n) for n in range(2000)]
     store.upsert(ids, ["a", "b"] * 1000, unit(rng.standard_normal((2000, dim)).astype(np.float32)))
     store.remove(ids[::7])
     queries = unit(rng.standard_normal((10, dim)).astype(np.float32))
@@ -149,3 +157,13 @@ def test_a_few_ids_gathered_rank_as_the_masked_scan_does(monkeypatch):
             assert found[0.0] == found[1.0]
             wanted = set(among)
             assert found[1.0] == [hit for hit in everything if hit[0] in wanted][:25]
+
+
+def test_an_id_given_twice_in_one_upsert_keeps_its_last_vector():
+    store = QuantizedVectors(dim=4)
+    first, second = np.array([1, 0, 0, 0], np.float32), np.array([0, 1, 0, 0], np.float32)
+    store.upsert([uid(1), uid(2), uid(1)], ["a", "a", "b"], np.stack([first, first, second]))
+    assert len(store) == 2 and store._used == 2
+    assert store.search(second, 1)[0][0] == uid(1)
+    assert store.search(second, 5, "b") == store.search(second, 1)  # its last namespace
+    assert [i for i, _ in store.search(first, 5, "a")] == [uid(2)]
