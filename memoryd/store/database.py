@@ -468,7 +468,10 @@ class Database:
                 "namespace": [m.namespace for m in items],
                 "kind": [m.kind for m in items],
                 "tags": pa.array([m.tags for m in items], pa.list_(pa.string())),
-                "metadata": [json.dumps(m.metadata, ensure_ascii=False) for m in items],
+                "metadata": [
+                    json.dumps(m.metadata, ensure_ascii=False) if m.metadata else "{}"
+                    for m in items
+                ],
                 "importance": pa.array([m.importance for m in items], pa.float64()),
                 "source": pa.array([m.source for m in items], pa.string()),
                 "thread": pa.array([m.thread for m in items], pa.string()),
@@ -574,26 +577,16 @@ class Database:
         if not documents:
             return
         self._ram_changed("add", documents, namespaces)
-        term_col: list[str] = []
-        id_col: list[str] = []
-        tf_col: list[int] = []
-        ns_col: list[str] = []
-        len_col: list[int] = []
-        for memory_id, counts in documents.items():
-            length, namespace = sum(counts.values()), namespaces[memory_id]
-            for term, tf in counts.items():
-                term_col.append(term)
-                id_col.append(memory_id)
-                tf_col.append(tf)
-                ns_col.append(namespace)
-                len_col.append(length)
+        # A row per (memory, term): the memory's own columns repeated by its term count.
+        ids, counts = list(documents), list(documents.values())
+        owner = pa.array(np.repeat(np.arange(len(ids)), [len(c) for c in counts]))
         postings = pa.table(
             {
-                "term": term_col,
-                "memory_id": id_col,
-                "tf": pa.array(tf_col, pa.int32()),
-                "namespace": ns_col,
-                "doc_len": pa.array(len_col, pa.int32()),
+                "term": [term for c in counts for term in c],
+                "memory_id": pa.array(ids).take(owner),
+                "tf": pa.array([tf for c in counts for tf in c.values()], pa.int32()),
+                "namespace": pa.array([namespaces[i] for i in ids]).take(owner),
+                "doc_len": pa.array([sum(c.values()) for c in counts], pa.int32()).take(owner),
             }
         )
         if replace:
