@@ -3,9 +3,9 @@
 One int8 row per memory and a namespace code per row, in the order the memories
 arrived; the ids are 16-byte keys (``IdTable``: ~4 MB at 100k memories, against ~14 MB
 as a list and a dict of strings). Deletes leave holes, and the rows are compacted when
-holes make a quarter of them. Each vector is
-scaled so that its largest component is ±127 before rounding: cosine similarity ignores
-the scale, so every vector keeps the full int8 range.
+holes make a quarter of them. Each vector is scaled so that its largest component is
+±127 before rounding: cosine similarity ignores the scale, so every vector keeps the
+full int8 range.
 
 Why int8: a query scans every row, and the scan is bound by memory bandwidth. int8 rows
 are a quarter of float32 (384 bytes a memory at 384 dimensions), and SimSIMD's int8 dot
@@ -47,6 +47,10 @@ _cores = CoreWatch()
 # 1.74 ms on one thread, 0.84 on two. In-process at 100k, the bench's `vector_tag` (1,000
 # tagged memories) spent 2.96 ms p50 of a 7.06 ms search in the masked scan.
 GATHER_MAX_SHARE = 0.1
+# Holes (deleted rows) are compacted away once they are this share of the rows (and
+# there are enough rows to bother): a search scans the holes too.
+COMPACT_SHARE = 0.25
+COMPACT_MIN_ROWS = 4096
 
 
 def scan_threads() -> int:
@@ -76,12 +80,6 @@ def _smallest(scores: np.ndarray, k: int, finite: int) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     top = np.argpartition(scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
     return top[np.argsort(scores[top], kind="stable")][:k]
-
-
-# Holes (deleted rows) are compacted away once they are this share of the rows (and
-# there are enough rows to bother): a search scans the holes too.
-COMPACT_SHARE = 0.25
-COMPACT_MIN_ROWS = 4096
 
 
 class QuantizedVectors:
@@ -190,8 +188,8 @@ class QuantizedVectors:
     def _hits(
         self, rows: np.ndarray, negated: np.ndarray, query_inv_norm: float
     ) -> list[tuple[str, float]]:
-        """(id, similarity) of ``rows``, whose negated scores short of the query's
-        inverse norm are ``negated``."""
+        """(id, similarity) of ``rows``, from their scores as the scan ranks them:
+        negated, and not yet scaled by the query's inverse norm."""
         similarities = [-float(s) * query_inv_norm for s in negated]
         return list(zip(self._ids.ids(rows), similarities, strict=True))
 
