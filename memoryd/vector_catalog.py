@@ -727,6 +727,10 @@ class VectorCatalog:
         # The serving handle would see the index at its next write anyway; a read-only
         # period should not have to wait for one.
         await self._vec_thread.run(index.reload)
+        # The index it replaced stays on disk until a compaction prunes it.
+        async with self._maintenance:
+            if self._index is index:
+                await self._compact()
         self._ann_trained_rows = trained
         self._ann_trainings += 1
         self.probes.reset()  # new partitions

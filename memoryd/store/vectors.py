@@ -195,11 +195,19 @@ class VectorIndex:
         )
 
     def compact(self) -> None:
-        """Rewrite fragments and drop old versions, so deleted vectors leave the disk."""
+        """Rewrite fragments and drop old versions, so deleted vectors and replaced
+        indexes leave the disk.
+
+        ``optimize`` prunes old versions *before* it updates the indexes, so the index
+        files its own update replaced (and those of a training since the last compaction)
+        stayed until the next compaction, which a store that stopped changing never had:
+        on a 1M bench store, 329 MB of a replaced ANN index beside the live 371 MB. A
+        second ``optimize`` prunes them; with nothing else to do it took 0.03 s there."""
         with warnings.catch_warnings():
             # Only this process touches the index, so dropping every old version is safe.
             warnings.simplefilter("ignore", UserWarning)
-            self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+            for _ in range(2):
+                self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
 
 
 def _open_table(path: Path, **connect: Any) -> lancedb.table.Table:

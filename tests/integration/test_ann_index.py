@@ -142,6 +142,13 @@ def test_folds_that_leave_too_many_segments_are_merged_by_a_training(make_daemon
         ann = status["vector_index"]["ann"]
         assert ann["segments"] == 1 and ann["indexed"] == MIN_ROWS + 200
         assert all(top_id(c, n) == ids[n] for n in range(0, MIN_ROWS + 200, 97))
+        # The indexes the training replaced leave the disk: one ANN index and the
+        # namespace index remain, though no write comes to set off a compaction.
+        indexes = daemon.paths.data_dir / "vectors" / "vectors.lance" / "_indices"
+        deadline = time.monotonic() + 30
+        while len(list(indexes.iterdir())) > 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(list(indexes.iterdir())) == 2
     log = "\n".join(f.read_text() for f in daemon.paths.log_dir.rglob("*.log"))
     # The fold came first, then the training; the table had not doubled (3,200 of 3,000).
     assert "200 new vectors folded in" in log

@@ -71,8 +71,13 @@ def test_training_runs_beside_writes_and_searches(tmp_path):
     found = sum(nearest(index, vectors[f"m{k}"]) == f"m{k}" for k in range(1000, 1200))
     assert found >= 190  # ANN over 64-dim random vectors: near-exact, not guaranteed exact
 
-    # Compaction folds the late rows into the ANN index.
+    # Compaction folds the late rows into the ANN index, and leaves on disk only the
+    # indexes that the table's latest version uses: each segment of the ANN index and the
+    # namespace index, not those that the training and the fold replaced.
     index.compact()
     stats = index.ann_stats()
     assert stats is not None and stats["unindexed"] == 0
+    on_disk = list((index.path / "vectors.lance" / "_indices").iterdir())
+    print("DIRS", len(on_disk), stats)
+    assert len(on_disk) == stats["segments"] + 1
     assert all(nearest(index, late[k]) == f"late{k}" for k in range(10))
