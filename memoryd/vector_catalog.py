@@ -727,10 +727,6 @@ class VectorCatalog:
         # The serving handle would see the index at its next write anyway; a read-only
         # period should not have to wait for one.
         await self._vec_thread.run(index.reload)
-        # The index it replaced stays on disk until a compaction prunes it.
-        async with self._maintenance:
-            if self._index is index:
-                await self._compact()
         self._ann_trained_rows = trained
         self._ann_trainings += 1
         self.probes.reset()  # new partitions
@@ -738,6 +734,13 @@ class VectorCatalog:
         log.info(
             "ANN index trained on %d vectors in %.1f s (%s)", trained, self._ann_last_s, reason
         )
+        # The index it replaced stays on disk until a compaction prunes it.
+        started = time.perf_counter()
+        async with self._maintenance:
+            if self._index is index:
+                await self._compact()
+                log.info("vector index compacted after the training (%.1f s)",
+                         time.perf_counter() - started)
         return True
 
     async def _index_namespaces(self, index: VectorIndex) -> None:
