@@ -20,6 +20,12 @@ DEFAULT_MODEL_DIR = REPO.parent / "shared" / "models" / "all-MiniLM-L6-v2-int8"
 MODEL_DIR = Path(os.environ.get("MEMORYD_MODEL_DIR") or DEFAULT_MODEL_DIR)
 
 
+def uid(n: int) -> str:
+    """A canonical memory id ordered by ``n`` (the RAM indexes hold ids as 16 bytes and
+    take no other)."""
+    return f"00000000-0000-7000-8000-{n:012x}"
+
+
 def short_tempdir(prefix: str = "md") -> Path:
     # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be longer.
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

@@ -1255,8 +1255,6 @@ def filter_sql(filters: SearchFilters, alias: str | None = None) -> tuple[list[s
     return where, params
 
 
-
-
 def build_ram_index(cursor: duckdb.DuckDBPyConnection) -> RamIndex:
     """Build the RAM index from the snapshot ``begin_ram_index`` opened on ``cursor``:
     safe on any thread but the owner's. Closes the cursor."""

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import uid
 
 from memoryd.search.quantized import QuantizedVectors, quantize
-
-
-def uid(n: int) -> str:
-    """A memory id (the RAM vectors hold canonical ids as 16 bytes)."""
-    return f"00000000-0000-7000-8000-{n:012x}"
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

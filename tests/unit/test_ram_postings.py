@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
+from support import uid
 
 from memoryd.model import SearchFilters, new_id, utcnow
 from memoryd.search import inverted
@@ -35,11 +36,6 @@ def batch(rng: random.Random, n: int) -> list[PreparedMemory]:
                      rng.choice(["work", "home"]), rng.choice(["note", "note", "fact"]),
                      sorted(rng.sample(["red", "blue", "green"], rng.randint(0, 2))))
             for _ in range(n)]
-
-
-def uid(n: int) -> str:
-    """A memory id (the RAM index holds canonical ids as 16 bytes), ordered by ``n``."""
-    return f"00000000-0000-7000-8000-{n:012x}"
 
 
 def live_ids(index) -> list[str]:
