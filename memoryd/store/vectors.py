@@ -31,12 +31,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import Bitmap, IvfSq
 
 from memoryd.crypto.sap import SapCipher
+from memoryd.store.deferred import LANCE_REST_CLIENT, defer_package
+
+defer_package(LANCE_REST_CLIENT)
+import lancedb  # noqa: E402 - after its unused REST client is deferred
+from lancedb.index import Bitmap, IvfSq  # noqa: E402
 
 log = logging.getLogger(__name__)
 
