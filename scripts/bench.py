@@ -78,6 +78,16 @@ def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
     return client.status()
 
 
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """The daemon's RSS and the part of it that maps files (RssFile): the shared
+    libraries' code, clean and shared. How much of a library is mapped depends on how
+    the page cache holds it: a library file that something read through (a copy, a
+    backup, a grep) sits in large folios, which a fault maps whole, and RSS grows by tens
+    of MB with no change in the daemon (docs/performance.md, *RSS and the page cache*)."""
+    return (round(bench_appliance.rss_kb(pid) / 1024, 1),
+            round(bench_appliance.rss_kb(pid, "RssFile") / 1024, 1))
+
+
 def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
              ) -> dict[str, Any]:
     from memoryd.config import resolve_paths
@@ -109,7 +119,7 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
             out["ann_last_training_s"] = ann["last_training_s"]
             out["ann_indexed_rows"] = ann["indexed"]
         time.sleep(IDLE_S)  # idle: the daemon gives freed buffers back once writes pause
-        out["idle_rss_mb"] = round(bench_appliance.rss_kb(daemon.pid) / 1024, 1)
+        out["idle_rss_mb"], out["idle_rss_file_mb"] = _rss_mb(daemon.pid)
 
         sampler = bench_appliance.RssSampler(daemon.pid)
         sampler.start()
@@ -154,7 +164,8 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
         # The steady state: a restarted daemon once its RAM tier has loaded, idle.
         _settle(client)
         time.sleep(IDLE_S)
-        out["idle_rss_after_restart_mb"] = round(bench_appliance.rss_kb(daemon.pid) / 1024, 1)
+        out["idle_rss_after_restart_mb"], out["idle_rss_after_restart_file_mb"] = _rss_mb(
+            daemon.pid)
         client.shutdown()
         client.close()
         daemon.wait(120)
@@ -245,8 +256,8 @@ def main() -> None:
     keys = ["store_ingest_per_s", "hybrid_p50_ms", "hybrid_p95_ms", "lexical_p50_ms",
             "hybrid_namespace_p50_ms", "vector_p50_ms", "vector_p95_ms", "vector_recall_at_10",
             "vector_tag_p50_ms", "vector_tag_recall_at_10",
-            "idle_rss_mb",
-            "idle_rss_after_restart_mb", "load_rss_mb", "disk_bytes_per_memory",
+            "idle_rss_mb", "idle_rss_file_mb", "idle_rss_after_restart_mb",
+            "idle_rss_after_restart_file_mb", "load_rss_mb", "disk_bytes_per_memory",
             "cold_start_to_first_search_s",
             "search_tier", "settle_after_ingest_s", "ann_trainings", "ann_last_training_s",
             "ann_indexed_rows", "vector_p50_over_chroma_e2e_p50", "store_ingest_over_chroma"]
