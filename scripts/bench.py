@@ -83,7 +83,7 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     libraries' code, clean and shared. How much of a library is mapped depends on how
     the page cache holds it: a library file that something read through (a copy, a
     backup, a grep) sits in large folios, which a fault maps whole, and RSS grows by tens
-    of MB with no change in the daemon (docs/performance.md, *RSS and the page cache*)."""
+    of MB with no change in the daemon (docs/performance-log.md, *RSS and the page cache*)."""
     return (round(bench_appliance.rss_kb(pid) / 1024, 1),
             round(bench_appliance.rss_kb(pid, "RssFile") / 1024, 1))
 
