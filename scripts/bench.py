@@ -80,10 +80,9 @@ def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
 
 def _rss_mb(pid: int) -> tuple[float, float]:
     """The daemon's RSS and the part of it that maps files (RssFile): the shared
-    libraries' code, clean and shared. How much of a library is mapped depends on how
-    the page cache holds it: a library file that something read through (a copy, a
-    backup, a grep) sits in large folios, which a fault maps whole, and RSS grows by tens
-    of MB with no change in the daemon (docs/performance-log.md, *RSS and the page cache*)."""
+    libraries' code, clean and shared. How much of a library is mapped depends on the
+    page cache: after `cat` had read the libraries, the same daemon's RSS was ~35 MB
+    higher, all of it in this part (docs/performance-log.md, *RSS and the page cache*)."""
     return (round(bench_appliance.rss_kb(pid) / 1024, 1),
             round(bench_appliance.rss_kb(pid, "RssFile") / 1024, 1))
 
