@@ -111,12 +111,17 @@ def test_ann_index_is_trained_in_the_background_without_missing_memories(make_da
         assert all(top_id(c, n) != ids[n] for n in gone)
         assert all(top_id(c, n) == ids[n] for n in range(total, total + 50, 7))
 
-    # A restart keeps the trained index and does not train it again.
+    # A restart keeps the trained index and does not train it again. It reads the index
+    # in whole once searches pause, not while they go on.
     daemon.restart()
     with daemon.client() as c:
         status = wait_status(c, lambda s: s["vector_index"]["ready"])
-        time.sleep(3)
-        status = c.status()["vector_index"]
+        searching_until = time.monotonic() + 5
+        while time.monotonic() < searching_until:
+            assert top_id(c, 77) == ids[77]
+            assert c.status()["vector_index"]["ann"]["warm"] is False
+        status = wait_status(c, lambda s: s["vector_index"]["ann"]["warm"], timeout=30)
+        status = status["vector_index"]
         assert status["ann"]["indexed"] == total + 50 - len(gone)
         assert status["ann"]["trainings"] == 0
         assert top_id(c, 77) == ids[77] and top_id(c, gone[0]) != ids[gone[0]]
