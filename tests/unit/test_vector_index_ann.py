@@ -78,6 +78,5 @@ def test_training_runs_beside_writes_and_searches(tmp_path):
     stats = index.ann_stats()
     assert stats is not None and stats["unindexed"] == 0
     on_disk = list((index.path / "vectors.lance" / "_indices").iterdir())
-    print("DIRS", len(on_disk), stats)
     assert len(on_disk) == stats["segments"] + 1
     assert all(nearest(index, late[k]) == f"late{k}" for k in range(10))
