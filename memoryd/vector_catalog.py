@@ -77,8 +77,8 @@ ANN_FOLD_IDLE_S = 10.0
 # Calibrate the ANN probes only once searches have paused this long: a calibration's
 # searches share the search thread with users' (each waits behind one at most).
 CALIBRATE_AFTER_IDLE_S = 2.0
-# Read every partition of a newly opened or trained ANN index once searches and writes
-# have paused this long (``warm_ann``).
+# Read every partition of the ANN index after a start, once searches and writes have
+# paused this long (``warm_ann``).
 WARM_AFTER_IDLE_S = 2.0
 # Candidates a calibration's searches fetch: a default search's (4 x 10 hits, at least
 # 50, twice that from the index).
@@ -175,8 +175,8 @@ class VectorCatalog:
         self._ann_last_s: float | None = None
         self.probes = ann_probes.ProbeTuner()
         self._last_search_at = 0.0
-        # (index, trainings) when the ANN index was last read in whole: ``warm_ann``.
-        self._warmed: tuple[VectorIndex, int] | None = None
+        # The index whose ANN index was read in whole after the start: ``warm_ann``.
+        self._warmed: VectorIndex | None = None
         # The index and DuckDB were found (or made) to agree in this session: only then
         # may a clean stop seal the index.
         self._reconciled = False
@@ -777,31 +777,39 @@ class VectorCatalog:
         return f"{stats['segments']} segments"
 
     async def warm_ann(self) -> bool:
-        """Read every partition of the ANN index into Lance's cache, once per opened or
-        trained index, when searches and writes have paused; True if it did.
+        """Read every partition of the ANN index into Lance's cache, once after the
+        index is opened, when searches and writes have paused; True if it did.
 
         Lance reads a partition at the first search that probes it. Right after a start
         at 1M memories, the first search took ~0.25 s and the next few 30-90 ms each,
         against ~15 ms once the partitions were read; after a few searches RSS held them
         all anyway (~470 MB at 1M on the bench's vectors). So a daemon that starts at
         login answers its first search at full speed. One search of every partition does
-        it (0.3-0.4 s at 1M); a search that arrives meanwhile waits behind it."""
+        it (0.3-0.4 s at 1M); a search that arrives meanwhile waits behind it.
+
+        Once only, and only when no fold is due: an index that a training or a fold's
+        compaction rewrites has new partitions, and the cache keeps the old ones as long
+        as the search handle lives (warming after each of them during a 1M import held
+        ~700 MB more)."""
         index = self._index
-        if index is None or not self._ann_trained_rows:
-            return False
-        if self._warmed == (index, self._ann_trainings):
+        if index is None or not self._ann_trained_rows or self._warmed is index:
             return False
         now = time.monotonic()
         if (
-            now - self._last_search_at < WARM_AFTER_IDLE_S
+            self._pending
+            or self._flushing
+            or now - self._last_search_at < WARM_AFTER_IDLE_S
             or now - self._last_write_at < WARM_AFTER_IDLE_S
         ):
             return False
+        stats = await self._vec_thread.run(index.ann_stats)
+        if not stats or stats["unindexed"]:
+            return False  # a fold will rewrite the index first (``_fold_unindexed``)
         started = time.perf_counter()
         await self._search_thread.run(
             index.search, np.zeros(index.dim, dtype=np.float32), 1, None, MAX_PROBES
         )
-        self._warmed = (index, self._ann_trainings)
+        self._warmed = index
         log.info("ANN index read in whole (%.2f s)", time.perf_counter() - started)
         return True
 
@@ -950,8 +958,7 @@ class VectorCatalog:
                     "segments": ann["segments"] if ann else 0,
                     "max_segments": self.settings.ann_max_segments,
                     "namespace_index": bool(ann and ann["namespace_index"]),
-                    "warm": self._index is not None
-                    and self._warmed == (self._index, self._ann_trainings),
+                    "warm": self._index is not None and self._warmed is self._index,
                     "training": self._ann_training,
                     "trainings": self._ann_trainings,
                     "last_training_s": (
