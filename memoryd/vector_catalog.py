@@ -175,8 +175,9 @@ class VectorCatalog:
         self._ann_last_s: float | None = None
         self.probes = ann_probes.ProbeTuner()
         self._last_search_at = 0.0
-        # The index whose ANN index was read in whole after the start: ``warm_ann``.
-        self._warmed: VectorIndex | None = None
+        # The index and search handle (``reader_generation``) whose cache holds the whole
+        # ANN index: ``warm_ann``.
+        self._warmed: tuple[VectorIndex, int] | None = None
         # The index and DuckDB were found (or made) to agree in this session: only then
         # may a clean stop seal the index.
         self._reconciled = False
@@ -733,6 +734,7 @@ class VectorCatalog:
         # The serving handle would see the index at its next write anyway; a read-only
         # period should not have to wait for one.
         await self._vec_thread.run(index.reload)
+        await self._vec_thread.run(index.renew_reader)  # the old index leaves the cache
         self._ann_trained_rows = trained
         self._ann_trainings += 1
         self.probes.reset()  # new partitions
@@ -777,8 +779,10 @@ class VectorCatalog:
         return f"{stats['segments']} segments"
 
     async def warm_ann(self) -> bool:
-        """Read every partition of the ANN index into Lance's cache, once after the
-        index is opened, when searches and writes have paused; True if it did.
+        """Read every partition of the ANN index into the search handle's cache, once
+        for each handle (a training or a compaction that rewrites the index gives
+        searches a new one: ``VectorIndex.renew_reader``), when searches and writes have
+        paused and no fold is due; True if it did.
 
         Lance reads a partition at the first search that probes it. Right after a start
         at 1M memories, the first search took ~0.25 s and the next few 30-90 ms each,
@@ -787,12 +791,13 @@ class VectorCatalog:
         login answers its first search at full speed. One search of every partition does
         it (0.3-0.4 s at 1M); a search that arrives meanwhile waits behind it.
 
-        Once only, and only when no fold is due: an index that a training or a fold's
-        compaction rewrites has new partitions, and the cache keeps the old ones as long
-        as the search handle lives (warming after each of them during a 1M import held
-        ~700 MB more)."""
+        Before the handle was renewed after each rewrite, its cache kept the partitions of
+        every index it had read: warming after each training during a 1M import held
+        ~700 MB more."""
         index = self._index
-        if index is None or not self._ann_trained_rows or self._warmed is index:
+        if index is None or not self._ann_trained_rows:
+            return False
+        if self._warmed == (index, index.reader_generation):
             return False
         now = time.monotonic()
         if (
@@ -805,11 +810,11 @@ class VectorCatalog:
         stats = await self._vec_thread.run(index.ann_stats)
         if not stats or stats["unindexed"]:
             return False  # a fold will rewrite the index first (``_fold_unindexed``)
-        started = time.perf_counter()
+        started, generation = time.perf_counter(), index.reader_generation
         await self._search_thread.run(
             index.search, np.zeros(index.dim, dtype=np.float32), 1, None, MAX_PROBES
         )
-        self._warmed = index
+        self._warmed = (index, generation)  # a renewal meanwhile: warmed again later
         log.info("ANN index read in whole (%.2f s)", time.perf_counter() - started)
         return True
 
@@ -958,7 +963,8 @@ class VectorCatalog:
                     "segments": ann["segments"] if ann else 0,
                     "max_segments": self.settings.ann_max_segments,
                     "namespace_index": bool(ann and ann["namespace_index"]),
-                    "warm": self._index is not None and self._warmed is self._index,
+                    "warm": self._index is not None
+                    and self._warmed == (self._index, self._index.reader_generation),
                     "training": self._ann_training,
                     "trainings": self._ann_trainings,
                     "last_training_s": (

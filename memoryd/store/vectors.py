@@ -65,6 +65,8 @@ class VectorIndex:
         # owner thread they waited behind compactions, which rewrite the table's main
         # fragment (~1.5 GB, 5-14 s at 1M rows) every 10-20 s during a big import.
         self._reader = _open_table(path, read_consistency_interval=timedelta(0))
+        # Counts new search handles (``renew_reader``): what a warmed cache belongs to.
+        self.reader_generation = 0
 
     def _schema(self) -> pa.Schema:
         return pa.schema(
@@ -135,6 +137,22 @@ class VectorIndex:
     def reload(self) -> None:
         """See what another connection committed (an ANN index built off this thread)."""
         self.table.checkout_latest()
+
+    def renew_reader(self) -> None:
+        """Give searches a new handle, with an empty cache. Lance caches the partitions of
+        the ANN index that a handle's searches read, and keeps those of an index that a
+        training or a compaction replaced for as long as the handle lives: on a copy of
+        the 1M bench index, a rewrite and a search of every partition took RSS from 572
+        to 1,607 MB on the old handle, and a new handle held 416 MB. A search under way
+        keeps the old handle until it ends."""
+        self._reader = _open_table(self.path, read_consistency_interval=timedelta(0))
+        self.reader_generation += 1
+
+    def _ann_index_id(self) -> str | None:
+        for index in self.table.list_indices():
+            if index.name == ANN_INDEX:
+                return str(index.index_uuid)
+        return None
 
     def add(self, ids: Sequence[str], ns_tags: Sequence[str], vectors: np.ndarray) -> None:
         """Append encrypted vectors. Callers delete an id's old vector first (a changed
@@ -213,11 +231,14 @@ class VectorIndex:
         with warnings.catch_warnings():
             # Only this process touches the index, so dropping every old version is safe.
             warnings.simplefilter("ignore", UserWarning)
+            before = self._ann_index_id()
             for _ in range(OPTIMIZE_MAX_PASSES):
                 version = self.table.version
                 self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
                 if self.table.version == version:
                     break
+        if self._ann_index_id() != before:
+            self.renew_reader()  # the replaced index's partitions leave the cache
 
 
 def _open_table(path: Path, **connect: Any) -> lancedb.table.Table:
