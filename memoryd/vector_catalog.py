@@ -77,8 +77,9 @@ ANN_FOLD_IDLE_S = 10.0
 # Calibrate the ANN probes only once searches have paused this long: a calibration's
 # searches share the search thread with users' (each waits behind one at most).
 CALIBRATE_AFTER_IDLE_S = 2.0
-# Read every partition of the ANN index after a start, once searches and writes have
-# paused this long (``warm_ann``).
+# Read every partition of the ANN index into a new search handle's cache (after a start,
+# a training or a rewriting compaction) once searches and writes have paused this long
+# (``warm_ann``).
 WARM_AFTER_IDLE_S = 2.0
 # Candidates a calibration's searches fetch: a default search's (4 x 10 hits, at least
 # 50, twice that from the index).
