@@ -734,8 +734,7 @@ class VectorCatalog:
         trained = await asyncio.shield(job)
         # The serving handle would see the index at its next write anyway; a read-only
         # period should not have to wait for one.
-        await self._vec_thread.run(index.reload)
-        await self._vec_thread.run(index.renew_reader)  # the old index leaves the cache
+        await self._vec_thread.run(index.reload)  # also renews the search handle
         self._ann_trained_rows = trained
         self._ann_trainings += 1
         self.probes.reset()  # new partitions
@@ -782,7 +781,7 @@ class VectorCatalog:
     async def warm_ann(self) -> bool:
         """Read every partition of the ANN index into the search handle's cache, once
         for each handle (a training or a compaction that rewrites the index gives
-        searches a new one: ``VectorIndex.renew_reader``), when searches and writes have
+        searches a new one: ``VectorIndex.reload`` and ``compact``), when searches and writes have
         paused and no fold is due; True if it did.
 
         Lance reads a partition at the first search that probes it. Right after a start

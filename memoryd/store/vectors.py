@@ -65,7 +65,9 @@ class VectorIndex:
         # owner thread they waited behind compactions, which rewrite the table's main
         # fragment (~1.5 GB, 5-14 s at 1M rows) every 10-20 s during a big import.
         self._reader = _open_table(path, read_consistency_interval=timedelta(0))
-        # Counts new search handles (``renew_reader``): what a warmed cache belongs to.
+        # The ANN index the search handle has seen, and a count of new handles
+        # (``_renew_reader_if_rewritten``): what a warmed cache belongs to.
+        self._reader_ann = self._ann_index_id()
         self.reader_generation = 0
 
     def _schema(self) -> pa.Schema:
@@ -137,15 +139,21 @@ class VectorIndex:
     def reload(self) -> None:
         """See what another connection committed (an ANN index built off this thread)."""
         self.table.checkout_latest()
+        self._renew_reader_if_rewritten()
 
-    def renew_reader(self) -> None:
-        """Give searches a new handle, with an empty cache. Lance caches the partitions of
-        the ANN index that a handle's searches read, and keeps those of an index that a
-        training or a compaction replaced for as long as the handle lives: on a copy of
-        the 1M bench index, a rewrite and a search of every partition took RSS from 572
-        to 1,607 MB on the old handle, and a new handle held 416 MB. A search under way
-        keeps the old handle until it ends."""
+    def _renew_reader_if_rewritten(self) -> None:
+        """Give searches a new handle, with an empty cache, when the ANN index is not the
+        one they saw: a training or a compaction wrote a new one. Lance caches the
+        partitions of the ANN index that a handle's searches read, and keeps those of a
+        replaced index for as long as the handle lives: on a copy of the 1M bench index,
+        a rewrite and a search of every partition took RSS from 572 to 1,607 MB on the
+        old handle, and a new handle held 416 MB. A search under way keeps the old
+        handle until it ends."""
+        ann = self._ann_index_id()
+        if ann == self._reader_ann:
+            return
         self._reader = _open_table(self.path, read_consistency_interval=timedelta(0))
+        self._reader_ann = ann
         self.reader_generation += 1
 
     def _ann_index_id(self) -> str | None:
@@ -231,14 +239,12 @@ class VectorIndex:
         with warnings.catch_warnings():
             # Only this process touches the index, so dropping every old version is safe.
             warnings.simplefilter("ignore", UserWarning)
-            before = self._ann_index_id()
             for _ in range(OPTIMIZE_MAX_PASSES):
                 version = self.table.version
                 self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
                 if self.table.version == version:
                     break
-        if self._ann_index_id() != before:
-            self.renew_reader()  # the replaced index's partitions leave the cache
+        self._renew_reader_if_rewritten()  # a remapped index: the old one leaves the cache
 
 
 def _open_table(path: Path, **connect: Any) -> lancedb.table.Table:

@@ -58,6 +58,7 @@ def test_training_runs_beside_writes_and_searches(tmp_path):
     assert result and result[0] >= 20_000
 
     index.reload()
+    assert index.reader_generation == 1  # the trained index gave searches a new handle
     stats = index.ann_stats()
     assert stats is not None and stats["indexed"] >= 20_000 - rounds
     assert stats["indexed"] + stats["unindexed"] == index.count() == len(vectors)
