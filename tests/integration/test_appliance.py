@@ -240,12 +240,27 @@ def test_sigterm_finishes_inflight_writes(daemon):
 
 
 def test_history_records_every_change(client: Client):
-    memory = client.add("first version", tags=["a"])["memory"]
+    metadata = {"speaker": "Zoë \"Z\" 東京", "nested": [1, 2.5, {"none": None, "t": True}]}
+    memory = client.add("first\tversion ✓", tags=["a"], metadata=metadata, importance=0.3)[
+        "memory"
+    ]
     client.update(memory["id"], content="second version", tags=["a", "b"])
     events = client.history(memory["id"])
     assert [e["action"] for e in events] == ["add", "update"]
     assert events[0]["actor"] == "pytest"
-    assert events[1]["changes"]["content"] == {"old": "first version", "new": "second version"}
+    # The add event holds the fields as they were stored, JSON values intact.
+    assert events[0]["changes"] == {
+        "content": "first\tversion ✓",
+        "namespace": "default",
+        "kind": "note",
+        "tags": ["a"],
+        "metadata": metadata,
+        "importance": 0.3,
+    }
+    assert events[1]["changes"]["content"] == {
+        "old": "first\tversion ✓",
+        "new": "second version",
+    }
     assert events[1]["changes"]["tags"] == {"old": ["a"], "new": ["a", "b"]}
     client.delete(memory["id"])
     events = client.history(memory["id"])
