@@ -78,11 +78,15 @@ class HashEmbedder:
         buckets = codes[:, : self.BUCKETS_PER_WORD].astype(np.intp) % self.dim
         weights = codes[:, self.BUCKETS_PER_WORD :] / 32767.5 - 1.0  # in [-1, 1]
         rows = np.repeat(np.arange(len(texts), dtype=np.intp), counts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        np.add.at(
-            out,
-            (np.repeat(rows, self.BUCKETS_PER_WORD), buckets.ravel()),
-            weights.astype(np.float32).ravel(),
+        # Each weight into its text's row and bucket: bincount sums them (np.add.at took
+        # ~2 µs a text more; its float32 sums differ from these in the last bit).
+        cells = (rows[:, None] * self.dim + buckets).ravel()
+        out = (
+            np.bincount(
+                cells, weights=weights.astype(np.float32).ravel(), minlength=len(texts) * self.dim
+            )
+            .astype(np.float32)
+            .reshape(len(texts), self.dim)
         )
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
