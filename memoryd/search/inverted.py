@@ -9,21 +9,21 @@ arrays here answer in about a millisecond.
 
 Layout: documents get ordinals in arrival order (a changed document gets a new one and
 its old ordinal dies). Postings live in a compressed block (term -> documents, term
-frequencies) built at load, plus small per-term typed arrays for what arrived since
-(8 bytes a posting and no Python object each, so an import leaves no litter of freed
-numbers behind); the block is rebuilt once those grow. Other per-document arrays (the
-rank facts) can ``follow`` the ordinals instead of keeping an id map of their own. The
-documents' ids are 16-byte keys in an ``IdTable`` (memoryd/search/ids.py), not strings.
-Owned by one thread (the DuckDB owner thread).
+frequencies) built at load, plus a few sorted runs of what arrived since (term, document,
+frequency arrays; each add is one run, and runs of like size merge, so a term's recent
+postings are in a handful of binary searches, and an add costs numpy work per batch
+rather than Python work per posting); the block is rebuilt once those grow. Other
+per-document arrays (the rank facts) can ``follow`` the ordinals instead of keeping an id
+map of their own. The documents' ids are 16-byte keys in an ``IdTable``
+(memoryd/search/ids.py), not strings. Owned by one thread (the DuckDB owner thread).
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
-from array import array
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -64,7 +64,9 @@ class InvertedIndex:
         self._ptr = np.zeros(1, dtype=np.int64)
         self._doc = np.zeros(0, dtype=np.int32)
         self._tf = np.zeros(0, dtype=np.float32)
-        self._recent: dict[int, tuple[array[int], array[float]]] = {}
+        # What arrived since the block: runs of (terms, documents, frequencies), each
+        # sorted by term (stable: a term's documents in arrival order), oldest first.
+        self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._recent_count = 0
         self._dead = 0  # documents that died since the block was built
         self._loading: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -111,7 +113,9 @@ class InvertedIndex:
 
     # -- changes ---------------------------------------------------------------------------------
 
-    def add(self, documents: dict[str, Counter[str]], namespaces: dict[str, str]) -> None:
+    def add(
+        self, documents: Mapping[str, Mapping[str, int]], namespaces: Mapping[str, str]
+    ) -> None:
         """Index (or re-index) documents: memory id -> term counts, with its namespace."""
         if not documents:
             return
@@ -121,23 +125,31 @@ class InvertedIndex:
         before = self._ids.ordinals(ids)
         old = before[before >= 0]
         self._kill(ids, before)
+        n = len(ids)
         first = self._ids.append(ids)
-        self._grow(first + len(documents))
-        recent, term_id = self._recent, self._term_id
-        for n, (memory_id, counts) in enumerate(documents.items()):
-            doc = first + n
-            code = self._namespace(namespaces[memory_id])
-            length = sum(counts.values())
-            self._alive[doc], self._len[doc], self._ns[doc] = True, length, code
-            self._ns_docs[code] = self._ns_docs.get(code, 0) + 1
-            self._ns_length[code] = self._ns_length.get(code, 0.0) + length
-            for term, tf in counts.items():
-                postings = recent.get(tid := term_id(term))
-                if postings is None:
-                    postings = recent[tid] = (array("i"), array("f"))
-                postings[0].append(doc)
-                postings[1].append(tf)
-            self._recent_count += len(counts)
+        self._grow(first + n)
+        counts = list(documents.values())
+        sizes = np.fromiter(map(len, counts), dtype=np.intp, count=n)
+        total = int(sizes.sum())
+        owner = np.repeat(np.arange(n), sizes)
+        tfs = np.fromiter(
+            itertools.chain.from_iterable(c.values() for c in counts), np.float32, total
+        )
+        terms = self._term_ids(itertools.chain.from_iterable(counts), total)
+        lengths = np.bincount(owner, weights=tfs, minlength=n)
+        spaces = [namespaces[i] for i in ids]
+        code_of = {ns: self._namespace(ns) for ns in set(spaces)}
+        codes = np.fromiter(map(code_of.__getitem__, spaces), np.int32, n)
+        docs = slice(first, first + n)
+        self._alive[docs], self._len[docs], self._ns[docs] = True, lengths, codes
+        docs_of, length_of = np.bincount(codes), np.bincount(codes, weights=lengths)
+        for code in np.flatnonzero(docs_of).tolist():
+            self._ns_docs[code] = self._ns_docs.get(code, 0) + int(docs_of[code])
+            self._ns_length[code] = self._ns_length.get(code, 0.0) + float(length_of[code])
+        if total:
+            order = np.argsort(terms, kind="stable")
+            self._push_run(terms[order], (first + owner[order]).astype(np.int32), tfs[order])
+            self._recent_count += total
         if len(old) and self._followers:
             new = first + np.flatnonzero(before >= 0)
             for follower in self._followers:
@@ -255,15 +267,42 @@ class InvertedIndex:
 
     def _postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
         if term + 1 < len(self._ptr):
-            docs = self._doc[self._ptr[term] : self._ptr[term + 1]]
-            tfs = self._tf[self._ptr[term] : self._ptr[term + 1]]
+            docs = [self._doc[self._ptr[term] : self._ptr[term + 1]]]
+            tfs = [self._tf[self._ptr[term] : self._ptr[term + 1]]]
         else:
-            docs, tfs = self._doc[:0], self._tf[:0]
-        recent = self._recent.get(term)
-        if recent:
-            docs = np.concatenate([docs, np.frombuffer(recent[0], dtype=np.int32)])
-            tfs = np.concatenate([tfs, np.frombuffer(recent[1], dtype=np.float32)])
-        return docs, tfs
+            docs, tfs = [self._doc[:0]], [self._tf[:0]]
+        for run_terms, run_docs, run_tfs in self._recent:
+            start, end = run_terms.searchsorted((term, term + 1)).tolist()
+            if end > start:
+                docs.append(run_docs[start:end])
+                tfs.append(run_tfs[start:end])
+        if len(docs) == 1:
+            return docs[0], tfs[0]
+        return np.concatenate(docs), np.concatenate(tfs)
+
+    def _push_run(self, terms: np.ndarray, docs: np.ndarray, tfs: np.ndarray) -> None:
+        """Keep a new sorted run; merge runs while the one before is no larger than the
+        last (like a binary counter: ~log2 of the recent postings' batches remain, and a
+        posting is merged that many times at most)."""
+        runs = self._recent
+        runs.append((terms, docs, tfs))
+        while len(runs) > 1 and len(runs[-2][0]) <= len(runs[-1][0]):
+            (t1, d1, f1), (t2, d2, f2) = runs[-2], runs.pop()
+            merged = np.concatenate([t1, t2])
+            order = np.argsort(merged, kind="stable")  # two sorted runs: a linear merge
+            runs[-1] = (
+                merged[order],
+                np.concatenate([d1, d2])[order],
+                np.concatenate([f1, f2])[order],
+            )
+
+    def _term_ids(self, terms: Iterable[str], count: int) -> np.ndarray:
+        """The ids of ``terms`` (``count`` of them), new terms given new ids."""
+        words = list(terms)
+        ids = np.fromiter(map(self._term.get, words, itertools.repeat(-1)), np.int32, count)
+        for at in np.flatnonzero(ids < 0).tolist():
+            ids[at] = self._term_id(words[at])
+        return ids
 
     # -- bulk load -------------------------------------------------------------------------------
 
@@ -318,10 +357,10 @@ class InvertedIndex:
         old = np.diff(self._ptr)
         term_col = [np.repeat(np.arange(len(old), dtype=np.int32), old)]
         doc_col, tf_col = [self._doc], [self._tf]
-        for term, (recent_docs, recent_tfs) in self._recent.items():
-            term_col.append(np.full(len(recent_docs), term, dtype=np.int32))
-            doc_col.append(np.frombuffer(recent_docs, dtype=np.int32))
-            tf_col.append(np.frombuffer(recent_tfs, dtype=np.float32))
+        for run_terms, run_docs, run_tfs in self._recent:
+            term_col.append(run_terms)
+            doc_col.append(run_docs)
+            tf_col.append(run_tfs)
         for loaded in self._loading:
             term_col.append(loaded[0])
             doc_col.append(loaded[1])
@@ -337,7 +376,7 @@ class InvertedIndex:
         self._doc, self._tf = all_docs[order], all_tfs[order]
         self._ptr = np.zeros(n_terms + 1, dtype=np.int64)
         np.cumsum(np.bincount(all_terms, minlength=n_terms), out=self._ptr[1:])
-        self._recent, self._recent_count, self._dead, self._loading = {}, 0, 0, []
+        self._recent, self._recent_count, self._dead, self._loading = [], 0, 0, []
 
     def _renumber(self) -> np.ndarray:
         """Give the live documents consecutive ordinals (an edit gives a document a new
