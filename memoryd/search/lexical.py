@@ -49,7 +49,9 @@ def words(text: str) -> list[str]:
 
 def terms(text: str) -> list[str]:
     """Index terms in order: stop words dropped, the rest stemmed."""
-    kept = [w for w in words(text) if w not in STOP_WORDS and w.replace("'", "") not in STOP_WORDS]
+    # (A token never holds an apostrophe, which is no word character: "don't" is "don"
+    # and "t", so the contractions in STOP_WORDS match nothing.)
+    kept = [w for w in words(text) if w not in STOP_WORDS]
     return _stemmer().stemWords(kept) if kept else []
 
 
