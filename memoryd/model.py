@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 _uuid7_lock = threading.Lock()
 _uuid7_last = [0, 0]  # last millisecond, counter within it
 
@@ -22,33 +24,42 @@ def new_id() -> str:
 
 def new_ids(count: int) -> list[str]:
     """``count`` UUIDv7s in ascending order, made together: an import's batch takes one
-    lock, one clock reading and one read of the random source (one id at a time cost ~10
-    microseconds, a tenth of a 1,000-memory batch's store time).
+    lock, one clock reading and one read of the random source, and numpy lays out their
+    bytes (one id at a time cost ~10 microseconds; formatting each in Python ~1).
 
     Within one millisecond a 12-bit counter keeps ids monotonic in this process.
     """
     with _uuid7_lock:
         ms = max(time.time_ns() // 1_000_000, _uuid7_last[0])
-        counter = _uuid7_last[1] + 1 if ms == _uuid7_last[0] else 0
-        stamps = []
-        for _ in range(count):
-            if counter > 0xFFF:
-                ms, counter = ms + 1, 0
-            stamps.append((ms, counter))
-            counter += 1
-        _uuid7_last[0], _uuid7_last[1] = stamps[-1] if stamps else _uuid7_last
-    noise = os.urandom(8 * count)
-    ids = []
-    for n, (ms, counter) in enumerate(stamps):
-        rand = int.from_bytes(noise[8 * n : 8 * n + 8], "big")
-        value = (ms & ((1 << 48) - 1)) << 80
-        value |= 0x7 << 76
-        value |= counter << 64
-        value |= 0b10 << 62
-        value |= rand & ((1 << 62) - 1)
-        h = f"{value:032x}"
-        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return ids
+        first = _uuid7_last[1] + 1 if ms == _uuid7_last[0] else 0
+        # A millisecond's counter holds 4,096 ids; a batch spills into the next ones.
+        steps = first + np.arange(count, dtype=np.uint64)
+        stamps = np.uint64(ms) + steps // np.uint64(4096)
+        counters = steps % np.uint64(4096)
+        if count:
+            _uuid7_last[0], _uuid7_last[1] = int(stamps[-1]), int(counters[-1])
+    noise = np.frombuffer(os.urandom(8 * count), dtype=">u8").astype(np.uint64)
+    halves = np.empty((count, 2), dtype=">u8")
+    # 48 bits of milliseconds, version 7, the 12-bit counter | variant 0b10, 62 random bits
+    halves[:, 0] = (
+        ((stamps & np.uint64((1 << 48) - 1)) << np.uint64(16)) | np.uint64(0x7000) | counters
+    )
+    halves[:, 1] = (noise & np.uint64((1 << 62) - 1)) | np.uint64(0b10 << 62)
+    return uuid_strings(halves.tobytes())
+
+
+_DIGIT_PLACES = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
+
+
+def uuid_strings(raw: bytes) -> list[str]:
+    """The canonical strings of UUIDs given as 16 bytes each, laid out in one buffer and
+    cut: 117 us for 1,000 against 456 us formatting each."""
+    n = len(raw) // 16
+    digits = raw.hex().encode("ascii")
+    text = np.full((n, 36), ord("-"), dtype=np.uint8)
+    text[:, _DIGIT_PLACES] = np.frombuffer(digits, dtype=np.uint8).reshape(n, 32)
+    joined = text.tobytes().decode("ascii")
+    return [joined[i : i + 36] for i in range(0, 36 * n, 36)]
 
 
 CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -145,8 +156,9 @@ class SearchFilters:
     def beyond_namespace(self) -> bool:
         """Whether any filter other than the namespace is set (the vector indexes apply
         the namespace alone)."""
-        return bool(self.tags or self.kind or self.thread or self.since or self.until
-                    or self.metadata)
+        return bool(
+            self.tags or self.kind or self.thread or self.since or self.until or self.metadata
+        )
 
     @property
     def beyond_rank_facts(self) -> bool:
