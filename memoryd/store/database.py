@@ -564,13 +564,14 @@ class Database:
         # A row per (memory, term): the memory's own columns repeated by its term count.
         ids, counts = list(documents), list(documents.values())
         owner = pa.array(np.repeat(np.arange(len(ids)), [len(c) for c in counts]))
+        lengths = pa.array([sum(c.values()) for c in counts], pa.int32())  # BM25's length
         postings = pa.table(
             {
                 "term": [term for c in counts for term in c],
                 "memory_id": pa.array(ids).take(owner),
                 "tf": pa.array([tf for c in counts for tf in c.values()], pa.int32()),
                 "namespace": pa.array([namespaces[i] for i in ids]).take(owner),
-                "doc_len": pa.array([sum(c.values()) for c in counts], pa.int32()).take(owner),
+                "doc_len": lengths.take(owner),
             }
         )
         if replace:
@@ -584,13 +585,7 @@ class Database:
         finally:
             con.unregister("new_postings")
         if replace:
-            lengths = pa.table(
-                {
-                    "id": list(documents),
-                    "doc_len": pa.array([sum(c.values()) for c in documents.values()], pa.int32()),
-                }
-            )
-            con.register("new_doc_lens", lengths)
+            con.register("new_doc_lens", pa.table({"id": ids, "doc_len": lengths}))
             try:
                 con.execute(
                     "UPDATE memories SET doc_len = d.doc_len FROM new_doc_lens d "
