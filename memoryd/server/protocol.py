@@ -55,8 +55,11 @@ def _deeper_than(value: Any, max_depth: int) -> bool:
     return False
 
 
+def _too_deep(max_depth: int) -> RpcError:
+    return RpcError(errors.PARSE_ERROR, f"JSON nests deeper than {max_depth} levels")
+
+
 def parse_request(line: bytes, max_depth: int) -> Request:
-    too_deep = RpcError(errors.PARSE_ERROR, f"JSON nests deeper than {max_depth} levels")
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -66,11 +69,11 @@ def parse_request(line: bytes, max_depth: int) -> Request:
         # recursion limit (~1,000 levels), which json's C parser checks.
         message = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
-        raise too_deep from None
+        raise _too_deep(max_depth) from None
     except ValueError:
         raise RpcError(errors.PARSE_ERROR, "request is not valid JSON") from None
     if _deeper_than(message, max_depth):
-        raise too_deep
+        raise _too_deep(max_depth)
     if isinstance(message, list):
         raise RpcError(errors.INVALID_REQUEST, "batch requests are not supported")
     if not isinstance(message, dict):
