@@ -74,13 +74,11 @@ ANN_RETRAIN_GROWTH = 2.0
 # fold them in by compaction once this many pile up, or once writes pause this long.
 ANN_FOLD_ROWS = 20_000
 ANN_FOLD_IDLE_S = 10.0
-# Calibrate the ANN probes only once searches have paused this long: a calibration's
-# searches share the search thread with users' (each waits behind one at most).
-CALIBRATE_AFTER_IDLE_S = 2.0
-# Read every partition of the ANN index into a new search handle's cache (after a start,
-# a training or a rewriting compaction) once searches and writes have paused this long
-# (``warm_ann``).
-WARM_AFTER_IDLE_S = 2.0
+# Upkeep that runs searches of its own on the search thread waits until users' searches
+# have paused this long (each of theirs then waits behind one at most): calibrating the
+# ANN probes, and reading every partition of the ANN index into a new search handle's
+# cache (``warm_ann``, which also waits for writes to pause this long).
+SEARCHES_PAUSED_S = 2.0
 # Candidates a calibration's searches fetch: a default search's (4 x 10 hits, at least
 # 50, twice that from the index).
 CALIBRATION_POOL = 100
@@ -803,8 +801,8 @@ class VectorCatalog:
         if (
             self._pending
             or self._flushing
-            or now - self._last_search_at < WARM_AFTER_IDLE_S
-            or now - self._last_write_at < WARM_AFTER_IDLE_S
+            or not self._searches_paused()
+            or now - self._last_write_at < SEARCHES_PAUSED_S
         ):
             return False
         stats = await self._vec_thread.run(index.ann_stats)
@@ -818,6 +816,9 @@ class VectorCatalog:
         log.info("ANN index read in whole (%.2f s)", time.perf_counter() - started)
         return True
 
+    def _searches_paused(self) -> bool:
+        return time.monotonic() - self._last_search_at >= SEARCHES_PAUSED_S
+
     async def calibrate_probes(self) -> bool:
         """Choose how many partitions ANN searches probe, by replaying recent queries
         (``memoryd.search.probes``), when due and searches have paused; True once it has.
@@ -826,7 +827,7 @@ class VectorCatalog:
         index, db = self._index, self._db
         if index is None or db is None or not self.probes.due():
             return False
-        if time.monotonic() - self._last_search_at < CALIBRATE_AFTER_IDLE_S:
+        if not self._searches_paused():
             return False
         if not self._ann_trained_rows:  # no ANN index (maintain_ann just looked)
             return False
