@@ -150,12 +150,12 @@ class QuantizedVectors:
             return []
         used = self._used
         tags = self._tags[:used]
-        query_code, query_inv_norm = self._encode_query(query)
         if among is not None:
             rows = self._rows_of(among)
             if len(rows) == 0:
                 return []
             if len(rows) <= GATHER_MAX_SHARE * used:
+                query_code, query_inv_norm = self._encode_query(query)
                 scores = -self._similarities(query_code, rows)
                 top = _smallest(scores, k, len(rows))
                 return self._hits(rows[top], scores[top], query_inv_norm)
@@ -171,6 +171,7 @@ class QuantizedVectors:
         available = int(np.count_nonzero(keep))
         if available == 0:
             return []
+        query_code, query_inv_norm = self._encode_query(query)
         # Scan the contiguous block and mask the rest: gathering many wanted rows would
         # copy them on every query.
         dots = np.empty((1, used), dtype=np.float32)
