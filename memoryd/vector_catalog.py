@@ -795,14 +795,13 @@ class VectorCatalog:
         index = self._index
         if index is None or not self._ann_trained_rows:
             return False
-        if self._warmed == (index, index.reader_generation):
+        if self._ann_warm:
             return False
-        now = time.monotonic()
         if (
             self._pending
             or self._flushing
-            or not self._searches_paused()
-            or now - self._last_write_at < SEARCHES_PAUSED_S
+            or not self._quiet_since(self._last_search_at)
+            or not self._quiet_since(self._last_write_at)
         ):
             return False
         stats = await self._vec_thread.run(index.ann_stats)
@@ -816,8 +815,15 @@ class VectorCatalog:
         log.info("ANN index read in whole (%.2f s)", time.perf_counter() - started)
         return True
 
-    def _searches_paused(self) -> bool:
-        return time.monotonic() - self._last_search_at >= SEARCHES_PAUSED_S
+    @property
+    def _ann_warm(self) -> bool:
+        """Whether the search handle's cache holds the whole ANN index (``warm_ann``)."""
+        index = self._index
+        return index is not None and self._warmed == (index, index.reader_generation)
+
+    @staticmethod
+    def _quiet_since(moment: float) -> bool:
+        return time.monotonic() - moment >= SEARCHES_PAUSED_S
 
     async def calibrate_probes(self) -> bool:
         """Choose how many partitions ANN searches probe, by replaying recent queries
@@ -827,7 +833,7 @@ class VectorCatalog:
         index, db = self._index, self._db
         if index is None or db is None or not self.probes.due():
             return False
-        if not self._searches_paused():
+        if not self._quiet_since(self._last_search_at):
             return False
         if not self._ann_trained_rows:  # no ANN index (maintain_ann just looked)
             return False
@@ -964,8 +970,7 @@ class VectorCatalog:
                     "segments": ann["segments"] if ann else 0,
                     "max_segments": self.settings.ann_max_segments,
                     "namespace_index": bool(ann and ann["namespace_index"]),
-                    "warm": self._index is not None
-                    and self._warmed == (self._index, self._index.reader_generation),
+                    "warm": self._ann_warm,
                     "training": self._ann_training,
                     "trainings": self._ann_trainings,
                     "last_training_s": (
