@@ -529,9 +529,10 @@ class MemoryService:
         # The rank facts in RAM apply every filter but metadata: that one and phrases need
         # each candidate's row.
         from_ram = not filters.beyond_rank_facts and not parsed.phrases
-        # Above the RAM tier, ranking reads the candidates' exact vectors from DuckDB. A
-        # hybrid search reads the lexical candidates' ones while the vector leg still runs
-        # (embedding, then the index search: the longer leg at 1M), not after it.
+        # Above the RAM tier the vector candidates come with their exact similarities, and
+        # ranking reads the lexical candidates' exact vectors from DuckDB: while the vector
+        # leg still runs (embedding, then the index search: the longer leg at 1M), not
+        # after it.
         prefetch = mode == "hybrid" and from_ram and not self.vectors.in_ram
 
         async def lexical_leg() -> tuple[dict[str, float], dict[str, bytes | None]]:
@@ -546,12 +547,12 @@ class MemoryService:
                 return found, {}
             return found, await self._db_thread.run(db.stored_vectors, list(found))
 
-        async def vector_leg() -> tuple[np.ndarray | None, list[str]]:
+        async def vector_leg() -> tuple[np.ndarray | None, dict[str, float | None]]:
             if mode == "lexical":
-                return None, []
+                return None, {}
             vector = await self._query_vector(parsed.text)
             if vector is None:
-                return None, []
+                return None, {}
             share = 1.0  # of the vector index that the search's namespace holds
             if filters.namespace is not None and not self.vectors.in_ram:
                 share = await self._db_thread.run(db.namespace_share, filters.namespace)
@@ -564,7 +565,7 @@ class MemoryService:
             )
 
         # The legs run on different threads (DuckDB's; the model's and Lance's): overlap them.
-        (lexical_scores, prefetched), (query_vector, vector_ids) = await asyncio.gather(
+        (lexical_scores, prefetched), (query_vector, vector_found) = await asyncio.gather(
             lexical_leg(), vector_leg()
         )
         degraded = None
@@ -575,14 +576,15 @@ class MemoryService:
                 )
             degraded = f"no embedding model ({self.embedding.state})"
 
-        candidates = list(dict.fromkeys([*lexical_scores, *vector_ids]))
+        candidates = list(dict.fromkeys([*lexical_scores, *vector_found]))
         spread = mode == "hybrid" and self.settings.search.neighbour_weight > 0
         # Neighbours fetched for spreading are not candidates: no own vector score.
-        wanted = vector_ids if mode == "vector" else candidates
+        wanted = list(vector_found) if mode == "vector" else candidates
         known = None
         if from_ram:
+            similar = {i: s for i, s in vector_found.items() if s is not None}
             known = await self._ranked_from_ram(
-                db, candidates, wanted, query_vector, filters, spread, prefetched
+                db, candidates, wanted, query_vector, filters, spread, similar, prefetched
             )
         rows = None
         memories: Mapping[str, Rankable]
@@ -640,13 +642,14 @@ class MemoryService:
 
     async def _filtered_vector_candidates(
         self, db: Database, vector: np.ndarray, filters: SearchFilters, pool: int, share: float
-    ) -> list[str]:
+    ) -> dict[str, float | None]:
         """Vector candidates for a search with filters the vector indexes cannot apply:
         enough nearest ones that about ``pool`` pass, or, for a narrow filter, the
-        ``pool`` nearest of every memory that passes (``memoryd.search.filtered``)."""
+        ``pool`` nearest of every memory that passes (``memoryd.search.filtered``); with
+        their similarities where known (``VectorCatalog.candidates``)."""
         matching, in_scope = await self._db_thread.run(db.filter_counts, filters)
         if matching == 0:
-            return []
+            return {}
         fetch = nearest_to_fetch(matching, in_scope, pool)
         if fetch is not None:
             return await self.vectors.candidates(vector, filters.namespace, pool, fetch, share)
@@ -666,12 +669,14 @@ class MemoryService:
         query_vector: np.ndarray | None,
         filters: SearchFilters,
         spread: bool,
+        similar: Mapping[str, float],
         prefetched: Mapping[str, bytes | None],
     ) -> tuple[dict[str, RankFact], dict[str, float], dict[str, Pairs]] | None:
-        """What ranking reads, from RAM: the candidates' rank facts, and their int8
-        vector similarities, or with the vectors in the index the exact ones from their
-        stored vectors alone (those in ``prefetched`` already read). ``None`` when the
-        facts are not in RAM (the rows are read instead)."""
+        """What ranking reads, from RAM: the candidates' rank facts, and their vector
+        similarities: those the vector search gave (``similar``), the rest int8 ones from
+        RAM, or with the vectors in the index exact ones from their stored vectors alone
+        (those in ``prefetched`` already read). ``None`` when the facts are not in RAM
+        (the rows are read instead)."""
         found = await self._db_thread.run(
             db.candidate_facts, candidates, spread, filters
         )
@@ -681,13 +686,16 @@ class MemoryService:
         vector_scores: dict[str, float] = {}
         if query_vector is not None:
             targets = [i for i in wanted if i in facts]
-            scores = self.vectors.similarities(query_vector, targets)
+            vector_scores = {i: similar[i] for i in targets if i in similar}
+            rest = [i for i in targets if i not in vector_scores]
+            scores = self.vectors.similarities(query_vector, rest)
             if scores is None:
-                missing = [i for i in targets if i not in prefetched]
-                stored = await self._db_thread.run(db.stored_vectors, missing)
-                stored.update((i, prefetched[i]) for i in targets if i in prefetched)
+                # At 1M memories a read of ~100 vectors took ~9 ms: only those not known.
+                missing = [i for i in rest if i not in prefetched]
+                stored = await self._db_thread.run(db.stored_vectors, missing) if missing else {}
+                stored.update((i, prefetched[i]) for i in rest if i in prefetched)
                 scores = exact_similarities(query_vector, stored.items())
-            vector_scores = scores
+            vector_scores.update(scores)
         return facts, vector_scores, pairs
 
     async def _ranked_from_rows(

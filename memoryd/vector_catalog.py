@@ -14,7 +14,9 @@ Where candidates come from depends on the size of the store (the *tier*), chosen
 
 A store that outgrows the RAM tier while running builds the index in the background
 from DuckDB, goes on searching RAM meanwhile, and switches once the index holds every
-vector. Either way the caller re-scores candidates with the exact vectors in DuckDB.
+vector. Either way candidates come with their similarities: from the int8 copies in RAM,
+from the exact copies the index keeps beside each ciphertext
+(``memoryd.crypto.exact_copy``), or, for the queue, from its float32 vectors.
 
 Once the index holds ``search.ann_min_rows`` vectors it gets an ANN index (see
 ``memoryd.store.vectors``), trained on a thread of its own while searches go on
@@ -47,6 +49,7 @@ import pyarrow as pa
 
 from memoryd.config import SearchSettings
 from memoryd.crypto import keys
+from memoryd.crypto.exact_copy import ExactCopyCipher
 from memoryd.crypto.sap import SapCipher
 from memoryd.logs import redacted_traceback
 from memoryd.search import probes as ann_probes
@@ -285,11 +288,12 @@ class VectorCatalog:
         # On the vectors thread, after any preload queued there: never on the event loop.
         index_module = await self._vec_thread.run(importlib.import_module, INDEX_MODULE)
         cipher = SapCipher(self._dek, self._dim, beta=SAP_BETA)
+        copies = ExactCopyCipher(self._dek, self._dim)
         # Rebuilt whenever ciphertexts would stop being comparable (another key, dimension,
         # beta or scheme) or the vectors mean something else (model or embedded text).
         identity = {"cipher": cipher.params_id, "model": self._model}
         self._index = await self._vec_thread.run(
-            index_module.VectorIndex, self.vector_dir, cipher, self._dim, identity
+            index_module.VectorIndex, self.vector_dir, cipher, copies, self._dim, identity
         )
         await self.reconcile()
 
@@ -538,45 +542,52 @@ class VectorCatalog:
         pool: int,
         fetch: int | None = None,
         share: float = 1.0,
-    ) -> list[str]:
+    ) -> dict[str, float | None]:
         """Ids of the vectors nearest ``query`` (in ``namespace``, which holds ``share``
-        of the vectors): at least ``pool`` of them when there are, or ``fetch`` for a
-        search whose other filters will drop some (``memoryd.search.filtered``)."""
+        of the vectors), nearest first: at least ``pool`` of them when there are, or
+        ``fetch`` for a search whose other filters will drop some
+        (``memoryd.search.filtered``). Each with its cosine similarity to ``query`` when
+        known: from the int8 copies in RAM, or from the exact copies the index returns
+        with its candidates; ``None`` for a copy that did not open."""
         await self.ready.wait()
         ns_tag = self.tag(namespace) if namespace is not None else None
         fetch = max(pool, fetch or 0)
         if self._ram is not None and self._ram_ready:
-            return [i for i, _ in self._ram.search(query, fetch, ns_tag)]
+            return dict(self._ram.search(query, fetch, ns_tag))
         # The ANN index's own over-fetch: its exact re-rank keeps the calibrated recall.
         fetch = max(fetch, pool * self.probes.fetch_factor)
         # Read before the index: a flush that commits during the search takes its vectors
         # out of the queue, and the search may have begun on the version before it.
         unindexed = {**self._flushing, **self._pending}
-        found: dict[str, None] = {}
+        found: dict[str, float | None] = {}
         if self._index is not None:
             self.probes.record(query)
             self._last_search_at = time.monotonic()
-            for memory_id, _ in await self._search_thread.run(
-                self._index.search, query, fetch, ns_tag, scoped_probes(self.probes.probes, share)
-            ):
-                found[memory_id] = None
+            probes = scoped_probes(self.probes.probes, share)
+            found.update(
+                await self._search_thread.run(
+                    self._index.search, query, fetch, ns_tag, probes, True
+                )
+            )
         ids = [i for i, (tag, _) in unindexed.items() if ns_tag is None or tag == ns_tag]
         if ids:
             sims = np.stack([unindexed[i][1] for i in ids]) @ query
             for n in np.argsort(-sims)[:fetch]:
-                found.setdefault(ids[int(n)], None)
-        return list(found)
+                # Queued now: newer than any copy in the index (a changed memory's).
+                found[ids[int(n)]] = float(sims[n])
+        return found
 
     def nearest_among(
         self, query: np.ndarray, stored: list[tuple[str, bytes | None]], k: int
-    ) -> list[str]:
+    ) -> dict[str, float | None]:
         """The ``k`` of ``stored`` (every memory a narrow filter lets through: id and
         stored vector) nearest ``query``, best first: from the int8 copies when the
-        vectors are in RAM (the stored vectors may then be left unread, ``None``), else
-        from the stored vectors."""
+        vectors are in RAM (the stored vectors may then be left unread, ``None``), with
+        their similarities, else from the stored vectors (similarities left to the
+        caller, like those of candidates whose copy did not open)."""
         if self._ram is not None and self._ram_ready:
-            return [i for i, _ in self._ram.search(query, k, among=[i for i, _ in stored])]
-        return nearest(query, stored, k)
+            return dict(self._ram.search(query, k, among=[i for i, _ in stored]))
+        return dict.fromkeys(nearest(query, stored, k))
 
     @property
     def loading(self) -> bool:

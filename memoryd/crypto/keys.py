@@ -69,8 +69,9 @@ def generate_data_key() -> bytes:
 def derive(dek: bytes, purpose: str, length: int = 32) -> bytes:
     """A subkey of ``dek`` for one purpose (HKDF-SHA256, info ``b"memoryd/" + purpose``).
 
-    Purposes in use: ``duckdb``, ``sap-scale``, ``sap-prf``, ``sap-perm``, ``namespace-tag``,
-    ``fingerprint``. A new use of the key gets a new purpose, never a reused one.
+    Purposes in use: ``duckdb``, ``sap-scale``, ``sap-prf``, ``sap-rotation``,
+    ``exact-copy``, ``namespace-tag``, ``fingerprint``. A new use of the key gets a new
+    purpose, never a reused one.
     """
     _check_dek(dek)
     if not purpose:

@@ -13,7 +13,8 @@ a PRF key ``K``, a vector ``m`` and a fresh nonce ``n``::
 distance between two ciphertexts is ``s`` times the plaintext distance, give or take
 ``s * beta / 2``: if ``|m - q| < |m' - q| - beta``, the ciphertexts compare the same way.
 A nearest-neighbour search over ciphertexts therefore finds good candidates, and the exact
-vectors (held only in the encrypted DuckDB file) re-rank them. On top of the paper's scheme
+vectors (in the encrypted DuckDB file, and AES-GCM-encrypted copies beside the ciphertexts:
+``memoryd.crypto.exact_copy``) re-rank them. On top of the paper's scheme
 every vector is turned by a secret random rotation (an orthogonal matrix drawn from the
 key); a rotation is an isometry, so it changes no distance.
 

@@ -1,7 +1,9 @@
 """The LanceDB vector index: derived from DuckDB, holding nothing readable.
 
 Each row is a memory id, a keyed pseudonym of its namespace (so searches can prefilter by
-namespace without the name on disk) and its SAP-encrypted vector. The index can always be
+namespace without the name on disk), its SAP-encrypted vector, which the ANN search
+compares, and an AES-GCM-encrypted exact copy of the vector, which a search returns with
+its candidates to rank them by (``memoryd.crypto.exact_copy``). The index can always be
 rebuilt from the exact vectors in DuckDB, and is whenever it is missing, unreadable, or was
 built with another key, model or dimension. Methods are synchronous; one owner thread
 calls them, except ``search``, which reads through a handle of its own on a search thread.
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from memoryd.crypto.exact_copy import ExactCopyCipher
 from memoryd.crypto.sap import SapCipher
 from memoryd.store.deferred import LANCE_REST_CLIENT, defer_package
 
@@ -51,13 +54,23 @@ OPTIMIZE_MAX_PASSES = 4  # compact: until a pass commits nothing, at most this m
 
 
 class VectorIndex:
-    def __init__(self, path: Path, cipher: SapCipher, dim: int, identity: dict[str, str]):
+    def __init__(
+        self,
+        path: Path,
+        cipher: SapCipher,
+        copies: ExactCopyCipher,
+        dim: int,
+        identity: dict[str, str],
+    ):
         """``identity`` (key fingerprint, model, scheme) is kept in the table's schema
-        metadata; an index built under another identity is dropped and rebuilt."""
+        metadata, with the format of the exact copies; an index built under another
+        identity is dropped and rebuilt."""
         self.path = path
         self.cipher = cipher
+        self.copies = copies
         self.dim = dim
         self.identity = {k: str(v) for k, v in identity.items()}
+        self.identity["exact_copy"] = copies.params_id
         self.rebuilt = False
         self.table = self._open()
         # Searches read through a handle of their own that sees every commit (of any
@@ -76,6 +89,7 @@ class VectorIndex:
                 pa.field("id", pa.string()),
                 pa.field("ns", pa.string()),
                 pa.field("vector", pa.list_(pa.float32(), self.dim)),
+                pa.field("exact", pa.binary(self.copies.width)),
             ],
             metadata={f"memoryd.{k}": v for k, v in self.identity.items()},
         )
@@ -168,14 +182,17 @@ class VectorIndex:
         batch for ids that are new by construction."""
         if not len(ids):
             return
-        encrypted = self.cipher.encrypt(np.asarray(vectors, dtype=np.float32))
-        flat = pa.array(encrypted.reshape(-1), pa.float32())
+        vectors = np.asarray(vectors, dtype=np.float32)
+        flat = pa.array(self.cipher.encrypt(vectors).reshape(-1), pa.float32())
         self.table.add(
             pa.table(
                 {
                     "id": pa.array(list(ids), pa.string()),
                     "ns": pa.array(list(ns_tags), pa.string()),
                     "vector": pa.FixedSizeListArray.from_arrays(flat, self.dim),
+                    "exact": pa.array(
+                        self.copies.encrypt(ids, vectors), pa.binary(self.copies.width)
+                    ),
                 }
             )
         )
@@ -192,12 +209,18 @@ class VectorIndex:
         limit: int,
         ns_tag: str | None,
         probes: int,
-    ) -> list[tuple[str, float]]:
-        """Candidate ids by L2 distance over ciphertexts, nearest first. ``probes``: the
-        ANN index's partitions scanned (each one's int8 codes; the rows it does not cover
-        yet are scanned exhaustively). Any thread may call it, one at a time; the owner
-        thread's work does not hold it up."""
-        query = self.cipher.encrypt_query(np.asarray(vector, dtype=np.float32))
+        scored: bool = False,
+    ) -> list[tuple[str, float | None]]:
+        """Candidate ids by L2 distance over ciphertexts, nearest first, each with its
+        cosine similarity to ``vector`` from its exact copy when ``scored`` (``None``
+        otherwise, or when the copy does not open). ``probes``: the ANN index's
+        partitions scanned (each one's int8 codes; the rows it does not cover yet are
+        scanned exhaustively). Any thread may call it, one at a time; the owner thread's
+        work does not hold it up."""
+        vector = np.asarray(vector, dtype=np.float32)
+        query = self.cipher.encrypt_query(vector)
+        # With the distance: without it, Lance logs a deprecation warning at every search.
+        columns = ["id", "_distance", "exact"] if scored else ["id", "_distance"]
 
         def run() -> pa.Table:
             builder = (
@@ -208,7 +231,7 @@ class VectorIndex:
             )
             if ns_tag is not None:
                 builder = builder.where(f"ns = '{ns_tag}'", prefilter=True)
-            return builder.select(["id", "_distance"]).to_arrow()
+            return builder.select(columns).to_arrow()
 
         try:
             result = run()
@@ -218,11 +241,13 @@ class VectorIndex:
             log.debug("vector search retried on the latest version: %s", type(exc).__name__)
             self._reader.checkout_latest()
             result = run()
-        return list(
-            zip(
-                result.column("id").to_pylist(), result.column("_distance").to_pylist(), strict=True
-            )
-        )
+        ids = result.column("id").to_pylist()
+        scores: list[float | None] = [None] * len(ids)
+        if scored:
+            opened, exact = self.copies.decrypt(ids, result.column("exact").to_pylist())
+            for n, score in zip(opened, (exact @ vector).tolist(), strict=True):
+                scores[n] = score
+        return list(zip(ids, scores, strict=True))
 
     def compact(self) -> None:
         """Rewrite fragments and drop old versions, so deleted vectors and replaced

@@ -90,8 +90,10 @@ def test_vectors_on_disk_are_not_the_plain_embedding(make_daemon, paths):
     client.close()
     daemon.stop()
     vector = FastEmbedder(EmbeddingSettings(model_dir=str(MODEL_DIR))).embed([text])[0]
-    # Any run of 3 consecutive float32 components of the true vector would give it away.
+    # Any run of 3 consecutive float32 components of the true vector would give it away,
+    # or of 4 float16 ones (the precision of the index's exact copies, encrypted).
     windows = [vector[i:i + 3].astype(np.float32).tobytes() for i in range(0, 384, 24)]
+    windows += [vector[i:i + 4].astype(np.float16).tobytes() for i in range(0, 384, 24)]
     for path in files_under(paths.vector_dir):
         data = path.read_bytes()
         for window in windows:

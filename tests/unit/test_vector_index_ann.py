@@ -9,6 +9,7 @@ import threading
 import numpy as np
 
 from memoryd.config import SearchSettings
+from memoryd.crypto.exact_copy import ExactCopyCipher
 from memoryd.crypto.sap import SapCipher
 from memoryd.search.probes import DEFAULT_PROBES
 from memoryd.store.vectors import VectorIndex, build_ann_index
@@ -28,8 +29,14 @@ def nearest(index: VectorIndex, vector: np.ndarray) -> str:
 
 def test_training_runs_beside_writes_and_searches(tmp_path):
     rng = np.random.default_rng(3)
-    cipher = SapCipher(secrets.token_bytes(32), DIM, beta=0.3)
-    index = VectorIndex(tmp_path / "vectors", cipher, DIM, {"model": "test"})
+    dek = secrets.token_bytes(32)
+    index = VectorIndex(
+        tmp_path / "vectors",
+        SapCipher(dek, DIM, beta=0.3),
+        ExactCopyCipher(dek, DIM),
+        DIM,
+        {"model": "test"},
+    )
     vectors = {}
     for start in range(0, 20_000, 5_000):
         rows = unit_rows(rng, 5_000)
@@ -72,6 +79,19 @@ def test_training_runs_beside_writes_and_searches(tmp_path):
     found = sum(nearest(index, vectors[f"m{k}"]) == f"m{k}" for k in range(1000, 1200))
     assert found >= 190  # ANN over 64-dim random vectors: near-exact, not guaranteed exact
 
+    # A scored search gives each candidate, indexed or not, its similarity from the exact
+    # copy; an unscored one none.
+    query = vectors["m1500"]
+    scored = index.search(query, 50, None, DEFAULT_PROBES, scored=True)
+    assert [i for i, _ in scored] == [i for i, _ in index.search(query, 50, None, DEFAULT_PROBES)]
+    assert scored[0][0] == "m1500" and abs(scored[0][1] - 1.0) < 1e-3
+    every = {**vectors, **{f"late{k}": late[k] for k in range(10)}}
+    for memory_id, similarity in scored:
+        assert abs(similarity - float(every[memory_id] @ query)) < 1e-3
+    late_scored = dict(index.search(late[3], 5, None, DEFAULT_PROBES, scored=True))
+    assert abs(late_scored["late3"] - 1.0) < 1e-3
+    assert all(s is None for _, s in index.search(query, 5, None, DEFAULT_PROBES))
+
     # Compaction folds the late rows into the ANN index, and leaves on disk only the
     # indexes that the table's latest version uses: each segment of the ANN index and the
     # namespace index, not those that the training and the fold replaced.
@@ -86,3 +106,39 @@ def test_training_runs_beside_writes_and_searches(tmp_path):
     on_disk = list((index.path / "vectors.lance" / "_indices").iterdir())
     assert len(on_disk) == stats["segments"] + 1
     assert all(nearest(index, late[k]) == f"late{k}" for k in range(10))
+
+
+def test_an_index_from_before_exact_copies_is_rebuilt(tmp_path):
+    """An index written before rows carried exact copies (no ``exact`` column, no
+    ``exact_copy`` in its identity) is dropped at open, to be filled again from DuckDB."""
+    import lancedb
+    import pyarrow as pa
+
+    dek = secrets.token_bytes(32)
+    cipher = SapCipher(dek, DIM, beta=0.3)
+    identity = {"cipher": cipher.params_id, "model": "test"}
+    old = pa.schema(
+        [
+            pa.field("id", pa.string()),
+            pa.field("ns", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), DIM)),
+        ],
+        metadata={f"memoryd.{k}": v for k, v in identity.items()},
+    )
+    rows = cipher.encrypt(unit_rows(np.random.default_rng(4), 3))
+    lancedb.connect(str(tmp_path / "vectors")).create_table("vectors", schema=old).add(
+        pa.table(
+            {
+                "id": ["a", "b", "c"],
+                "ns": ["ns"] * 3,
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), DIM),
+            },
+            schema=old,
+        )
+    )
+    index = VectorIndex(tmp_path / "vectors", cipher, ExactCopyCipher(dek, DIM), DIM, identity)
+    assert index.rebuilt and index.count() == 0
+    assert "exact" in index.table.schema.names
+    index.add(["d"], ["ns"], unit_rows(np.random.default_rng(5), 1))
+    again = VectorIndex(tmp_path / "vectors", cipher, ExactCopyCipher(dek, DIM), DIM, identity)
+    assert not again.rebuilt and again.count() == 1  # the new layout is kept

@@ -224,7 +224,9 @@ def test_index_searches_do_not_wait_for_the_owner_thread(tmp_path):
         busy = asyncio.ensure_future(catalog._vec_thread.run(release.wait, 30))
         try:
             found = await asyncio.wait_for(catalog.candidates(query, None, 5), 10)
-            assert found[0] == target.id
+            assert list(found)[0] == target.id
+            # With its similarity, from the exact copy the index returned with it.
+            assert abs(found[target.id] - float(query @ query)) < 1e-3
             assert not busy.done()  # the owner thread was held all along
         finally:
             release.set()
@@ -237,7 +239,7 @@ def test_index_searches_do_not_wait_for_the_owner_thread(tmp_path):
         answers = 0
         while not compaction.done() or answers == 0:
             found = await catalog.candidates(query, None, 5)
-            assert found[0] == target.id
+            assert list(found)[0] == target.id
             answers += 1
         await compaction
         await catalog.close()
