@@ -537,6 +537,10 @@ class MemoryService:
         # already. At 1M, in-process: 50 ids' vectors 2.65 ms, their rows too 4.22 ms,
         # 10 hits' rows 2.17 ms after ranking.
         prefetch = mode == "hybrid" and from_ram and not self.vectors.in_ram
+        # Vector searches wait while the index is reconciled at start (a fraction of a
+        # second), not while it is rebuilt (minutes at 1M): hybrid ones answer from
+        # words alone meanwhile and say so.
+        rebuilding = mode != "lexical" and self.vectors.rebuilding
 
         async def lexical_leg() -> tuple[dict[str, float], dict[str, tuple[Memory, bytes | None]]]:
             if mode == "vector":
@@ -551,7 +555,7 @@ class MemoryService:
             return found, await self._db_thread.run(db.get_many, list(found), filters, True)
 
         async def vector_leg() -> tuple[np.ndarray | None, dict[str, float | None]]:
-            if mode == "lexical":
+            if mode == "lexical" or rebuilding:
                 return None, {}
             vector = await self._query_vector(parsed.text)
             if vector is None:
@@ -573,11 +577,13 @@ class MemoryService:
         )
         degraded = None
         if mode != "lexical" and query_vector is None:
+            degraded = (
+                "vector index rebuilding"
+                if rebuilding
+                else f"no embedding model ({self.embedding.state})"
+            )
             if mode == "vector":
-                raise Unavailable(
-                    f"no embedding model ({self.embedding.state}); vector search needs one"
-                )
-            degraded = f"no embedding model ({self.embedding.state})"
+                raise Unavailable(f"{degraded}; vector search needs it, lexical search works")
 
         candidates = list(dict.fromkeys([*lexical_scores, *vector_found]))
         spread = mode == "hybrid" and self.settings.search.neighbour_weight > 0

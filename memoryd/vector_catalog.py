@@ -590,6 +590,15 @@ class VectorCatalog:
         return dict.fromkeys(nearest(query, stored, k))
 
     @property
+    def rebuilding(self) -> bool:
+        """Whether the index is being filled from DuckDB before searches may use it: at
+        start it was missing or unreadable, or written under another key, model or
+        layout. That takes minutes at 1M memories (123 s for the bench's store), so
+        searches do not wait for it (``MemoryService._search``)."""
+        index = self._index
+        return index is not None and index.rebuilt and not self.ready.is_set()
+
+    @property
     def loading(self) -> bool:
         """Whether the index is being built from DuckDB (the store outgrew RAM)."""
         return self._growing is not None
@@ -975,6 +984,7 @@ class VectorCatalog:
                 "pending": len(self._pending) + len(self._flushing),
                 # Open and found to agree with DuckDB: vector searches are complete.
                 "ready": self._index is not None and self._reconciled,
+                "rebuilding": self.rebuilding,
                 "ann": {
                     "indexed": ann["indexed"] if ann else 0,
                     "unindexed": ann["unindexed"] if ann else rows,

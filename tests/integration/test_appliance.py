@@ -173,6 +173,38 @@ def test_deleted_vector_folder_is_rebuilt(make_daemon, paths):
         assert hits[0]["id"] == ids[0]
 
 
+def test_searches_answer_from_words_while_the_index_is_rebuilt(make_daemon, paths):
+    """A rebuild at start (a lost index, or one of an older layout) takes minutes at 1M
+    memories: hybrid searches answer from words meanwhile and say so, vector searches
+    say why they cannot, and both are complete once the index is ready."""
+    hashed = {**INDEX_TIER, "MEMORYD_EMBEDDING_PROVIDER": "hash"}
+    daemon = make_daemon(hashed).start()
+    client = daemon.client()
+    target = client.add("The lighthouse keeper feeds the cats at dawn")["memory"]["id"]
+    for start in range(0, 30_000, 1_000):  # enough that the rebuild takes seconds
+        client.import_items([{"content": f"filler note {n} about nothing much"}
+                             for n in range(start, start + 1_000)])
+    wait_for(lambda: client.status()["vector_index"]["rows"] == 30_001, timeout=120)
+    client.close()
+    daemon.stop()
+    shutil.rmtree(paths.vector_dir)
+    daemon = make_daemon(hashed).start()
+    with daemon.client() as again:
+        wait_for(lambda: again.status()["vector_index"]["rebuilding"], interval=0.01)
+        during = again.search("lighthouse keeper cats")
+        with pytest.raises(RemoteError) as err:
+            again.search("lighthouse keeper cats", mode="vector")
+        assert again.status()["vector_index"]["rebuilding"]  # all of it during the rebuild
+        assert during["degraded"] == "vector index rebuilding"
+        assert during["hits"][0]["id"] == target
+        assert err.value.name == "unavailable" and "rebuilding" in str(err.value)
+        wait_for(lambda: again.status()["vector_index"]["ready"], timeout=120)
+        assert not again.status()["vector_index"]["rebuilding"]
+        after = again.search("lighthouse keeper cats")
+        assert "degraded" not in after and after["hits"][0]["id"] == target
+        assert again.search("lighthouse keeper cats", mode="vector")["hits"][0]["id"] == target
+
+
 def test_corrupt_vector_index_is_rebuilt(make_daemon, paths):
     daemon = make_daemon(INDEX_TIER).start()
     client = daemon.client()
