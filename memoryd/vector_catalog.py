@@ -88,6 +88,8 @@ CALIBRATION_POOL = 100
 # Probes for a search in a small namespace, at most: above any partition count (1M rows
 # at 8,192 a partition make 122), so a small enough namespace probes every partition.
 MAX_PROBES = 4096
+# A repair writes the vectors it reads from DuckDB in chunks of this many.
+REPAIR_CHUNK = 5000
 RAM, INDEX = "ram", "index"
 # Meta key of the index's seal: written at a clean stop and while writes pause, consumed
 # at the next start.
@@ -183,6 +185,7 @@ class VectorCatalog:
         # The index and DuckDB were found (or made) to agree in this session: only then
         # may a clean stop seal the index.
         self._reconciled = False
+        self._rebuilding = False  # a start's repair refills a recreated index: ``rebuilding``
         self._changes = 0  # writes begun under ``changing``: a seal may span none
         self._writing = 0  # such writes under way
         self._sealed_version: int | None = None  # index version of this session's last seal
@@ -349,15 +352,19 @@ class VectorCatalog:
         self._pending_deletes.update(diff.extra)
         repeated = set(diff.repeated)
         rewrite = [*diff.missing, *diff.repeated]
-        for start in range(0, len(rewrite), 5000):
-            chunk = rewrite[start : start + 5000]
-            rows = await self._db_thread.run(self._db.embedded_vectors, self._model, chunk)
-            skip = self._queued_during_repair or set()  # read after the rows: see above
-            rows = [r for r in rows if r[0] not in skip]
-            self._pending_deletes.update(r[0] for r in rows if r[0] in repeated)
-            self._enqueue(rows)
+        self._rebuilding = self._index.rebuilt and len(rewrite) > REPAIR_CHUNK
+        try:
+            for start in range(0, len(rewrite), REPAIR_CHUNK):
+                chunk = rewrite[start : start + REPAIR_CHUNK]
+                rows = await self._db_thread.run(self._db.embedded_vectors, self._model, chunk)
+                skip = self._queued_during_repair or set()  # read after the rows: see above
+                rows = [r for r in rows if r[0] not in skip]
+                self._pending_deletes.update(r[0] for r in rows if r[0] in repeated)
+                self._enqueue(rows)
+                await self.flush()
             await self.flush()
-        await self.flush()
+        finally:
+            self._rebuilding = False
         if diff.missing or diff.extra:
             log.info(
                 "vector index reconciled: %d added, %d removed", len(diff.missing), len(diff.extra)
@@ -593,10 +600,10 @@ class VectorCatalog:
     def rebuilding(self) -> bool:
         """Whether the index is being filled from DuckDB before searches may use it: at
         start it was missing or unreadable, or written under another key, model or
-        layout. That takes minutes at 1M memories (123 s for the bench's store), so
-        searches do not wait for it (``MemoryService._search``)."""
-        index = self._index
-        return index is not None and index.rebuilt and not self.ready.is_set()
+        layout, and holds more than one repair chunk to write. That takes minutes at 1M
+        memories (123 s for the bench's store), so searches do not wait for it
+        (``MemoryService._search``); a smaller one they wait for."""
+        return self._rebuilding and not self.ready.is_set()
 
     @property
     def loading(self) -> bool:
