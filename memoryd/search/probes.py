@@ -2,9 +2,12 @@
 
 Each probe scans one partition of the encrypted index, so a search's cost grows with the
 probes; how many a search needs to find its true neighbours depends on how clustered the
-vectors are. On a real model's vectors of the 1M bench texts, 10 probes found 0.9995 of
-the exact top 10 (9.4 ms); on the `hash` embedder's sparse vectors 40 were needed for
-0.98 (23 ms; docs/performance.md). So the probes start at the safe ``DEFAULT_PROBES`` and
+vectors are. On a real model's vectors of the 1M bench texts, in partitions of 8,192
+rows, 10 probes found 0.9995 of the exact top 10 (9.4 ms); on the `hash` embedder's
+sparse vectors 40 were needed for 0.98 (23 ms; docs/performance.md). Partitions are now
+of 2,048 rows (``search.ann_partition_rows``), four times as many, and on the hash
+vectors 80 of them found 0.9845 in 10.6 ms where 40 of 8,192 rows found 0.988 in 15.1
+(docs/performance-log.md). So the probes start at the safe ``DEFAULT_PROBES`` and
 follow the store: the catalog replays recent queries against ``REFERENCE_PROBES`` and
 against each count of ``LADDER``, and keeps the smallest count that finds
 ``RECALL_NEEDED`` of the reference's exact top 10.
@@ -19,7 +22,7 @@ pool alone. On a real model's 1M vectors the first 50 held 0.993 of the exact to
 
 The queries must be real ones: stored vectors used as queries sit among their
 near-duplicates in their own partition, and found their neighbours with any count tried
-(5 to 40 probes, on both kinds of vector). Recent query vectors are kept in RAM only,
+(5 to 40 probes of 8,192 rows, on both kinds of vector). Recent query vectors are kept in RAM only,
 never written anywhere; a restart starts again from the default.
 """
 
@@ -34,9 +37,9 @@ import numpy as np
 
 from memoryd.search.exact import nearest
 
-DEFAULT_PROBES = 40  # before a calibration, and whenever none of the ladder is good enough
-LADDER = (5, 10, 20, 40)  # never above the default: it is the recall the bench verified
-REFERENCE_PROBES = 80
+DEFAULT_PROBES = 80  # before a calibration, and whenever none of the ladder is good enough
+LADDER = (10, 20, 40, 80)  # never above the default: it is the recall the bench verified
+REFERENCE_PROBES = 160
 # Candidates the index returns, as a multiple of the search's pool: 2 unless calibrated to 1.
 DEFAULT_FETCH_FACTOR = 2
 SAMPLE = 32  # queries a calibration replays

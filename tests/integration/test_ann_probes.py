@@ -14,12 +14,14 @@ import time
 import support
 from support import INDEX_TIER
 
+from memoryd.search.probes import DEFAULT_PROBES
+
 ROWS = 4000
 PROBES_ENV = {
     **INDEX_TIER,
     "MEMORYD_EMBEDDING_PROVIDER": "hash",
     "MEMORYD_SEARCH_ANN_MIN_ROWS": str(ROWS),
-    "MEMORYD_SEARCH_ANN_PARTITION_ROWS": "100",
+    "MEMORYD_SEARCH_ANN_PARTITION_ROWS": "50",
 }
 wait_status = functools.partial(support.wait_status, timeout=120.0)
 
@@ -54,7 +56,7 @@ def test_clustered_vectors_are_searched_with_fewer_probes(make_daemon):
     daemon = make_daemon(PROBES_ENV).start()
     with daemon.client() as c:
         ids = build(c, texts)
-        assert ann(c.status())["probes"] == 40 and ann(c.status())["calibrations"] == 0
+        assert ann(c.status())["probes"] == DEFAULT_PROBES and ann(c.status())["calibrations"] == 0
         for _ in range(40):
             c.search(" ".join(rng.sample(rng.choice(topics), 3)), mode="vector")
         # Not while users search (here every 0.5 s): only once searches pause.
@@ -63,7 +65,7 @@ def test_clustered_vectors_are_searched_with_fewer_probes(make_daemon):
             c.search(" ".join(rng.sample(rng.choice(topics), 3)), mode="vector")
         assert ann(c.status())["calibrations"] == 0
         status = wait_status(c, lambda s: ann(s)["calibrations"] >= 1)
-        assert ann(status)["probes"] < 40
+        assert ann(status)["probes"] < DEFAULT_PROBES
         assert ann(status)["probes_recall"] >= 0.99
         # The ciphertexts' order is good enough here that the pool alone is re-ranked.
         assert ann(status)["fetch_factor"] == 1
@@ -82,7 +84,7 @@ def test_probes_stay_when_fewer_would_lose_neighbours(make_daemon):
         for _ in range(40):
             c.search(" ".join(rng.sample(words, 4)), mode="vector")
         status = wait_status(c, lambda s: ann(s)["calibrations"] >= 1)
-        assert ann(status)["probes"] == 40
+        assert ann(status)["probes"] == DEFAULT_PROBES
 
 
 def test_a_training_resets_the_probes_until_recalibrated(make_daemon):
@@ -94,11 +96,11 @@ def test_a_training_resets_the_probes_until_recalibrated(make_daemon):
         for _ in range(40):
             c.search(" ".join(rng.sample(rng.choice(topics), 3)), mode="vector")
         status = wait_status(c, lambda s: ann(s)["calibrations"] >= 1)
-        assert ann(status)["probes"] < 40
+        assert ann(status)["probes"] < DEFAULT_PROBES
         # Doubling the table trains the index again: new partitions, default probes.
         more = [" ".join(rng.sample(topics[n % 40], 5)) + f" m{n}" for n in range(ROWS)]
         for start in range(0, ROWS, 500):
             c.import_items([{"content": t} for t in more[start : start + 500]])
         status = wait_status(c, lambda s: ann(s)["trainings"] >= 2 and not ann(s)["training"])
-        assert ann(status)["probes"] == 40 and ann(status)["fetch_factor"] == 2
+        assert ann(status)["probes"] == DEFAULT_PROBES and ann(status)["fetch_factor"] == 2
         assert ann(status)["probes_recall"] is None

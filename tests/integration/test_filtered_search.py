@@ -102,13 +102,13 @@ def test_a_small_namespace_finds_its_nearest_memories_in_the_ann_index(make_daem
     embedder = HashEmbedder()
     vectors = embedder.embed([i["content"] for i in items])
     small = [n for n, item in enumerate(items) if item["namespace"] == "small"]
-    env = {**ANN_TIER, **HASH, "MEMORYD_SEARCH_ANN_PARTITION_ROWS": "16"}  # ~150 partitions
+    env = {**ANN_TIER, **HASH, "MEMORYD_SEARCH_ANN_PARTITION_ROWS": "8"}  # ~300 partitions
     daemon = make_daemon(env).start()
     with daemon.client() as c:
         for start in range(0, N, 600):
             assert not c.import_items(items[start:start + 600])["failed"]
         status = wait_status(c, ready("ann"), timeout=120.0)
-        assert status["vector_index"]["ann"]["probes"] * 2 < N // 16  # most left unprobed
+        assert status["vector_index"]["ann"]["probes"] * 2 < N // 8  # most left unprobed
         rng = random.Random(13)
         recalls = []
         for _ in range(12):
