@@ -12,8 +12,8 @@ follow the store: the catalog replays recent queries against ``REFERENCE_PROBES`
 against each count of ``LADDER``, and keeps the smallest count that finds
 ``RECALL_NEEDED`` of the reference's exact top 10.
 
-The same replay sets how many candidates the index returns for the exact re-rank, which
-reads each one's stored vector from DuckDB (~50 us a row at 1M). The index orders them by
+The same replay sets how many candidates the index returns for the exact re-rank, each
+with its encrypted exact copy (``memoryd.crypto.exact_copy``). The index orders them by
 distance between ciphertexts, which SAP's noise blurs, so by default it returns twice a
 search's pool (``DEFAULT_FETCH_FACTOR``); when the first half of the candidates already
 holds ``RECALL_NEEDED`` of the reference's top 10 at the chosen probes, it returns the

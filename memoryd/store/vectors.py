@@ -5,8 +5,9 @@ namespace without the name on disk), its SAP-encrypted vector, which the ANN sea
 compares, and an AES-GCM-encrypted exact copy of the vector, which a search returns with
 its candidates to rank them by (``memoryd.crypto.exact_copy``). The index can always be
 rebuilt from the exact vectors in DuckDB, and is whenever it is missing, unreadable, or was
-built with another key, model or dimension. Methods are synchronous; one owner thread
-calls them, except ``search``, which reads through a handle of its own on a search thread.
+built with another key, model, dimension or format of the exact copies. Methods are
+synchronous; one owner thread calls them, except ``search``, which reads through a handle
+of its own on a search thread.
 
 Large tables get an ANN index over the ``vector`` column (IVF_SQ: k-means partitions of
 the ciphertexts and 8-bit scalar-quantised copies of them, so it holds nothing the table
