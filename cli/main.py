@@ -762,6 +762,8 @@ def _show_status(s: dict[str, Any]) -> None:
         pairs.append(("vectors", f"in RAM, {ram.get('rows', 0)} rows{loaded}"))
     elif tier == "index" or index:
         not_ready = "" if index.get("ready") else ", not ready"
+        if index.get("rebuilding"):
+            not_ready = ", rebuilding (searches by words meanwhile)"
         pairs.append(("vectors", f"encrypted index, {index.get('rows', '-')} rows, "
                                  f"{index.get('pending', 0)} pending{not_ready}"))
     ann = index.get("ann") or {}

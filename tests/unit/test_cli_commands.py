@@ -184,6 +184,13 @@ def test_status_shows_the_ann_index_and_its_probes(
     script.on("store.status", {**status, "vector_index": {
         **status["vector_index"], "ann": {**ann, "indexed": 0, "unindexed": 1000020}}})
     assert "ANN index" not in run("status").stdout
+    script.on("store.status", {**status, "vector_index": {
+        **status["vector_index"], "ready": False, "rebuilding": True, "rows": 5000}})
+    assert "5000 rows, 0 pending, rebuilding (searches by words meanwhile)\n" in run(
+        "status").stdout
+    script.on("store.status", {**status, "vector_index": {
+        **status["vector_index"], "ready": False, "rebuilding": False}})
+    assert "pending, not ready\n" in run("status").stdout
 
 
 def test_daemon_status_when_not_running(run: Callable[..., Any]) -> None:
