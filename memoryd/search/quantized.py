@@ -12,8 +12,10 @@ are a quarter of float32 (384 bytes a memory at 384 dimensions), and SimSIMD's i
 product runs several times faster than a float32 matmul over the same rows. Cosine is
 the dot product times each row's inverse norm, kept beside the codes: SimSIMD's own int8
 cosine recomputes both norms on every query and took 2.5x as long (100k rows, one
-thread: 5 ms against 2 ms). The order is approximate, so callers over-fetch and
-re-score the candidates with the exact vectors kept in DuckDB.
+thread: 5 ms against 2 ms). The order and the similarities are approximate (within ~0.01
+of the exact cosine, docs/search.md): callers over-fetch and rank by these similarities,
+or by the exact vectors kept in DuckDB when they read the candidates' rows anyway (a
+metadata filter, phrases).
 
 Owned by the event loop thread.
 """
