@@ -53,7 +53,7 @@ from memoryd.crypto.exact_copy import ExactCopyCipher
 from memoryd.crypto.sap import SapCipher
 from memoryd.logs import redacted_traceback
 from memoryd.search import probes as ann_probes
-from memoryd.search.exact import nearest
+from memoryd.search.exact import nearest_scored
 from memoryd.search.probes import Replay
 from memoryd.search.quantized import QuantizedVectors
 from memoryd.store.database import Database, IndexDiff
@@ -86,7 +86,7 @@ SEARCHES_PAUSED_S = 2.0
 # 50, twice that from the index).
 CALIBRATION_POOL = 100
 # Probes for a search in a small namespace, at most: above any partition count (1M rows
-# at 8,192 a partition make 122), so a small enough namespace probes every partition.
+# at 2,048 a partition make ~490), so a small enough namespace probes every partition.
 MAX_PROBES = 4096
 # A repair writes the vectors it reads from DuckDB in chunks of this many.
 REPAIR_CHUNK = 5000
@@ -589,12 +589,12 @@ class VectorCatalog:
     ) -> dict[str, float | None]:
         """The ``k`` of ``stored`` (every memory a narrow filter lets through: id and
         stored vector) nearest ``query``, best first: from the int8 copies when the
-        vectors are in RAM (the stored vectors may then be left unread, ``None``), with
-        their similarities, else from the stored vectors (similarities left to the
-        caller, like those of candidates whose copy did not open)."""
+        vectors are in RAM (the stored vectors may then be left unread, ``None``), else
+        from the stored vectors; with their similarities either way, so that ranking
+        does not read those vectors again."""
         if self._ram is not None and self._ram_ready:
             return dict(self._ram.search(query, k, among=[i for i, _ in stored]))
-        return dict.fromkeys(nearest(query, stored, k))
+        return dict(nearest_scored(query, stored, k))
 
     @property
     def rebuilding(self) -> bool:

@@ -19,6 +19,13 @@ def exact_similarities(
 
 def nearest(query: np.ndarray, stored: Iterable[tuple[str, bytes | None]], k: int) -> list[str]:
     """The ``k`` ids of ``stored`` most similar to ``query``, best first (ties by id)."""
+    return [memory_id for memory_id, _ in nearest_scored(query, stored, k)]
+
+
+def nearest_scored(
+    query: np.ndarray, stored: Iterable[tuple[str, bytes | None]], k: int
+) -> list[tuple[str, float]]:
+    """``nearest``, each id with its similarity."""
     if k <= 0:
         return []
     ids, scores = _scores(query, stored)
@@ -27,7 +34,7 @@ def nearest(query: np.ndarray, stored: Iterable[tuple[str, bytes | None]], k: in
         kth_best = scores[np.argpartition(-scores, k - 1)[k - 1]]
         picked = np.flatnonzero(scores >= kth_best).tolist()  # with every tie of the k-th
     picked.sort(key=lambda n: (-float(scores[n]), ids[n]))
-    return [ids[n] for n in picked[:k]]
+    return [(ids[n], float(scores[n])) for n in picked[:k]]
 
 
 def _scores(
