@@ -853,7 +853,7 @@ class VectorCatalog:
         return time.monotonic() - moment >= SEARCHES_PAUSED_S
 
     async def calibrate_probes(self) -> bool:
-        """Choose how many partitions ANN searches probe, by replaying recent queries
+        """Choose how many partitions ANN searches probe, by replaying a sample of queries
         (``memoryd.search.probes``), when due and searches have paused; True once it has.
         A search pauses the replay until searches pause again. Runs between trainings
         (``ann_loop`` awaits a training to its end, which drops a replay under way)."""
@@ -879,7 +879,7 @@ class VectorCatalog:
         self.probes.settle(chosen)
         log.info(
             "ANN probes: %d, fetching %d x the pool. Share of the top %d that %d probes "
-            "find, over %d recent queries, in all candidates / the first half: %s "
+            "find, over %d sampled queries, in all candidates / the first half: %s "
             "(calibrated in %.1f s)",
             chosen.probes,
             chosen.fetch_factor,

@@ -8,9 +8,17 @@ sparse vectors 40 were needed for 0.98 (23 ms; docs/performance.md). Partitions 
 of 2,048 rows (``search.ann_partition_rows``), four times as many, and on the hash
 vectors 80 of them found 0.9845 in 10.6 ms where 40 of 8,192 rows found 0.988 in 15.1
 (docs/performance-log.md). So the probes start at the safe ``DEFAULT_PROBES`` and
-follow the store: the catalog replays recent queries against ``REFERENCE_PROBES`` and
-against each count of ``LADDER``, and keeps the smallest count that finds
-``RECALL_NEEDED`` of the reference's exact top 10.
+follow the store: the catalog replays a sample of its queries against
+``REFERENCE_PROBES`` and against each count of ``LADDER``, and keeps the smallest count
+that finds ``RECALL_NEEDED`` of the reference's exact top 10.
+
+The sample is drawn evenly from every query since the last calibration, not the latest
+ones: how many probes a query needs depends on what it asks. On the 1M bench store, 40
+queries of one kind ("what did <name> think of <thing>?") found all of the reference's
+top 10 at 10 probes, while the bench's 200 mixed queries needed 80 to find 0.978 of it;
+calibrated on the 32 latest queries, which were those 40, searches probed 10 partitions
+and vector recall@10 fell from 0.985 to 0.759 (docs/performance-log.md, *The probe
+calibration's sample*).
 
 The same replay sets how many candidates the index returns for the exact re-rank, each
 with its encrypted exact copy (``memoryd.crypto.exact_copy``). The index orders them by
@@ -22,13 +30,13 @@ pool alone. On a real model's 1M vectors the first 50 held 0.993 of the exact to
 
 The queries must be real ones: stored vectors used as queries sit among their
 near-duplicates in their own partition, and found their neighbours with any count tried
-(5 to 40 probes of 8,192 rows, on both kinds of vector). Recent query vectors are kept in RAM only,
-never written anywhere; a restart starts again from the default.
+(5 to 40 probes of 8,192 rows, on both kinds of vector). The sampled query vectors are kept
+in RAM only, never written anywhere; a restart starts again from the default.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
@@ -42,7 +50,11 @@ LADDER = (10, 20, 40, 80)  # never above the default: it is the recall the bench
 REFERENCE_PROBES = 160
 # Candidates the index returns, as a multiple of the search's pool: 2 unless calibrated to 1.
 DEFAULT_FETCH_FACTOR = 2
-SAMPLE = 32  # queries a calibration replays
+# Queries a calibration replays, drawn evenly from those since the last one. How many of
+# the reference's top 10 a count finds varies widely from query to query (on the 1M bench
+# store at 40 probes: all of them for 80% of the queries, 8 or fewer for 10%), so a sample
+# of 32 of the bench's queries chose 40 probes, too few, ~3% of the time; one of 64, ~0.2%.
+SAMPLE = 64
 RECALL_NEEDED = 0.99  # of the reference's top 10, on average over the sample
 TOP = 10
 # Calibrate again after this many more searches (the queries, and the partitions' contents
@@ -67,31 +79,41 @@ class Replay:
 
 
 class ProbeTuner:
-    """The probes ANN searches use, and the recent queries that calibrate them."""
+    """The probes ANN searches use, and the sample of queries that calibrates them."""
 
-    def __init__(self) -> None:
+    def __init__(self, rng: random.Random | None = None) -> None:
         self.probes = DEFAULT_PROBES
         self.fetch_factor = DEFAULT_FETCH_FACTOR
         self.recall: float | None = None  # the chosen setting's, when calibrated
         self.calibrations = 0
-        self._recent: deque[np.ndarray] = deque(maxlen=SAMPLE)
+        # An even sample of the queries since the last calibration (reservoir sampling):
+        # each of the ``_seen`` queries is in it with the same chance.
+        self._sample: list[np.ndarray] = []
+        self._seen = 0
+        self._rng = rng or random.Random()
         self._since = 0  # queries recorded since the last calibration (or reset)
         self._calibrated = False
         self._replay: Replay | None = None
 
     def record(self, query: np.ndarray) -> None:
-        self._recent.append(query)
         self._since += 1
+        self._seen += 1
+        if len(self._sample) < SAMPLE:
+            self._sample.append(query)
+            return
+        slot = self._rng.randrange(self._seen)
+        if slot < SAMPLE:
+            self._sample[slot] = query
 
     def due(self) -> bool:
-        if len(self._recent) < SAMPLE:
+        if len(self._sample) < SAMPLE:
             return False
         return not self._calibrated or self._since >= RECALIBRATE_AFTER
 
     def replay(self) -> Replay:
-        """The calibration under way, or a new one on the latest queries."""
+        """The calibration under way, or a new one on the sample as it stands."""
         if self._replay is None:
-            self._replay = Replay(list(self._recent))
+            self._replay = Replay(list(self._sample))
         return self._replay
 
     def reset(self) -> None:
@@ -102,6 +124,11 @@ class ProbeTuner:
     def settle(self, chosen: Choice) -> None:
         self.probes, self.fetch_factor, self.recall = chosen
         self._calibrated, self._since, self._replay = True, 0, None
+        # The next sample starts from this one, as if it were the first queries of the
+        # new period: each later query replaces one of it with falling odds, so that by
+        # the next calibration (``RECALIBRATE_AFTER`` queries on) ~6% of it is left, and
+        # a training meanwhile still finds a full sample to calibrate on at once.
+        self._seen = len(self._sample)
         self.calibrations += 1
 
 

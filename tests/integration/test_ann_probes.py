@@ -14,7 +14,7 @@ import time
 import support
 from support import INDEX_TIER
 
-from memoryd.search.probes import DEFAULT_PROBES
+from memoryd.search.probes import DEFAULT_PROBES, SAMPLE
 
 ROWS = 4000
 PROBES_ENV = {
@@ -57,7 +57,7 @@ def test_clustered_vectors_are_searched_with_fewer_probes(make_daemon):
     with daemon.client() as c:
         ids = build(c, texts)
         assert ann(c.status())["probes"] == DEFAULT_PROBES and ann(c.status())["calibrations"] == 0
-        for _ in range(40):
+        for _ in range(SAMPLE):
             c.search(" ".join(rng.sample(rng.choice(topics), 3)), mode="vector")
         # Not while users search (here every 0.5 s): only once searches pause.
         for _ in range(10):
@@ -81,7 +81,7 @@ def test_probes_stay_when_fewer_would_lose_neighbours(make_daemon):
     daemon = make_daemon(PROBES_ENV).start()
     with daemon.client() as c:
         build(c, texts)
-        for _ in range(40):
+        for _ in range(SAMPLE):
             c.search(" ".join(rng.sample(words, 4)), mode="vector")
         status = wait_status(c, lambda s: ann(s)["calibrations"] >= 1)
         assert ann(status)["probes"] == DEFAULT_PROBES
@@ -93,7 +93,7 @@ def test_a_training_resets_the_probes_until_recalibrated(make_daemon):
     daemon = make_daemon(PROBES_ENV).start()
     with daemon.client() as c:
         build(c, texts)
-        for _ in range(40):
+        for _ in range(SAMPLE):
             c.search(" ".join(rng.sample(rng.choice(topics), 3)), mode="vector")
         status = wait_status(c, lambda s: ann(s)["calibrations"] >= 1)
         assert ann(status)["probes"] < DEFAULT_PROBES
@@ -104,3 +104,33 @@ def test_a_training_resets_the_probes_until_recalibrated(make_daemon):
         status = wait_status(c, lambda s: ann(s)["trainings"] >= 2 and not ann(s)["training"])
         assert ann(status)["probes"] == DEFAULT_PROBES and ann(status)["fetch_factor"] == 2
         assert ann(status)["probes_recall"] is None
+
+
+def test_a_burst_of_easy_queries_does_not_set_the_probes_for_all(make_daemon):
+    # Half the memories gather by topic, half are random words. Searches for random words
+    # need most partitions; topic searches do with a few. After 400 of the first kind, a
+    # sample's worth of the second: a calibration on the latest queries alone chose 10
+    # probes, and the searches for random words found 0.59 of what they had found. The
+    # calibration samples all the queries evenly, so they keep what they found.
+    rng = random.Random(11)
+    texts, topics = topic_texts(rng)
+    words = [f"w{n}" for n in range(5000)]
+    texts = texts[: ROWS // 2] + [" ".join(rng.sample(words, 6)) for _ in range(ROWS // 2)]
+    hard = [" ".join(rng.sample(words, 4)) for _ in range(400)]
+    daemon = make_daemon(PROBES_ENV).start()
+    with daemon.client() as c:
+        build(c, texts)
+
+        def top10(query: str) -> list[str]:
+            return [h["id"] for h in c.search(query, mode="vector", limit=10)["hits"]]
+
+        before = [top10(q) for q in hard]  # every partition probed: DEFAULT_PROBES
+        for _ in range(SAMPLE):
+            c.search(" ".join(rng.sample(rng.choice(topics), 3)), mode="vector")
+        status = wait_status(c, lambda s: ann(s)["calibrations"] >= 1)
+        assert ann(status)["probes_recall"] >= 0.99
+        kept = [
+            len(set(top10(q)) & set(found)) / len(found)
+            for q, found in zip(hard[:100], before[:100], strict=True)
+        ]
+        assert sum(kept) / len(kept) >= 0.95, (ann(status)["probes"], sum(kept) / len(kept))

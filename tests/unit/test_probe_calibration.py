@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 
 from memoryd.search import probes
@@ -31,9 +33,35 @@ def test_calibration_is_due_with_a_full_sample_then_again_after_many_searches():
     assert not tuner.due()
     tuner.record(vector(0, 1))
     assert tuner.due()
-    # The sample is the latest queries only.
+    assert len(tuner.replay().queries) == probes.SAMPLE
+
+
+def test_the_sample_is_drawn_evenly_from_every_query_not_the_latest():
+    # 400 queries of one kind, then a sample's worth of another: the latest are all of
+    # the second kind, an even sample holds each kind by its share (~86% of the first).
+    tuner = ProbeTuner(random.Random(1))
+    hard, easy = vector(1, 0), vector(0, 1)
+    for _ in range(400):
+        tuner.record(hard)
+    for _ in range(probes.SAMPLE):
+        tuner.record(easy)
     sample = tuner.replay().queries
-    assert len(sample) == probes.SAMPLE and np.array_equal(sample[-1], vector(0, 1))
+    assert len(sample) == probes.SAMPLE
+    assert sum(np.array_equal(q, hard) for q in sample) >= probes.SAMPLE * 3 // 4
+
+
+def test_after_a_calibration_new_queries_replace_the_old_sample():
+    tuner = ProbeTuner(random.Random(2))
+    old, new = vector(1, 0), vector(0, 1)
+    for _ in range(probes.SAMPLE):
+        tuner.record(old)
+    tuner.settle(probes.Choice(10, 1, 1.0))
+    for _ in range(probes.RECALIBRATE_AFTER):
+        tuner.record(new)
+    assert tuner.due()
+    sample = tuner.replay().queries
+    # Each old query is left with odds SAMPLE / (SAMPLE + 1000): ~4 of 64.
+    assert sum(np.array_equal(q, old) for q in sample) <= probes.SAMPLE // 8
 
 
 def test_a_paused_replay_resumes_on_its_own_sample_until_settled_or_reset():
