@@ -12,7 +12,11 @@ within a namespace (`hybrid_namespace`), and vector ones within a tag that 1% of
 memories carry (`vector_tag`: a narrow filter, which the vector indexes cannot apply).
 Queries are not copies of stored texts, and no two are the same. Vector recall@10 is
 measured against numpy exact search over the same hash vectors (for `vector_tag`, over
-the tagged ones). Peers on the same vectors and query texts: chromadb PersistentClient
+the tagged ones). A store with an ANN index answers at the default probes first; then
+searches pause until the daemon has calibrated its probes on a sample of those queries
+(memoryd/search/probes.py), and hybrid and vector search run again (`*_calibrated`,
+with the probes chosen): a daemon's steady state between a user's searches.
+Peers on the same vectors and query texts: chromadb PersistentClient
 (ingest; query by vector; query by text with the same embedder) and numpy brute force.
 With --real N, scripts/bench_appliance.py also runs N memories with the real ONNX model,
 and the raw embedding throughput of the same texts is measured.
@@ -78,6 +82,32 @@ def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
     return client.status()
 
 
+def _calibrated(client: Any, timeout: float = 120) -> dict[str, Any] | None:
+    """With searches paused, wait until the daemon has calibrated its ANN probes; the
+    ANN status then, or None if it did not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ann: dict[str, Any] = client.status()["vector_index"].get("ann", {})
+        if ann.get("calibrations"):
+            return ann
+        time.sleep(0.5)
+    return None
+
+
+def _timed_searches(client: Any, queries: list[str], options: dict[str, Any]
+                    ) -> tuple[list[float], list[list[str]]]:
+    """Each query's search time (ms) and hits' contents, after 5 warm-up searches."""
+    for q in queries[:5]:
+        client.search(q, **options)
+    took, hits = [], []
+    for q in queries:
+        t = time.perf_counter()
+        result = client.search(q, limit=10, **options)
+        took.append((time.perf_counter() - t) * 1000)
+        hits.append([h["content"] for h in result["hits"]])
+    return took, hits
+
+
 def _rss_mb(pid: int) -> tuple[float, float]:
     """The daemon's RSS and the part of it that maps files (RssFile): the shared
     libraries' code, clean and shared. How much of a library is mapped depends on the
@@ -122,19 +152,19 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
 
         sampler = bench_appliance.RssSampler(daemon.pid)
         sampler.start()
-        hits_by_query: dict[str, list[list[str]]] = {"vector": [], "vector_tag": []}
+        hits_by_query: dict[str, list[list[str]]] = {}
         for mode, options in MODES:
-            for q in query_texts[:5]:
-                client.search(q, **options)
-            took = []
-            for q in query_texts:
-                t = time.perf_counter()
-                result = client.search(q, limit=10, **options)
-                took.append((time.perf_counter() - t) * 1000)
-                if mode in hits_by_query:
-                    hits_by_query[mode].append([h["content"] for h in result["hits"]])
+            took, hits_by_query[mode] = _timed_searches(client, query_texts, options)
             out[f"{mode}_p50_ms"] = round(bench_appliance.pct(took, 0.5), 2)
             out[f"{mode}_p95_ms"] = round(bench_appliance.pct(took, 0.95), 2)
+        ann = _calibrated(client) if out.get("ann_trainings") else None
+        if ann is not None:
+            out["ann_probes"], out["ann_fetch_factor"] = ann["probes"], ann["fetch_factor"]
+            for mode in ("hybrid", "vector"):
+                took, hits_by_query[f"{mode}_calibrated"] = _timed_searches(
+                    client, query_texts, {"mode": mode})
+                out[f"{mode}_calibrated_p50_ms"] = round(bench_appliance.pct(took, 0.5), 2)
+                out[f"{mode}_calibrated_p95_ms"] = round(bench_appliance.pct(took, 0.95), 2)
         sampler.stop_flag.set()
         sampler.join()
         out["load_rss_mb"] = round(sampler.peak / 1024, 1)
@@ -144,8 +174,10 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
         query_vectors = np.stack([embedder.embed([q])[0] for q in query_texts])
         exact = peers.exact_top_k(vectors, query_vectors, 10)
         row_of = {t: i for i, t in enumerate(texts)}
-        found = [[row_of[c] for c in hits] for hits in hits_by_query["vector"]]
-        out["vector_recall_at_10"] = round(peers.recall_at_k(found, exact, 10), 4)
+        for mode in ("vector", "vector_calibrated"):
+            if mode in hits_by_query:
+                found = [[row_of[c] for c in hits] for hits in hits_by_query[mode]]
+                out[f"{mode}_recall_at_10"] = round(peers.recall_at_k(found, exact, 10), 4)
         tagged = np.arange(0, n, TAG_EVERY)
         exact_tagged = [[int(tagged[i]) for i in row]
                         for row in peers.exact_top_k(vectors[tagged], query_vectors, 10)]
@@ -254,7 +286,9 @@ def main() -> None:
           f"{report['cli_version_process_p50_ms']} ms")
     keys = ["store_ingest_per_s", "hybrid_p50_ms", "hybrid_p95_ms", "lexical_p50_ms",
             "hybrid_namespace_p50_ms", "vector_p50_ms", "vector_p95_ms", "vector_recall_at_10",
-            "vector_tag_p50_ms", "vector_tag_recall_at_10",
+            "vector_tag_p50_ms", "vector_tag_recall_at_10", "ann_probes",
+            "hybrid_calibrated_p50_ms", "vector_calibrated_p50_ms",
+            "vector_calibrated_recall_at_10",
             "idle_rss_mb", "idle_rss_file_mb", "idle_rss_after_restart_mb",
             "idle_rss_after_restart_file_mb", "load_rss_mb", "disk_bytes_per_memory",
             "cold_start_to_first_search_s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,27 @@ def test_bench_scale_smoke(tmp_path):
     except ImportError:
         return
     assert 0 < size["chroma"]["recall_at_10"] <= 1 and size["chroma"]["e2e_p50_ms"] > 0
+
+
+def test_bench_scale_smoke_with_an_ann_index(tmp_path):
+    """The same on the index tier with an ANN index (small partitions, so that 1,000
+    memories have 20 of them): the calibrated steady state is measured too."""
+    from memoryd.search.probes import DEFAULT_PROBES, LADDER
+
+    out = tmp_path / "scale.json"
+    env = dict(os.environ, MEMORYD_SEARCH_RAM_MAX="0", MEMORYD_SEARCH_ANN_MIN_ROWS="500",
+               MEMORYD_SEARCH_ANN_PARTITION_ROWS="50")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "bench.py"), "--sizes", "1000", "--queries", "30",
+         "--real", "0", "--no-peers", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=900, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [size] = json.loads(out.read_text())["sizes"]
+    assert size["search_tier"] == "index" and size["ann_trainings"] >= 1
+    # 30 queries in three modes that reach the index: enough for a calibration's sample.
+    assert size["ann_probes"] in (*LADDER, DEFAULT_PROBES)
+    assert size["vector_recall_at_10"] >= 0.95
+    assert size["vector_calibrated_recall_at_10"] >= 0.95
+    assert size["hybrid_calibrated_p50_ms"] > 0 and size["vector_calibrated_p50_ms"] > 0
+    assert "| vector_calibrated_recall_at_10 |" in proc.stdout
