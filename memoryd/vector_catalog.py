@@ -857,8 +857,8 @@ class VectorCatalog:
         (``memoryd.search.probes``), when due and searches have paused; True once it has.
         A search pauses the replay until searches pause again. Runs between trainings
         (``ann_loop`` awaits a training to its end, which drops a replay under way)."""
-        index, db = self._index, self._db
-        if index is None or db is None or not self.probes.due():
+        index = self._index
+        if index is None or not self.probes.due():
             return False
         if not self._quiet_since(self._last_search_at):
             return False
@@ -869,7 +869,7 @@ class VectorCatalog:
             if self._last_search_at > resumed:
                 return False  # a user searches: go on once searches pause again
             started = time.perf_counter()
-            await self._replay_one(index, db, replay)
+            await self._replay_one(index, replay)
             replay.seconds += time.perf_counter() - started
             if self._index is not index:
                 return False
@@ -895,17 +895,17 @@ class VectorCatalog:
         )
         return True
 
-    async def _replay_one(self, index: VectorIndex, db: Database, replay: Replay) -> None:
+    async def _replay_one(self, index: VectorIndex, replay: Replay) -> None:
         """Replay the next query of ``replay``: the exact top 10 of the reference's
-        candidates, and the share of it in each probe count's candidates, all of them and
-        the first half (what a search fetching only its pool would re-rank)."""
+        candidates (by the exact copies the index returns with them), and the share of
+        it in each probe count's candidates, all of them and the first half (what a
+        search fetching only its pool would re-rank)."""
         query = replay.queries[replay.done]
         replay.done += 1
         reference = await self._search_thread.run(
-            index.search, query, CALIBRATION_POOL, None, ann_probes.REFERENCE_PROBES
+            index.search, query, CALIBRATION_POOL, None, ann_probes.REFERENCE_PROBES, True
         )
-        stored = await self._db_thread.run(db.stored_vectors, [i for i, _ in reference])
-        top = ann_probes.exact_top(query, stored)
+        top = ann_probes.exact_top(reference)
         if not top:
             return
         for probes in ann_probes.LADDER:

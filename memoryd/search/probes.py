@@ -37,13 +37,11 @@ in RAM only, never written anywhere; a restart starts again from the default.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
 import numpy as np
-
-from memoryd.search.exact import nearest
 
 DEFAULT_PROBES = 80  # before a calibration, and whenever none of the ladder is good enough
 LADDER = (10, 20, 40, 80)  # never above the default: it is the recall the bench verified
@@ -138,9 +136,13 @@ class Choice(NamedTuple):
     recall: float | None  # mean share of the reference's top 10 found, if measured
 
 
-def exact_top(query: np.ndarray, stored: Mapping[str, bytes | None], k: int = TOP) -> set[str]:
-    """The ``k`` ids of ``stored`` (id → stored vector) most similar to ``query``."""
-    return set(nearest(query, stored.items(), k))
+def exact_top(scored: Iterable[tuple[str, float | None]], k: int = TOP) -> set[str]:
+    """The ``k`` ids of ``scored`` (id and exact similarity to the query, as the index
+    returns its candidates with their exact copies) with the highest similarity; ties
+    by id, and ids without a similarity (a copy that did not open) left out."""
+    known = [(memory_id, score) for memory_id, score in scored if score is not None]
+    known.sort(key=lambda pair: (-pair[1], pair[0]))
+    return {memory_id for memory_id, _ in known[:k]}
 
 
 def mean_recalls(recalls: Mapping[K, Sequence[float]]) -> dict[K, float]:

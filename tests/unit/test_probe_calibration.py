@@ -109,14 +109,8 @@ def test_choose_keeps_the_defaults_when_no_count_finds_enough():
     assert probes.choose({}, {}) == probes.Choice(probes.DEFAULT_PROBES, 2, None)
 
 
-def test_exact_top_ranks_by_the_stored_vectors_and_skips_missing_ones():
-    q = vector(1, 0)
-    stored = {
-        "near": vector(1, 0.1).tobytes(),
-        "far": vector(0, 1).tobytes(),
-        "mid": vector(1, 1).tobytes(),
-        "gone": None,
-        "other-dimension": vector(1, 0, 0).tobytes(),
-    }
-    assert probes.exact_top(q, stored, k=2) == {"near", "mid"}
-    assert probes.exact_top(q, {}, k=2) == set()
+def test_exact_top_ranks_by_the_exact_similarities_and_skips_unknown_ones():
+    scored = [("far", 0.1), ("near", 0.9), ("unopened", None), ("mid", 0.7), ("tie", 0.7)]
+    assert probes.exact_top(scored, k=2) == {"near", "mid"}  # ties by id
+    assert probes.exact_top(scored, k=10) == {"near", "mid", "tie", "far"}
+    assert probes.exact_top([], k=2) == set()
