@@ -15,7 +15,7 @@ that finds ``RECALL_NEEDED`` of the reference's exact top 10.
 The sample is drawn evenly from every query since the last calibration, not the latest
 ones: how many probes a query needs depends on what it asks. On the 1M bench store, 40
 queries of one kind ("what did <name> think of <thing>?") found all of the reference's
-top 10 at 10 probes, while the bench's 200 mixed queries needed 80 to find 0.978 of it;
+top 10 at 10 probes, while the bench's 200 mixed queries needed 80 to find 0.989 of it;
 calibrated on the 32 latest queries, which were those 40, searches probed 10 partitions
 and vector recall@10 fell from 0.985 to 0.759 (docs/performance-log.md, *The probe
 calibration's sample*).
