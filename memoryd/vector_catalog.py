@@ -788,15 +788,23 @@ class VectorCatalog:
 
     def _ann_due(self, rows: int, stats: dict[str, int] | None) -> str | None:
         """Why to train the ANN index (again), or None: there is none, the table has doubled
-        since (the partitions are sized for the rows they were trained on), or folds have
-        left it in more than ``search.ann_max_segments`` segments and writes have paused.
-        Each fold after a training adds a segment, and a search probes its partitions in
-        every segment: at 200k rows and 10 probes, 1 / 8 / 32 segments took 9.1 / 11.3 /
-        19.0 ms a search (a `/tmp` script over lancedb 0.40). A training merges them."""
+        since (the partitions are sized for the rows they were trained on), its partitions
+        are of another size than ``search.ann_partition_rows`` (an index from an earlier
+        version, or the setting changed: the probe counts are meant for that size), or
+        folds have left it in more than ``search.ann_max_segments`` segments and writes
+        have paused. Each fold after a training adds a segment, and a search probes its
+        partitions in every segment: at 200k rows and 10 probes, 1 / 8 / 32 segments took
+        9.1 / 11.3 / 19.0 ms a search (a `/tmp` script over lancedb 0.40). A training
+        merges them."""
         if not self._ann_trained_rows:
             return "no ANN index yet"
         if rows >= ANN_RETRAIN_GROWTH * self._ann_trained_rows:
             return f"{rows} vectors, {self._ann_trained_rows} at the last training"
+        # Once a run at most: should Lance ever report another size than it was asked
+        # for, the index is not trained again and again.
+        wanted, found = self.settings.ann_partition_rows, (stats or {}).get("partition_rows", 0)
+        if found not in (0, wanted) and not self._ann_trainings:
+            return f"partitions of {found} rows, search.ann_partition_rows {wanted}"
         if stats is None or stats["segments"] <= self.settings.ann_max_segments:
             return None
         if time.monotonic() - self._last_write_at < ANN_FOLD_IDLE_S:
@@ -996,6 +1004,7 @@ class VectorCatalog:
                     "indexed": ann["indexed"] if ann else 0,
                     "unindexed": ann["unindexed"] if ann else rows,
                     "segments": ann["segments"] if ann else 0,
+                    "partition_rows": ann["partition_rows"] if ann else 0,
                     "max_segments": self.settings.ann_max_segments,
                     "namespace_index": bool(ann and ann["namespace_index"]),
                     "warm": self._ann_warm,

@@ -128,18 +128,21 @@ class VectorIndex:
     def ann_stats(self) -> dict[str, int] | None:
         """Rows the ANN index covers and rows it does not yet, its segments (each
         optimize that adds rows to it writes one more: ``VectorCatalog.maintain_ann``),
-        and whether the namespace index exists (1 or 0); None without an ANN index."""
-        names = {i.name for i in self.table.list_indices()}
-        if ANN_INDEX not in names:
+        the partition size it was trained for (0 if Lance does not say), and whether the
+        namespace index exists (1 or 0); None without an ANN index."""
+        indices = {i.name: i for i in self.table.list_indices()}
+        if ANN_INDEX not in indices:
             return None
         stats = self.table.index_stats(ANN_INDEX)
         if stats is None:
             return None
+        details = getattr(indices[ANN_INDEX], "index_details", None) or {}
         return {
             "indexed": stats.num_indexed_rows,
             "unindexed": stats.num_unindexed_rows,
             "segments": stats.num_indices or 1,
-            "namespace_index": int(NS_INDEX in names),
+            "partition_rows": int(details.get("target_partition_size") or 0),
+            "namespace_index": int(NS_INDEX in indices),
         }
 
     def index_namespaces(self) -> None:

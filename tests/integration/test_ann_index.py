@@ -208,3 +208,33 @@ def test_searches_in_one_namespace_use_a_namespace_index_written_with_the_ann_in
         check(c, range(0, MIN_ROWS + 100, 113))
     log = "\n".join(f.read_text() for f in daemon.paths.log_dir.rglob("*.log"))
     assert "namespace index written" in log
+
+
+def test_an_index_of_another_partition_size_is_trained_again(make_daemon):
+    """The probe counts are meant for ``search.ann_partition_rows``: an index trained for
+    another size (by an earlier version, or before the setting changed) is trained again
+    once, in the background, and searches go on meanwhile."""
+    daemon = make_daemon({**ANN_ENV, "MEMORYD_SEARCH_ANN_PARTITION_ROWS": "100"}).start()
+    with daemon.client() as c:
+        ids = []
+        for start in range(0, MIN_ROWS, 1000):
+            result = c.import_items([{"content": text(n)} for n in range(start, start + 1000)])
+            ids += [row["id"] for row in result["results"]]
+        status = wait_status(c, lambda s: s["vector_index"]["ann"]["trainings"] >= 1
+                             and not s["vector_index"]["ann"]["training"])
+        assert status["vector_index"]["ann"]["partition_rows"] == 100
+    daemon.stop()
+    daemon.env["MEMORYD_SEARCH_ANN_PARTITION_ROWS"] = "50"
+    daemon.start()
+    with daemon.client() as c:
+        assert top_id(c, 11) == ids[11]
+        status = wait_status(c, lambda s: s["vector_index"]["ann"]["trainings"] >= 1
+                             and not s["vector_index"]["ann"]["training"])
+        assert status["vector_index"]["ann"]["partition_rows"] == 50
+        assert status["vector_index"]["ann"]["indexed"] == MIN_ROWS
+        assert all(top_id(c, n) == ids[n] for n in range(0, MIN_ROWS, 301))
+    # Trained for the setting, it is not trained again.
+    daemon.restart()
+    with daemon.client() as c:
+        wait_status(c, lambda s: s["vector_index"]["ann"]["warm"], timeout=60)
+        assert c.status()["vector_index"]["ann"]["trainings"] == 0

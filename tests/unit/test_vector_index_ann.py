@@ -68,6 +68,7 @@ def test_training_runs_beside_writes_and_searches(tmp_path):
     assert index.reader_generation == 1  # the trained index gave searches a new handle
     stats = index.ann_stats()
     assert stats is not None and stats["indexed"] >= 20_000 - rounds
+    assert stats["partition_rows"] == PARTITION_ROWS  # what the catalog compares
     assert stats["indexed"] + stats["unindexed"] == index.count() == len(vectors)
 
     # Rows added after the training (unindexed fragments) are found; deleted ones are not.
