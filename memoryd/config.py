@@ -161,13 +161,14 @@ class SearchSettings:
     # once it holds this many vectors, built in the background; below it, and until the
     # build commits, the index is searched exhaustively.
     ann_min_rows: int = 100_000
-    # Rows per partition the ANN index aims at (~490 partitions at 1M rows). Searches
-    # probe a number of partitions calibrated on recent queries (memoryd/search/probes.py).
-    # Finer than Lance's default (8,192) because each probe then looks at fewer rows that
-    # are far from the query: on the 1M bench store, 80 probes of 2,048 rows found
-    # 0.9845 of the exact top 10 in 10.6 ms, 40 of 8,192 rows 0.988 in 15.1 ms
-    # (docs/performance-log.md). Training took 20 s against 11-16 s.
-    ann_partition_rows: int = 2_048
+    # Rows per partition the ANN index aims at (~980 partitions at 1M rows). Searches
+    # probe a number of partitions calibrated on a sample of their queries
+    # (memoryd/search/probes.py). Finer than Lance's default (8,192) because each probe
+    # then looks at fewer rows that are far from the query: on the 1M bench store, 40 probes
+    # of 8,192 rows found 0.988 of the exact top 10 in 15.1 ms, 80 of 2,048 rows 0.9845 in
+    # 10.6 ms, and 120 of 1,024 rows 0.990 in 8.7 ms where 80 of 2,048 took 11.8-12.3 ms
+    # in the same run (docs/performance-log.md). Training took 28 s at 1M (2,048: ~20 s).
+    ann_partition_rows: int = 1_024
     # Each fold of new rows into the ANN index adds a segment that every search probes
     # too (~0.3 ms each at 200k rows); above this many, the index is trained again once
     # writes pause (~15-20 s of one core at 1M rows), which merges them.

@@ -86,7 +86,7 @@ SEARCHES_PAUSED_S = 2.0
 # 50, twice that from the index).
 CALIBRATION_POOL = 100
 # Probes for a search in a small namespace, at most: above any partition count (1M rows
-# at 2,048 a partition make ~490), so a small enough namespace probes every partition.
+# at 1,024 a partition make ~980), so a small enough namespace probes every partition.
 MAX_PROBES = 4096
 # A repair writes the vectors it reads from DuckDB in chunks of this many.
 REPAIR_CHUNK = 5000

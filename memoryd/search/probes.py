@@ -5,20 +5,21 @@ probes; how many a search needs to find its true neighbours depends on how clust
 vectors are. On a real model's vectors of the 1M bench texts, in partitions of 8,192
 rows, 10 probes found 0.9995 of the exact top 10 (9.4 ms); on the `hash` embedder's
 sparse vectors 40 were needed for 0.98 (23 ms; docs/performance.md). Partitions are now
-of 2,048 rows (``search.ann_partition_rows``), four times as many, and on the hash
-vectors 80 of them found 0.9845 in 10.6 ms where 40 of 8,192 rows found 0.988 in 15.1
-(docs/performance-log.md). So the probes start at the safe ``DEFAULT_PROBES`` and
+of 1,024 rows (``search.ann_partition_rows``), eight times as many, and on the hash
+vectors 120 of them found 0.990 in 8.7 ms where 80 of 2,048 rows found 0.993 in 11.8-12.3
+and 40 of 8,192 rows 0.988 in 15.1 (docs/performance-log.md). So the probes start at
+the safe ``DEFAULT_PROBES`` and
 follow the store: the catalog replays a sample of its queries against
 ``REFERENCE_PROBES`` and against each count of ``LADDER``, and keeps the smallest count
 that finds ``RECALL_NEEDED`` of the reference's exact top 10.
 
 The sample is drawn evenly from every query since the last calibration, not the latest
-ones: how many probes a query needs depends on what it asks. On the 1M bench store, 40
-queries of one kind ("what did <name> think of <thing>?") found all of the reference's
-top 10 at 10 probes, while the bench's 200 mixed queries needed 80 to find 0.989 of it;
-calibrated on the 32 latest queries, which were those 40, searches probed 10 partitions
-and vector recall@10 fell from 0.985 to 0.759 (docs/performance-log.md, *The probe
-calibration's sample*).
+ones: how many probes a query needs depends on what it asks. On the 1M bench store (in
+partitions of 2,048 rows), 40 queries of one kind ("what did <name> think of <thing>?")
+found all of the reference's top 10 at 10 probes, while the bench's 200 mixed queries
+needed 80 to find 0.989 of it; calibrated on the 32 latest queries, which were those 40,
+searches probed 10 partitions and vector recall@10 fell from 0.985 to 0.759
+(docs/performance-log.md, *The probe calibration's sample*).
 
 The same replay sets how many candidates the index returns for the exact re-rank, each
 with its encrypted exact copy (``memoryd.crypto.exact_copy``). The index orders them by
@@ -43,15 +44,16 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 
-DEFAULT_PROBES = 80  # before a calibration, and whenever none of the ladder is good enough
-LADDER = (10, 20, 40, 80)  # never above the default: it is the recall the bench verified
-REFERENCE_PROBES = 160
+DEFAULT_PROBES = 120  # before a calibration, and whenever none of the ladder is good enough
+LADDER = (10, 20, 40, 80, 120)  # never above the default: it is the recall the bench verified
+REFERENCE_PROBES = 320
 # Candidates the index returns, as a multiple of the search's pool: 2 unless calibrated to 1.
 DEFAULT_FETCH_FACTOR = 2
 # Queries a calibration replays, drawn evenly from those since the last one. How many of
 # the reference's top 10 a count finds varies widely from query to query (on the 1M bench
-# store at 40 probes: all of them for 80% of the queries, 8 or fewer for 10%), so a sample
-# of 32 of the bench's queries chose 40 probes, too few, ~3% of the time; one of 64, ~0.2%.
+# store in 2,048-row partitions, at 40 probes: all of them for 80% of the queries, 8 or
+# fewer for 10%), so a sample of 32 of the bench's queries chose 40 probes, too few, ~3%
+# of the time; one of 64, ~0.2%.
 SAMPLE = 64
 RECALL_NEEDED = 0.99  # of the reference's top 10, on average over the sample
 TOP = 10

@@ -102,10 +102,11 @@ def test_choose_takes_the_fewest_probes_that_find_enough():
 
 
 def test_choose_keeps_the_defaults_when_no_count_finds_enough():
-    full = probes.mean_recalls({10: [0.5], 20: [0.6], 40: [0.8], 80: [0.97], 160: []})
-    assert 160 not in full
-    half = {10: 0.5, 20: 0.6, 40: 0.8, 80: 0.97}
-    assert probes.choose(full, half) == probes.Choice(probes.DEFAULT_PROBES, 2, 0.97)
+    default = probes.DEFAULT_PROBES
+    full = probes.mean_recalls({10: [0.5], 20: [0.6], 40: [0.8], default: [0.97], 640: []})
+    assert 640 not in full
+    half = {10: 0.5, 20: 0.6, 40: 0.8, default: 0.97}
+    assert probes.choose(full, half) == probes.Choice(default, 2, 0.97)
     assert probes.choose({}, {}) == probes.Choice(probes.DEFAULT_PROBES, 2, None)
 
 
