@@ -66,6 +66,26 @@ class Context:
     actor: str = "unknown"
 
 
+
+def _known_similarities(
+    query_vector: np.ndarray | None,
+    vector_found: Mapping[str, float | None],
+    prefetched: Mapping[str, tuple[Memory, bytes | None]],
+) -> dict[str, float | None]:
+    """The similarities a search knows before ranking: the vector candidates' (from the
+    RAM tier's int8 copies or the index's exact copies; a copy that did not open is left
+    out, to be read from DuckDB) and the prefetched lexical candidates' (from their stored
+    vectors; ``None`` for one without a vector, which a read would not find either)."""
+    known: dict[str, float | None] = {}
+    if query_vector is None:
+        return known
+    if prefetched:
+        vectors = {i: vector for i, (_, vector) in prefetched.items()}
+        known = dict.fromkeys(vectors)
+        known.update(exact_similarities(query_vector, vectors.items()))
+    known.update((i, s) for i, s in vector_found.items() if s is not None)
+    return known
+
 class MemoryService:
     def __init__(self, paths: Paths, settings: Settings):
         self.paths = paths
@@ -596,10 +616,9 @@ class MemoryService:
         wanted = list(vector_found) if mode == "vector" else candidates
         known = None
         if from_ram:
-            similar = {i: s for i, s in vector_found.items() if s is not None}
             known = await self._ranked_from_ram(
-                db, candidates, wanted, query_vector, filters, spread, similar,
-                {i: vector for i, (_, vector) in prefetched.items()},
+                db, candidates, wanted, query_vector, filters, spread,
+                _known_similarities(query_vector, vector_found, prefetched),
             )
         rows = prefetched
         memories: Mapping[str, Rankable]
@@ -684,14 +703,13 @@ class MemoryService:
         query_vector: np.ndarray | None,
         filters: SearchFilters,
         spread: bool,
-        similar: Mapping[str, float],
-        prefetched: Mapping[str, bytes | None],
+        similar: Mapping[str, float | None],
     ) -> tuple[dict[str, RankFact], dict[str, float], dict[str, Pairs]] | None:
         """What ranking reads, from RAM: the candidates' rank facts, and their vector
-        similarities: those the vector search gave (``similar``), the rest int8 ones from
-        RAM, or with the vectors in the index exact ones from their stored vectors alone
-        (those in ``prefetched`` already read). ``None`` when the facts are not in RAM
-        (the rows are read instead)."""
+        similarities: those already known (``similar``, from ``_known_similarities``;
+        ``None`` for a memory known to have no vector), the rest int8 ones from RAM, or
+        with the vectors in the index exact ones from their stored vectors alone.
+        ``None`` when the facts are not in RAM (the rows are read instead)."""
         found = await self._db_thread.run(
             db.candidate_facts, candidates, spread, filters
         )
@@ -701,14 +719,12 @@ class MemoryService:
         vector_scores: dict[str, float] = {}
         if query_vector is not None:
             targets = [i for i in wanted if i in facts]
-            vector_scores = {i: similar[i] for i in targets if i in similar}
-            rest = [i for i in targets if i not in vector_scores]
+            vector_scores = {i: s for i in targets if (s := similar.get(i)) is not None}
+            rest = [i for i in targets if i not in similar]
             scores = self.vectors.similarities(query_vector, rest)
             if scores is None:
                 # At 1M memories a read of ~100 vectors took ~9 ms: only those not known.
-                missing = [i for i in rest if i not in prefetched]
-                stored = await self._db_thread.run(db.stored_vectors, missing) if missing else {}
-                stored.update((i, prefetched[i]) for i in rest if i in prefetched)
+                stored = await self._db_thread.run(db.stored_vectors, rest) if rest else {}
                 scores = exact_similarities(query_vector, stored.items())
             vector_scores.update(scores)
         return facts, vector_scores, pairs
