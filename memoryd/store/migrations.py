@@ -14,6 +14,10 @@ Migration = tuple[str, Callable[[Any], None]]
 
 
 def m0001_initial(con: Any) -> None:
+    # The vectors are stored uncompressed. A real model's vectors do not compress, and
+    # DuckDB stores them so anyway; vectors that do (sparse ones, like the ``hash``
+    # embedder's) got FSST, which must be decoded whole even for a few rows: selecting
+    # 10,000 of 1M memories' vectors by a tag took 168 ms instead of 54.
     con.execute(
         """
         CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -35,7 +39,7 @@ def m0001_initial(con: Any) -> None:
             access_count BIGINT NOT NULL,
             expires_at TIMESTAMP,
             doc_len INTEGER NOT NULL,
-            embedding BLOB,
+            embedding BLOB USING COMPRESSION uncompressed,
             embedding_model VARCHAR
         );
         CREATE TABLE postings (

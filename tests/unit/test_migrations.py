@@ -89,3 +89,40 @@ def test_0002_moves_namespace_and_length_into_postings(tmp_path):
     assert [i for i, _ in hits] == [OLD_ID]
     assert reopened.lexical_search(["violin"], SearchFilters(namespace="other"), 5) == []
     reopened.close()
+
+
+def test_vectors_are_stored_uncompressed_even_when_they_would_compress(tmp_path):
+    """Sparse vectors (the hash embedder's) compress, and DuckDB would store them with
+    FSST, which a scan must decode whole even to read a few rows. A real model's vectors
+    are stored uncompressed by DuckDB's own choice; the schema makes it so for all."""
+    import hashlib
+
+    import numpy as np
+
+    from memoryd.model import new_id, utcnow
+    from memoryd.store.database import PreparedMemory
+
+    rng = np.random.default_rng(7)
+    items = []
+    for n in range(5_000):
+        vector = np.zeros(384, np.float32)
+        vector[rng.choice(384, 36, replace=False)] = rng.random(36, np.float32)
+        now, content = utcnow(), f"sparse memory {n}"
+        items.append(PreparedMemory(
+            id=new_id(), content=content,
+            content_hash=hashlib.sha256(content.encode()).hexdigest(), namespace="ns",
+            kind="note", tags=[], metadata={}, importance=0.5, source=None, thread=None,
+            position=None, created_at=now, updated_at=now, expires_at=None,
+            embedding=vector.tobytes(), embedding_model="m"))
+    db = Database(tmp_path / "v.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    db.insert(items, "test")
+    db.con.execute("CHECKPOINT")
+    kinds = {r[0] for r in db.con.execute(
+        "SELECT DISTINCT compression FROM pragma_storage_info('memories') "
+        "WHERE column_name = 'embedding' AND segment_type = 'BLOB'").fetchall()}
+    content = {r[0] for r in db.con.execute(
+        "SELECT DISTINCT compression FROM pragma_storage_info('memories') "
+        "WHERE column_name = 'content' AND segment_type = 'VARCHAR'").fetchall()}
+    db.close()
+    assert kinds == {"Uncompressed"}
+    assert content != {"Uncompressed"}  # the other columns still compress
