@@ -193,6 +193,11 @@ class StoreSettings:
     # A crash replays up to this much log at the next start; the daemon checkpoints by
     # itself when writes pause (see Database.checkpoint_if_logged).
     checkpoint_mb: int = 128  # 0: DuckDB's default (16)
+    # Seconds without searches (or writes) after which DuckDB's cache of what searches
+    # read is emptied; 0: never. Above the RAM tier searches read rows and vectors spread
+    # over the whole table, so a 1M-memory daemon kept ~1.5 GB more after a few filtered
+    # searches. The first search after it reads from the file again.
+    cache_idle_s: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,13 @@ from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.query import ParsedQuery, parse_query
 from memoryd.search.ram import RankFact
 from memoryd.search.timeexpr import time_window
-from memoryd.store.database import Database, PreparedMemory, build_ram_index, load_content_keys
+from memoryd.store.database import (
+    RELEASE_CACHE_LIMIT_MB,
+    Database,
+    PreparedMemory,
+    build_ram_index,
+    load_content_keys,
+)
 from memoryd.store.owner import OwnerThread
 from memoryd.vector_catalog import VectorCatalog
 
@@ -305,19 +311,33 @@ class MemoryService:
             log.info("embedded %d memories that were waiting", total)
 
     async def _release_when_idle(self) -> None:
-        """After the start-up loads, and whenever writes pause, give memory back: an
-        import of 100k memories, or the loads of a restart, left the daemon holding
-        buffers it never used again. Never while a load reads a whole table: releasing
-        DuckDB's cache lowers its memory limit for a moment, for every reader."""
+        """After the start-up loads, whenever writes pause, and when searches have paused
+        for ``store.cache_idle_s``, give memory back: an import of 100k memories, or the
+        loads of a restart, left the daemon holding buffers it never used again. Never
+        while a load reads a whole table: releasing DuckDB's cache lowers its memory
+        limit for a moment, for every reader."""
         released = 0.0
+        idle_s = self.settings.store.cache_idle_s
         while True:
             await asyncio.sleep(RELEASE_AFTER_WRITES_S)
+            now = time.monotonic()
             busy = self._bulk_reads or self.vectors.loading
             last = max(self._last_write, self._last_bulk_read)
-            quiet = time.monotonic() - self._last_write >= RELEASE_AFTER_WRITES_S
+            quiet = now - self._last_write >= RELEASE_AFTER_WRITES_S
             if last > released and quiet and not busy:
                 released = last
                 await self._release_memory()
+            elif (
+                idle_s > 0
+                and self._last_search > released
+                and not self._searches
+                and now - max(self._last_search, self._last_write) >= idle_s
+                and not busy
+            ):
+                # What searches cached (a filtered search above the RAM tier can read
+                # every row's vector) goes too, once they have paused for long.
+                released = self._last_search
+                await self._release_after_searches()
 
     async def _release_memory(self) -> None:
         """After bulk work: the write-ahead log an import left (into the database file),
@@ -326,6 +346,17 @@ class MemoryService:
         if self._db is not None and await self._db_thread.run(self._db.settle_after_writes):
             log.info("checkpointed the database after writes paused")
         await asyncio.get_running_loop().run_in_executor(None, heap.release)
+
+    async def _release_after_searches(self) -> None:
+        db = self._db
+        if db is None:
+            return
+        cached = await self._db_thread.run(db.cached_mb)
+        if cached <= RELEASE_CACHE_LIMIT_MB:
+            return
+        await self._release_memory()
+        left = await self._db_thread.run(db.cached_mb)
+        log.info("searches paused: DuckDB's cache emptied (%.0f MB, %.0f left)", cached, left)
 
     async def _expiry_loop(self) -> None:
         db = self._require_store()

@@ -326,6 +326,14 @@ class Database:
             if self._memory_limit:
                 self.con.execute(f"SET memory_limit = '{self._memory_limit}'")
 
+    def cached_mb(self) -> float:
+        """How much of the database's data DuckDB holds in its cache, in MB."""
+        row = self.con.execute(
+            "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+            "WHERE tag = 'BASE_TABLE'"
+        ).fetchone()
+        return float(row[0]) / 1e6 if row else 0.0
+
     def get_meta(self, key: str) -> str | None:
         row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else None

@@ -1,8 +1,11 @@
 """After an import, once writes pause, the daemon folds DuckDB's log into the database
 file by itself (store.checkpoint_mb keeps DuckDB from doing it every 16 MB mid-import),
-and a crash after that loses nothing."""
+and a crash after that loses nothing. What searches leave in DuckDB's cache is given
+back once they pause (store.cache_idle_s)."""
 
 from __future__ import annotations
+
+import re
 
 from support import wait_status
 
@@ -33,6 +36,35 @@ def test_the_log_an_import_leaves_is_checkpointed_when_writes_pause(make_daemon,
         assert client.status()["memories"] == N
         hits = client.search("imported note 4321", mode="lexical")["hits"]
         assert hits and hits[0]["content"] == "imported note 4321 about the garden"
+
+
+def log_text(paths) -> str:
+    return (paths.log_dir / "memoryd.log").read_text()
+
+
+def test_what_searches_cached_is_released_once_they_pause(make_daemon, paths):
+    # Above the RAM tier a search with a narrow filter reads the stored vector of every
+    # memory that passes, from blocks spread over the whole table.
+    daemon = make_daemon({**HASH_EMBEDDER, "MEMORYD_SEARCH_RAM_MAX": "0",
+                          "MEMORYD_STORE_CACHE_IDLE_S": "1"}).start()
+    with daemon.client() as client:
+        for start in range(0, 20_000, 1000):
+            items = [{"content": f"orchard note {n} about pears",
+                      **({"tags": ["rare"]} if n % 100 == 0 else {})}
+                     for n in range(start, start + 1000)]
+            assert client.import_items(items)["added"] == 1000
+        wait_status(client, lambda s: "after writes paused" in log_text(paths), timeout=60)
+        for n in range(5):
+            hits = client.search(f"orchard note {n}00 pears", mode="vector", tags=["rare"])
+            assert hits["hits"] and all("rare" in h["tags"] for h in hits["hits"])
+        wait_status(client, lambda s: "searches paused" in log_text(paths), timeout=30)
+        # Searches still work once the cache is gone: they read from the file again.
+        hits = client.search("orchard note 1900 pears", mode="vector", tags=["rare"])["hits"]
+        assert hits[0]["content"] == "orchard note 1900 about pears"
+    cached, left = map(float, re.search(
+        r"searches paused: DuckDB's cache emptied \((\d+) MB, (\d+) left\)", log_text(paths)
+    ).groups())
+    assert cached > 16 >= left
 
 
 def spill_files(paths) -> list:

@@ -27,13 +27,6 @@ def in_bytes(setting: str) -> float:
     return float(number) * 1024 ** ["B", "KiB", "MiB", "GiB", "TiB"].index(unit)
 
 
-def cached_mb(db: Database) -> float:
-    row = db.con.execute(
-        "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'BASE_TABLE'"
-    ).fetchone()
-    return row[0] / 1e6
-
-
 @pytest.mark.parametrize("limit_mb", [0, 512])
 def test_release_cache_drops_cached_blocks_and_keeps_the_limit(tmp_path, limit_mb):
     path, key = tmp_path / "c.duckdb", os.urandom(32).hex()
@@ -44,12 +37,12 @@ def test_release_cache_drops_cached_blocks_and_keeps_the_limit(tmp_path, limit_m
     limit = db.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     total = db.con.execute("SELECT sum(octet_length(embedding)) FROM memories").fetchone()[0]
     assert total == 40_000 * 384 * 4  # 61 MB of embeddings, read once
-    before = cached_mb(db)
+    before = db.cached_mb()
     assert before > 2 * RELEASE_CACHE_LIMIT_MB
 
     db.release_cache()
 
-    assert cached_mb(db) <= RELEASE_CACHE_LIMIT_MB
+    assert db.cached_mb() <= RELEASE_CACHE_LIMIT_MB
     after = db.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     assert abs(in_bytes(after) - in_bytes(limit)) <= 0.01 * in_bytes(limit)  # display rounding
     # The limit is back in force, not only in name (DuckDB's RESET left the pool at 16 MB):
