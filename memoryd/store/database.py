@@ -440,11 +440,10 @@ class Database:
                 for memory_id, content, metadata in rows:
                     for new_id in needed[memory_id]:
                         previous[new_id] = (content, json.loads(metadata) if metadata else None)
-        documents = {
-            m.id: self.analyzer.document_terms(m.content, m.metadata, previous.get(m.id))
-            for m in items
-        }
-        return documents, successors
+        counts = self.analyzer.documents_terms(
+            [(m.content, m.metadata, previous.get(m.id)) for m in items]
+        )
+        return {m.id: c for m, c in zip(items, counts, strict=True)}, successors
 
     def _thread_order(
         self, con: Any, threads: set[tuple[str, str]]
@@ -545,16 +544,17 @@ class Database:
             WHERE id IN ({id_list}) AND thread IS NULL
             """
         ).fetchall()
-        documents: dict[str, Counter[str]] = {}
-        namespaces: dict[str, str] = {}
-        for memory_id, namespace, content, metadata, prev_content, prev_metadata in rows:
-            namespaces[memory_id] = namespace
-            previous = None
-            if prev_content is not None:
-                previous = (prev_content, json.loads(prev_metadata) if prev_metadata else None)
-            documents[memory_id] = self.analyzer.document_terms(
-                content, json.loads(metadata) if metadata else None, previous
+        namespaces = {r[0]: r[1] for r in rows}
+        counts = self.analyzer.documents_terms([
+            (
+                content,
+                json.loads(metadata) if metadata else None,
+                None if prev_content is None
+                else (prev_content, json.loads(prev_metadata) if prev_metadata else None),
             )
+            for _, _, content, metadata, prev_content, prev_metadata in rows
+        ])
+        documents = {r[0]: c for r, c in zip(rows, counts, strict=True)}
         self._write_postings(con, documents, namespaces, replace=True)
 
     def _write_postings(

@@ -12,3 +12,48 @@ def test_terms_drop_stop_words_and_stem():
                                    "file"]
     assert lexical.terms("the a an it's") == []
     assert lexical.terms("") == []
+
+
+TEXTS = [
+    "Don't you think the runners were running to ERR_42 in Zürich?",
+    "It's the café's ﬁle: 3.14, x_y-z, tab\there, new\nline, NUL\x00byte",
+    "STRASSE and Straße; the Kelvin sign \u212a; ΣΊΣΥΦΟΣ; 東京タワー",
+    "a" * 64 + " " + "b" * 65 + " keeps the first, drops the second",
+    "",
+    "the a an it's",
+    "Runners running: the runner ran",
+]
+
+
+def test_ascii_text_splits_into_the_tokens_of_the_regular_expression():
+    import random
+    import unicodedata
+
+    rng = random.Random(5)
+    samples = ["".join(chr(rng.randrange(128)) for _ in range(rng.randrange(40)))
+               for _ in range(5000)]
+    for text in samples + TEXTS:
+        normal = unicodedata.normalize("NFKC", text).casefold()
+        assert lexical._tokens(text) == lexical._TOKEN.findall(normal), repr(text)
+
+
+def test_a_batch_counts_the_terms_each_text_has_alone():
+    assert lexical.term_counts_of(TEXTS) == [lexical.term_counts(t) for t in TEXTS]
+    assert lexical.term_counts_of([]) == []
+
+
+def test_documents_take_their_labels_and_the_turn_before_them():
+    analyzer = lexical.DocumentAnalyzer()
+    documents = [
+        ("Yes, last Friday!", {"speaker": "Caroline"}, ("Did you go running?", {"speaker": "Mel"})),
+        ("Painting again", None, None),
+        ("Runners everywhere", {"title": "Marathon"}, ("", None)),
+    ]
+    expected = [
+        lexical.term_counts("Caroline: Yes, last Friday! Mel: Did you go running?"),
+        lexical.term_counts("Painting again"),
+        lexical.term_counts("Marathon: Runners everywhere"),
+    ]
+    assert analyzer.documents_terms(documents) == expected
+    alone = lexical.DocumentAnalyzer(thread_context=False).documents_terms(documents)
+    assert alone[0] == lexical.term_counts("Caroline: Yes, last Friday!")
