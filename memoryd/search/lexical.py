@@ -25,6 +25,11 @@ _ASCII_NON_WORD = bytes(
     c if chr(c).isalnum() or chr(c) == "_" else ord(" ") for c in range(128)
 ) + bytes(range(128, 256))
 
+# A memory's document: content, metadata, and the previous memory's content and metadata
+# in its thread (None outside a thread or at its start).
+Labelled = tuple[str, dict[str, object] | None]
+Document = tuple[str, dict[str, object] | None, Labelled | None]
+
 STOP_WORDS = frozenset(
     """
     a about above after again against all am an and any are aren't as at be because been
@@ -123,14 +128,8 @@ class DocumentAnalyzer:
                 return f"{' '.join(labels)}: {content}"
         return content
 
-    def documents_terms(
-        self,
-        documents: Sequence[
-            tuple[str, dict[str, object] | None, tuple[str, dict[str, object] | None] | None]
-        ],
-    ) -> list[Counter[str]]:
-        """The term counts of each document: (content, metadata, the previous memory's
-        content and metadata in its thread, or ``None``)."""
+    def documents_terms(self, documents: Sequence[Document]) -> list[Counter[str]]:
+        """The term counts of each document, analysed together (``term_counts_of``)."""
         texts = [self.index_text(content, metadata) for content, metadata, _ in documents]
         context = [
             (n, previous) for n, (_, _, previous) in enumerate(documents)
