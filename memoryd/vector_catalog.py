@@ -985,8 +985,10 @@ class VectorCatalog:
             self._search_thread.shutdown()
 
     async def status(self) -> dict[str, Any]:
-        rows = await self._vec_thread.run(self._index.count) if self._index else 0
-        ann = await self._vec_thread.run(self._index.ann_stats) if self._index else None
+        rows, ann = (
+            await self._search_thread.run(self._index.committed_stats)
+            if self._index else (0, None)
+        )
         return {
             "search_tier": self.tier,
             "ram_vectors": {

@@ -1,7 +1,7 @@
 """The vector catalog's index tier on real DuckDB and Lance files. The seal: written at a
 clean stop only after a reconcile succeeded, trusted once at the next start (status calls
 the index ready on the same condition), and checked before it is written. Repairs of an
-index that differs from DuckDB. Searches beside the owner thread."""
+index that differs from DuckDB. Searches and the status beside the owner thread."""
 
 from __future__ import annotations
 
@@ -242,6 +242,31 @@ def test_index_searches_do_not_wait_for_the_owner_thread(tmp_path):
             assert list(found)[0] == target.id
             answers += 1
         await compaction
+        await catalog.close()
+
+    asyncio.run(scenario())
+    db.close()
+
+
+def test_status_does_not_wait_for_the_owner_thread(tmp_path):
+    """The status reads the index through the search handle: a compaction on the owner
+    thread (74 s after a training at 1M on a busy machine) made store.status time out."""
+    db = Database(tmp_path / "u.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    db.insert([memory(n) for n in range(120)], "test")
+    dek = secrets.token_bytes(32)
+
+    async def scenario() -> None:
+        catalog = await session(db, tmp_path, dek)
+        release = threading.Event()
+        busy = asyncio.ensure_future(catalog._vec_thread.run(release.wait, 30))
+        try:
+            status = await asyncio.wait_for(catalog.status(), 10)
+            assert status["vector_index"]["rows"] == 120
+            assert status["vector_index"]["ann"]["unindexed"] == 120  # no ANN index yet
+            assert not busy.done()  # the owner thread was held all along
+        finally:
+            release.set()
+            await busy
         await catalog.close()
 
     asyncio.run(scenario())
