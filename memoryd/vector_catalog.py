@@ -82,6 +82,8 @@ ANN_FOLD_IDLE_S = 10.0
 # ANN probes, and reading every partition of the ANN index into a new search handle's
 # cache (``warm_ann``, which also waits for writes to pause this long).
 SEARCHES_PAUSED_S = 2.0
+# Where the last calibration's choice is kept (DuckDB's meta table), with the ANN index's id.
+CALIBRATION_KEY = "ann_calibration"
 # Candidates a calibration's searches fetch: a default search's (4 x 10 hits, at least
 # 50, twice that from the index).
 CALIBRATION_POOL = 100
@@ -298,6 +300,7 @@ class VectorCatalog:
         self._index = await self._vec_thread.run(
             index_module.VectorIndex, self.vector_dir, cipher, copies, self._dim, identity
         )
+        await self.restore_calibration()  # before the status can call the index ready
         await self.reconcile()
 
     async def reconcile(self) -> None:
@@ -885,6 +888,7 @@ class VectorCatalog:
         half_means = ann_probes.mean_recalls(replay.half)
         chosen = ann_probes.choose(full_means, half_means)
         self.probes.settle(chosen)
+        await self._remember_calibration(index)
         log.info(
             "ANN probes: %d, fetching %d x the pool. Share of the top %d that %d probes "
             "find, over %d sampled queries, in all candidates / the first half: %s "
@@ -902,6 +906,49 @@ class VectorCatalog:
             replay.seconds,
         )
         return True
+
+    async def _remember_calibration(self, index: VectorIndex) -> None:
+        """Keep the calibration in force with the ANN index's id: after a calibration,
+        and after each compaction (which gives the index a new id but leaves its
+        partitions, so the calibration still holds, as it does within a run)."""
+        if self._db is None or not self.probes.calibrated:
+            return
+        ann_id = await self._vec_thread.run(index.ann_index_id)
+        if ann_id is None:
+            return
+        kept = {
+            "index": ann_id,
+            "probes": self.probes.probes,
+            "fetch_factor": self.probes.fetch_factor,
+            "recall": self.probes.recall,
+        }
+        await self._db_thread.run(self._db.set_meta, CALIBRATION_KEY, json.dumps(kept))
+
+    async def restore_calibration(self) -> None:
+        """At start: the last calibration, if it was made for the ANN index as it is.
+        A training since (or a compaction the daemon did not live to record) leaves
+        the defaults, and the next calibration comes as usual."""
+        index = self._index
+        if index is None or self._db is None:
+            return
+        raw = await self._db_thread.run(self._db.get_meta, CALIBRATION_KEY)
+        ann_id = await self._vec_thread.run(index.ann_index_id)
+        if raw is None or ann_id is None:
+            return
+        try:
+            kept = json.loads(raw)
+            chosen = ann_probes.Choice(
+                int(kept["probes"]), int(kept["fetch_factor"]),
+                None if kept["recall"] is None else float(kept["recall"]),
+            )
+            if kept["index"] != ann_id:
+                return
+        except (ValueError, KeyError, TypeError):
+            log.warning("kept ANN calibration unreadable; using the defaults")
+            return
+        self.probes.restore(chosen)
+        log.info("ANN probes: %d, fetching %d x the pool, as calibrated for this index "
+                 "before the restart", chosen.probes, chosen.fetch_factor)
 
     async def _replay_one(self, index: VectorIndex, replay: Replay) -> None:
         """Replay the next query of ``replay``: the exact top 10 of the reference's
@@ -966,6 +1013,7 @@ class VectorCatalog:
         if self._ann_job is not None and not self._ann_job.done():
             await asyncio.wait({self._ann_job})
         await self._vec_thread.run(self._index.compact)
+        await self._remember_calibration(self._index)
 
     async def close(self) -> None:
         """Write what is queued and erase deleted vectors from disk, then stop."""

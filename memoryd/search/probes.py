@@ -32,7 +32,9 @@ pool alone. On a real model's 1M vectors the first 50 held 0.993 of the exact to
 The queries must be real ones: stored vectors used as queries sit among their
 near-duplicates in their own partition, and found their neighbours with any count tried
 (5 to 40 probes of 8,192 rows, on both kinds of vector). The sampled query vectors are kept
-in RAM only, never written anywhere; a restart starts again from the default.
+in RAM only, never written anywhere. The choice (three numbers) is kept in the encrypted
+database with the ANN index's id, so that a restart of an unchanged index starts with it
+instead of the default (``VectorCatalog.restore_calibration``).
 """
 
 from __future__ import annotations
@@ -121,9 +123,19 @@ class ProbeTuner:
         self.probes, self.fetch_factor = DEFAULT_PROBES, DEFAULT_FETCH_FACTOR
         self.recall, self._calibrated, self._replay = None, False, None
 
-    def settle(self, chosen: Choice) -> None:
+    @property
+    def calibrated(self) -> bool:
+        return self._calibrated
+
+    def restore(self, chosen: Choice) -> None:
+        """Put a calibration in force (this run's, or one an earlier run made for the
+        same index) until the next is due: ``RECALIBRATE_AFTER`` searches on, or after a
+        training."""
         self.probes, self.fetch_factor, self.recall = chosen
         self._calibrated, self._since, self._replay = True, 0, None
+
+    def settle(self, chosen: Choice) -> None:
+        self.restore(chosen)
         # The next sample starts from this one, as if it were the first queries of the
         # new period: each later query replaces one of it with falling odds, so that by
         # the next calibration (``RECALIBRATE_AFTER`` queries on) ~6% of it is left, and

@@ -81,7 +81,7 @@ class VectorIndex:
         self._reader = _open_table(path, read_consistency_interval=timedelta(0))
         # The ANN index the search handle has seen, and a count of new handles
         # (``_renew_reader_if_rewritten``): what a warmed cache belongs to.
-        self._reader_ann = self._ann_index_id()
+        self._reader_ann = self.ann_index_id()
         self.reader_generation = 0
 
     def _schema(self) -> pa.Schema:
@@ -162,14 +162,17 @@ class VectorIndex:
         a rewrite and a search of every partition took RSS from 572 to 1,607 MB on the
         old handle, and a new handle held 416 MB. A search under way keeps the old
         handle until it ends."""
-        ann = self._ann_index_id()
+        ann = self.ann_index_id()
         if ann == self._reader_ann:
             return
         self._reader = _open_table(self.path, read_consistency_interval=timedelta(0))
         self._reader_ann = ann
         self.reader_generation += 1
 
-    def _ann_index_id(self) -> str | None:
+    def ann_index_id(self) -> str | None:
+        """The ANN index's id (its first segment's): new at each training, and at a
+        compaction that rewrites the index (a fold that only adds a segment keeps it);
+        ``None`` without one."""
         for index in self.table.list_indices():
             if index.name == ANN_INDEX:
                 return str(index.index_uuid)

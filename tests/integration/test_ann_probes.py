@@ -74,6 +74,22 @@ def test_clustered_vectors_are_searched_with_fewer_probes(make_daemon):
         # Each memory is still found by its own text through the fewer probes.
         for n in range(0, ROWS, 173):
             assert c.search(texts[n], mode="vector", limit=3)["hits"][0]["id"] == ids[n]
+        calibrated = ann(status)
+        # Folding new rows in (a compaction) gives the ANN index a new id; the
+        # calibration, kept with the index's id, follows it.
+        c.import_items([{"content": " ".join(rng.sample(topics[n % 40], 5)) + f" late{n}"}
+                        for n in range(100)])
+        wait_status(c, lambda s: s["vector_index"]["pending"] == 0
+                    and ann(s)["unindexed"] == 0 and ann(s)["indexed"] == ROWS + 100)
+    # A restart starts with the calibration instead of the defaults.
+    daemon.restart()
+    with daemon.client() as c:
+        restarted = ann(wait_status(c, lambda s: s["vector_index"]["ready"]))
+        assert restarted["calibrations"] == 0  # none in this run
+        kept = ("probes", "fetch_factor", "probes_recall")
+        assert [restarted[k] for k in kept] == [calibrated[k] for k in kept]
+        for n in range(0, ROWS, 397):
+            assert c.search(texts[n], mode="vector", limit=3)["hits"][0]["id"] == ids[n]
 
 
 def test_probes_stay_when_fewer_would_lose_neighbours(make_daemon):
@@ -106,6 +122,12 @@ def test_a_training_resets_the_probes_until_recalibrated(make_daemon):
         status = wait_status(c, lambda s: ann(s)["trainings"] >= 2 and not ann(s)["training"])
         assert ann(status)["probes"] == DEFAULT_PROBES and ann(status)["fetch_factor"] == 2
         assert ann(status)["probes_recall"] is None
+    # The calibration kept before the training was made for the old partitions: a
+    # restart does not bring it back.
+    daemon.restart()
+    with daemon.client() as c:
+        restarted = ann(wait_status(c, lambda s: s["vector_index"]["ready"]))
+        assert restarted["probes"] == DEFAULT_PROBES and restarted["probes_recall"] is None
 
 
 def test_a_burst_of_easy_queries_does_not_set_the_probes_for_all(make_daemon):
