@@ -96,11 +96,11 @@ def test_training_runs_beside_writes_and_searches(tmp_path):
     # Compaction folds the late rows into the ANN index, and leaves on disk only the
     # indexes that the table's latest version uses: each segment of the ANN index and the
     # namespace index, not those that the training and the fold replaced.
-    ann_id, reader = index._ann_index_id(), index._reader
+    ann_id, reader = index.ann_index_id(), index._reader
     index.compact()
     # A compaction that rewrote the ANN index gives searches a new handle (an empty
     # cache), and only then.
-    assert index._ann_index_id() != ann_id
+    assert index.ann_index_id() != ann_id
     assert index._reader is not reader
     stats = index.ann_stats()
     assert stats is not None and stats["unindexed"] == 0
