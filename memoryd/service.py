@@ -72,7 +72,6 @@ class Context:
     actor: str = "unknown"
 
 
-
 def _known_similarities(
     query_vector: np.ndarray | None,
     vector_found: Mapping[str, float | None],
@@ -91,6 +90,7 @@ def _known_similarities(
         known.update(exact_similarities(query_vector, vectors.items()))
     known.update((i, s) for i, s in vector_found.items() if s is not None)
     return known
+
 
 class MemoryService:
     def __init__(self, paths: Paths, settings: Settings):

@@ -180,6 +180,7 @@ class VectorCatalog:
         self._ann_trainings = 0
         self._ann_last_s: float | None = None
         self.probes = ann_probes.ProbeTuner()
+        self._calibration_kept: str | None = None  # as last written to, or read from, DuckDB
         self._last_search_at = 0.0
         # The index and search handle (``reader_generation``) whose cache holds the whole
         # ANN index: ``warm_ann``.
@@ -909,20 +910,23 @@ class VectorCatalog:
 
     async def _remember_calibration(self, index: VectorIndex) -> None:
         """Keep the calibration in force with the ANN index's id: after a calibration,
-        and after each compaction (which gives the index a new id but leaves its
-        partitions, so the calibration still holds, as it does within a run)."""
+        and after each compaction (which may give the index a new id but leaves its
+        partitions, so the calibration still holds, as it does within a run). Written
+        only when it changed."""
         if self._db is None or not self.probes.calibrated:
             return
         ann_id = await self._vec_thread.run(index.ann_index_id)
         if ann_id is None:
             return
-        kept = {
+        kept = json.dumps({
             "index": ann_id,
             "probes": self.probes.probes,
             "fetch_factor": self.probes.fetch_factor,
             "recall": self.probes.recall,
-        }
-        await self._db_thread.run(self._db.set_meta, CALIBRATION_KEY, json.dumps(kept))
+        })
+        if kept != self._calibration_kept:  # most compactions change neither
+            await self._db_thread.run(self._db.set_meta, CALIBRATION_KEY, kept)
+            self._calibration_kept = kept
 
     async def restore_calibration(self) -> None:
         """At start: the last calibration, if it was made for the ANN index as it is.
@@ -947,6 +951,7 @@ class VectorCatalog:
             log.warning("kept ANN calibration unreadable; using the defaults")
             return
         self.probes.restore(chosen)
+        self._calibration_kept = raw
         log.info("ANN probes: %d, fetching %d x the pool, as calibrated for this index "
                  "before the restart", chosen.probes, chosen.fetch_factor)
 

@@ -8,10 +8,9 @@ sparse vectors 40 were needed for 0.98 (23 ms; docs/performance.md). Partitions 
 of 1,024 rows (``search.ann_partition_rows``), eight times as many, and on the hash
 vectors 120 of them found 0.990 in 8.7 ms where 80 of 2,048 rows found 0.993 in 11.8-12.3
 and 40 of 8,192 rows 0.988 in 15.1 (docs/performance-log.md). So the probes start at
-the safe ``DEFAULT_PROBES`` and
-follow the store: the catalog replays a sample of its queries against
-``REFERENCE_PROBES`` and against each count of ``LADDER``, and keeps the smallest count
-that finds ``RECALL_NEEDED`` of the reference's exact top 10.
+the safe ``DEFAULT_PROBES`` and follow the store: the catalog replays a sample of its
+queries against ``REFERENCE_PROBES`` and against each count of ``LADDER``, and keeps the
+smallest count that finds ``RECALL_NEEDED`` of the reference's exact top 10.
 
 The sample is drawn evenly from every query since the last calibration, not the latest
 ones: how many probes a query needs depends on what it asks. On the 1M bench store (in
