@@ -1032,6 +1032,11 @@ class VectorCatalog:
                 # Erased vectors must leave the disk, even if a training must end first.
                 async with self._maintenance:
                     await self._compact()
+            if self._index is not None:
+                # A compaction that committed just before the stop cancelled the task
+                # that would have recorded it (the owner thread finishes what it began,
+                # so the id is read after it).
+                await self._remember_calibration(self._index)
             await self.seal_if_quiet()  # not if the last flush failed: then it reconciles
         finally:
             self._vec_thread.shutdown()
