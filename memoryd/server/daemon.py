@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from memoryd import PROTOCOL_VERSION, __version__, errors
+from memoryd import PROTOCOL_VERSION, __version__, errors, heap
 from memoryd.config import Paths, Settings, load_settings, resolve_paths
 from memoryd.errors import MemorydError
 from memoryd.logs import redacted_traceback, setup_logging
@@ -311,6 +311,7 @@ def run_foreground(paths: Paths | None = None, stderr: TextIO = sys.stderr) -> i
     paths = paths or resolve_paths()
     # Everything memoryd writes (database, index, logs, pid) is for this user alone.
     os.umask(0o077)
+    heap.tune_collector()
     try:
         settings = load_settings(paths)
         setup_logging(paths.log_file, settings.log.level)

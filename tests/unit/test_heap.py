@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+from memoryd import heap
+
 # In a child: the Arrow pool is process-wide, and this process may have used it already.
 SCENARIO = textwrap.dedent(
     """
@@ -49,3 +51,71 @@ def test_arrow_buffers_freed_on_another_thread_leave_the_process():
     assert peak - base > 100, out  # the load really held memory
     # Arrow's default mimalloc pool kept all of it here (after == peak).
     assert after - base < 0.2 * (peak - base), out
+
+
+# In a child: the thresholds are process-wide.
+COLLECTOR = textwrap.dedent(
+    """
+    import gc
+    import weakref
+    from memoryd import heap
+
+    def collections_during_batches():
+        started = []
+        def count(phase, info):
+            if phase == "start":
+                started.append(info["generation"])
+        gc.callbacks.append(count)
+        for _ in range(20):  # an import's batches: containers held until stored, then freed
+            batch = [{"id": n, "tags": [str(n)], "terms": {"word": n}} for n in range(1000)]
+            del batch
+        gc.callbacks.remove(count)
+        return len(started)
+
+    before = collections_during_batches()
+    heap.tune_collector()
+    after = collections_during_batches()
+
+    class Node:
+        pass
+
+    node = Node()
+    node.me = node  # a cycle: reference counting alone never frees it
+    gone = weakref.ref(node)
+    del node
+    heap.release()  # the daemon's idle release
+    print(before, after, gone() is None)
+    """
+)
+
+
+def test_import_batches_no_longer_set_off_the_collector():
+    out = subprocess.run(
+        [sys.executable, "-c", COLLECTOR], capture_output=True, text=True, check=True
+    ).stdout
+    before, after, collected = out.split()
+    assert int(before) >= 20, out  # the default threshold: several for every batch
+    assert int(after) == 0, out
+    assert collected == "True", out  # cyclic garbage is still collected
+
+
+def test_the_daemon_process_tunes_the_collector(tmp_path):
+    # A config the daemon refuses: run_foreground returns at once, after tuning.
+    home = tmp_path / "home"
+    code = textwrap.dedent(
+        f"""
+        import gc, io
+        from memoryd.config import resolve_paths
+        from memoryd.server.daemon import run_foreground
+        paths = resolve_paths({{"MEMORYD_HOME": {str(home)!r}}})
+        paths.config_dir.mkdir(parents=True)
+        paths.config_file.write_text("not = [valid toml")
+        print(run_foreground(paths, stderr=io.StringIO()), gc.get_threshold()[0])
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    status, threshold = out.split()
+    assert status == "1", out
+    assert int(threshold) == heap.COLLECTOR_THRESHOLD, out
