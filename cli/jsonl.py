@@ -21,7 +21,11 @@ IMPORT_FIELDS = frozenset({
 # Written by export but owned by the daemon: a re-import gets new ones.
 EXPORT_ONLY_FIELDS = frozenset({"id", "updated_at", "accessed_at", "access_count", "embedded"})
 
-BATCH_ITEMS = 256
+# Lines a memory.import call carries: the most the daemon takes in one call. With the
+# real model, 10k memories imported at 1,595-1,645 a second this way against 1,406-1,460
+# with 256 a call (the daemon embeds a bigger batch more evenly over its cores, and pays
+# its ~16 ms a call fewer times).
+BATCH_ITEMS = 1000
 # The whole request line must stay under server.max_request_bytes; leave room for the
 # envelope ({"jsonrpc": …, "method": "memory.import", "params": {"items": [...]}}).
 ENVELOPE_BYTES = 256

@@ -84,8 +84,9 @@ def test_export_to_stdout_pipes_into_import(memory: MemoryCLI) -> None:
 
 
 def test_large_import_goes_in_batches(memory: MemoryCLI) -> None:
-    lines = "\n".join(json.dumps({"content": f"bulk memory number {i}"}) for i in range(600))
+    # Three calls: two full batches (the most the daemon takes in one) and one line.
+    lines = "\n".join(json.dumps({"content": f"bulk memory number {i}"}) for i in range(2001))
     proc = memory("import", "-", "-n", "bulk", "--json", input=lines)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["imported"] == 600
-    assert memory.json("stats")["namespaces"]["bulk"] == 600
+    assert json.loads(proc.stdout)["imported"] == 2001
+    assert memory.json("stats")["namespaces"]["bulk"] == 2001

@@ -47,8 +47,14 @@ def test_batches_respect_the_request_size_and_report_oversized_lines() -> None:
     assert "too large" in problems[0].message
 
 
-def test_batches_hold_at_most_256_items() -> None:
-    lines = [json.dumps({"content": str(i)}) for i in range(513)]
+def test_batches_hold_at_most_1000_items() -> None:
+    lines = [json.dumps({"content": str(i)}) for i in range(2001)]
     found = list(jsonl.batches(lines, max_request_bytes=1 << 22, problems=[]))
-    assert [len(b.items) for b in found] == [256, 256, 1]
-    assert found[1].lines[0] == 257
+    assert [len(b.items) for b in found] == [1000, 1000, 1]
+    assert found[1].lines[0] == 1001
+
+
+def test_a_batch_is_never_more_than_the_daemon_takes_in_one_call() -> None:
+    from memoryd.service import IMPORT_BATCH_MAX
+
+    assert jsonl.BATCH_ITEMS <= IMPORT_BATCH_MAX
