@@ -434,16 +434,16 @@ def test_import_reports_lines_and_keeps_good_ones(run: Callable[..., Any], scrip
 
 def test_import_json_summary_and_into(run: Callable[..., Any], script: Script) -> None:
     script.on("memory.import", _import_answer)
-    lines = [json.dumps({"content": f"m{i}", "namespace": "a"}) for i in range(600)]
-    lines.insert(300, json.dumps({"content": "bad"}))
+    lines = [json.dumps({"content": f"m{i}", "namespace": "a"}) for i in range(2100)]
+    lines.insert(1500, json.dumps({"content": "bad"}))  # in the second call
     result = run("import", "-", "--into", "b", "--json", input="\n".join(lines))
     assert result.exit_code == 1
     data = json.loads(result.stdout)
-    assert data["imported"] == 600 and data["failed"] == 1 and data["duplicates"] == 0
-    assert data["errors"] == [{"line": 301, "code": "invalid_params",
+    assert data["imported"] == 2100 and data["failed"] == 1 and data["duplicates"] == 0
+    assert data["errors"] == [{"line": 1501, "code": "invalid_params",
                                "message": "kind must be ..."}]
     batches = script.params("memory.import")
-    assert [len(b["items"]) for b in batches] == [256, 256, 89]
+    assert [len(b["items"]) for b in batches] == [1000, 1000, 101]
     assert {i["namespace"] for b in batches for i in b["items"]} == {"b"}
     assert result.stderr == ""  # JSON mode: the errors are in the JSON
 
