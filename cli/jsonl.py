@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from memoryd import IMPORT_BATCH_MAX
+
 # Passed to memory.import as they are.
 IMPORT_FIELDS = frozenset({
     "content", "namespace", "kind", "tags", "metadata", "importance", "source",
@@ -25,7 +27,7 @@ EXPORT_ONLY_FIELDS = frozenset({"id", "updated_at", "accessed_at", "access_count
 # real model, 10k memories imported at 1,595-1,645 a second this way against 1,406-1,460
 # with 256 a call (the daemon embeds a bigger batch more evenly over its cores, and pays
 # its ~16 ms a call fewer times).
-BATCH_ITEMS = 1000
+BATCH_ITEMS = IMPORT_BATCH_MAX
 # The whole request line must stay under server.max_request_bytes; leave room for the
 # envelope ({"jsonrpc": …, "method": "memory.import", "params": {"items": [...]}}).
 ENVELOPE_BYTES = 256

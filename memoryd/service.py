@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from memoryd import __version__, heap, validate
+from memoryd import IMPORT_BATCH_MAX, __version__, heap, validate
 from memoryd.config import Paths, Settings
 from memoryd.crypto import keys
 from memoryd.embed import EmbeddingRuntime
@@ -47,7 +47,6 @@ from memoryd.vector_catalog import VectorCatalog
 
 log = logging.getLogger(__name__)
 
-IMPORT_BATCH_MAX = 1000
 EMBED_BATCH = 256
 # How long a request waits for a model that is still loading before it goes on without
 # it (a local model loads in well under a second; a hub download may take minutes).
