@@ -5,7 +5,9 @@
   (and the exact top-k that every recall@k in the benchmark is measured against);
 - ``chroma``: chromadb ``PersistentClient`` with an HNSW cosine collection at its default
   index settings, fed precomputed embeddings, queried by vector and, given an embedder,
-  by text (chroma embeds the query with the same embedder memoryd uses).
+  by text (chroma embeds the query with the same embedder memoryd uses); and, given a
+  recall to match, again with the smallest ``ef_search`` found that reaches it, so the
+  speed is also compared at equal recall (``_chroma_matched``).
 
 ``scripts/bench.py`` imports these; run alone it compares the two on synthetic vectors:
 
@@ -39,6 +41,8 @@ EmbedFn = Callable[[list[str]], np.ndarray]
 
 CHROMA_COLLECTION = "memoryd-bench"
 WARMUP_QUERIES = 5
+# The largest ef_search the matched-recall search tries (HNSW near exhaustive by then).
+MATCHED_EF_MAX = 51_200
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -202,6 +206,8 @@ def chroma(
     k: int = 10,
     path: str | Path | None = None,
     exact_ids: Sequence[Sequence[int]] | None = None,
+    matched_recall: float | None = None,
+    hnsw: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """chromadb PersistentClient: ingest precomputed vectors, then query them.
 
@@ -211,6 +217,10 @@ def chroma(
       as memoryd returns texts; otherwise queries return only ids and distances.
     - ``embed_fn`` (list[str] -> (n, dim) array) with ``query_texts`` adds the end-to-end
       figure: ``query(query_texts=[...])``, chroma embedding each query with our embedder.
+    - ``matched_recall`` adds ``matched``: the same queries again with the smallest
+      ``ef_search`` found whose recall@k reaches it (``_chroma_matched``).
+    - ``hnsw`` adds index settings to the collection's (tests; the benchmark keeps
+      chroma's defaults).
     - ``path`` must be new or empty; by default a temp folder, removed afterwards.
 
     Disk bytes are measured after the client is closed (everything flushed).
@@ -243,7 +253,7 @@ def chroma(
         try:
             collection = client.create_collection(
                 CHROMA_COLLECTION,
-                configuration={"hnsw": {"space": "cosine"}},
+                configuration={"hnsw": {"space": "cosine", **(hnsw or {})}},
                 # Without ours, chroma would fall back to its default embedder (which
                 # downloads a model) the moment anything asks it to embed.
                 embedding_function=_chroma_embedding_function(embed_fn) if embed_fn else None,
@@ -295,6 +305,12 @@ def chroma(
                         collection, vectors32, embed_fn, query_texts, row_of, include, k
                     )
                 )
+            if matched_recall is not None:
+                result["matched"], client = _chroma_matched(
+                    client, folder, matched_recall, result["recall_at_10"],
+                    int(result["hnsw"].get("ef_search") or 100), queries32, exact_ids,
+                    row_of, include, k, embed_fn, query_texts, vectors32,
+                )
         finally:
             if hasattr(client, "close"):
                 client.close()
@@ -305,6 +321,102 @@ def chroma(
         if own_folder:
             shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+def _chroma_matched(
+    client: Any,
+    folder: Path,
+    target: float,
+    default_recall: float,
+    default_ef: int,
+    queries: np.ndarray,
+    exact_ids: Sequence[Sequence[int]],
+    row_of: dict[str, int],
+    include: list[str],
+    k: int,
+    embed_fn: EmbedFn | None,
+    query_texts: Sequence[str] | None,
+    vectors: np.ndarray,
+) -> tuple[dict[str, Any], Any]:
+    """chroma at a recall@k of ``target`` or more: ``ef_search`` doubled from its default
+    until the queries reach it, then bisected down to the smallest value found that still
+    does (within 1/8 of it), with that try's timings.
+
+    On the benchmark's sparse ``hash`` vectors chroma's default finds about half of the
+    true top 10 at 100k; this says what its speed is at the recall memoryd must keep.
+    chroma reads ``ef_search`` when it loads the index, so each try reopens the client
+    (its system cache cleared); returns the figures and the client now open.
+    """
+    import chromadb
+    from chromadb.config import Settings
+
+    embedder = _chroma_embedding_function(embed_fn) if embed_fn else None
+
+    def reopen_at(ef: int) -> Any:
+        nonlocal client
+        # chroma warns "legacy embedding function config" whenever it reads back a
+        # collection made without an embedder (every vector-only run).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            collection = client.get_collection(CHROMA_COLLECTION, embedding_function=embedder)
+            collection.modify(configuration={"hnsw": {"ef_search": ef}})
+            client.clear_system_cache()
+            client = chromadb.PersistentClient(
+                path=str(folder), settings=Settings(anonymized_telemetry=False)
+            )
+            return client.get_collection(CHROMA_COLLECTION, embedding_function=embedder)
+
+    def run_at(ef: int) -> dict[str, Any]:
+        nonlocal opened
+        collection = reopen_at(ef)
+        opened = ef
+        for query in queries[:WARMUP_QUERIES]:
+            collection.query(query_embeddings=query[None, :], n_results=k, include=include)
+        found, seconds = [], []
+        for query in queries:
+            started = time.perf_counter()
+            answer = collection.query(query_embeddings=query[None, :], n_results=k, include=include)
+            seconds.append(time.perf_counter() - started)
+            found.append([row_of[i] for i in answer["ids"][0]])
+        p50, p95 = _percentiles_ms(seconds)
+        run = {"ef_search": ef, "recall_at_10": recall_at_k(found, exact_ids, k)}
+        tried.append(dict(run))
+        return {**run, "p50_ms": p50, "p95_ms": p95, "collection": collection}
+
+    # Each try is timed, and the figures are those of the try that chose the value: a
+    # reopened index can answer a query or two differently, so a second run at the same
+    # value may land on the other side of the target.
+    opened: int | None = None
+    tried: list[dict[str, Any]] = [{"ef_search": default_ef, "recall_at_10": default_recall}]
+    best = None
+    if default_recall >= target:  # timed again, as every try is, after a reopen
+        run = run_at(default_ef)
+        best = run if run["recall_at_10"] >= target else None
+    low, ef = default_ef, default_ef  # low: the largest value known to fall short
+    while best is None and ef < MATCHED_EF_MAX:
+        ef = min(ef * 2, MATCHED_EF_MAX)
+        run = run_at(ef)
+        if run["recall_at_10"] >= target:
+            best = run
+        else:
+            low = ef
+    if best is None:
+        return {"target": target, "reached": False, "tried": tried}, client
+    while best["ef_search"] != default_ef and best["ef_search"] - low > best["ef_search"] // 8:
+        run = run_at((low + best["ef_search"]) // 2)
+        if run["recall_at_10"] >= target:
+            best = run
+        else:
+            low = run["ef_search"]
+    collection = best.pop("collection")
+    matched: dict[str, Any] = {"target": target, "reached": True, **best, "tried": tried}
+    if embed_fn is not None and query_texts:
+        if opened != best["ef_search"]:
+            collection = reopen_at(best["ef_search"])
+        matched.update(
+            _chroma_end_to_end(collection, vectors, embed_fn, query_texts, row_of, include, k)
+        )
+    return matched, client
 
 
 def _chroma_end_to_end(

@@ -53,6 +53,11 @@ def test_bench_scale_smoke(tmp_path):
     except ImportError:
         return
     assert 0 < size["chroma"]["recall_at_10"] <= 1 and size["chroma"]["e2e_p50_ms"] > 0
+    # chroma again at the recall memoryd keeps, and our vector search against it.
+    matched = size["chroma"]["matched"]
+    assert matched["reached"] and matched["recall_at_10"] >= 0.95 and matched["e2e_p50_ms"] > 0
+    assert size["vector_p50_over_chroma_matched_e2e_p50"] > 0
+    assert "chroma at recall >= 0.95 e2e_p50_ms" in proc.stdout
 
 
 def test_bench_scale_smoke_with_an_ann_index(tmp_path):

@@ -113,6 +113,45 @@ def test_chroma_end_to_end_uses_our_embedder(no_network, tmp_path: Path) -> None
     assert calls.count(1) >= len(query_texts)
 
 
+def test_chroma_matched_recall_raises_ef_search_until_reached(
+    data, no_network, tmp_path: Path
+) -> None:
+    """Started far below its default (ef_search 2: ~0.9 here), chroma is searched again
+    at the smallest ef_search found that reaches the target, and timed there."""
+    pytest.importorskip("chromadb", reason="chromadb is the bench extra: pip install -e '.[bench]'")
+    vectors, queries = data
+    result = peers.chroma(
+        vectors, queries, k=10, path=tmp_path / "chroma", matched_recall=0.99,
+        hnsw={"ef_search": 2},
+    )
+    assert result["hnsw"]["ef_search"] == 2 and result["recall_at_10"] < 0.99
+    matched = result["matched"]
+    assert matched["reached"] is True and matched["recall_at_10"] >= 0.99
+    assert matched["ef_search"] > 2
+    assert matched["p50_ms"] > 0 and matched["p95_ms"] >= matched["p50_ms"]
+    tried = matched["tried"]
+    assert tried[0] == {"ef_search": 2, "recall_at_10": result["recall_at_10"]}
+    # A value below the chosen one was tried and fell short: the search found a bound.
+    assert any(t["ef_search"] < matched["ef_search"] and t["recall_at_10"] < 0.99 for t in tried)
+    assert "e2e_p50_ms" not in matched  # no embedder given
+
+
+def test_chroma_matched_recall_at_the_default_and_end_to_end(no_network, tmp_path: Path) -> None:
+    pytest.importorskip("chromadb", reason="chromadb is the bench extra: pip install -e '.[bench]'")
+    embedder = HashEmbedder(dim=64)
+    documents = [f"note {i} about topic {i % 17} and place {i % 5}" for i in range(200)]
+    query_texts = [f"topic {i} place {i % 5}" for i in range(8)]
+    result = peers.chroma(
+        embedder.embed(documents), embedder.embed(query_texts), documents=documents,
+        embed_fn=embedder.embed, query_texts=query_texts, path=tmp_path / "chroma",
+        matched_recall=0.0,
+    )
+    matched = result["matched"]
+    # The default already reaches any recall: it is kept, and timed again end to end.
+    assert matched["ef_search"] == result["hnsw"]["ef_search"]
+    assert matched["e2e_queries"] == 8 and matched["e2e_p50_ms"] > 0
+
+
 def test_chroma_refuses_a_used_folder(data, tmp_path: Path) -> None:
     pytest.importorskip("chromadb", reason="chromadb is the bench extra: pip install -e '.[bench]'")
     (tmp_path / "old.txt").write_text("x")
