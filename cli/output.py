@@ -8,7 +8,8 @@ mode output is aligned text; click.echo drops colour when the stream is not a te
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -72,7 +73,19 @@ def warn(message: str) -> None:
 # -- human rendering helpers ---------------------------------------------------------------
 
 def terminal_width() -> int:
-    return shutil.get_terminal_size((100, 24)).columns
+    """$COLUMNS, else the terminal's width, else 100: shutil.get_terminal_size's answer,
+    without importing shutil (which brings lzma and bz2: ~5 ms of a `memory search`)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    stdout = sys.__stdout__
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (AttributeError, ValueError, OSError):  # not a terminal, or no file
+            columns = 0
+    return columns if columns > 0 else 100
 
 
 def one_line(text: str, width: int) -> str:

@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -231,6 +230,8 @@ def start_daemon(paths: Paths | None = None, timeout: float = START_TIMEOUT_S) -
     The daemon writes start-up failures (one line each) to ``<log_dir>/daemon-start.err``;
     if it exits before answering, that line becomes the error raised here.
     """
+    import subprocess  # only here: a CLI call to a running daemon never needs it
+
     paths = paths or resolve_paths()
     paths.log_dir.mkdir(parents=True, exist_ok=True)
     err_path = paths.log_dir / "daemon-start.err"

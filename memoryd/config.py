@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +105,8 @@ def _runtime_dir() -> Path:
     # cron jobs often lack it. A per-uid folder in the temp dir is the usual fallback.
     if candidate.parent.is_dir() and os.access(candidate.parent, os.W_OK):
         return candidate
+    import tempfile  # here, not above: with shutil it is ~10% of the CLI's start
+
     return Path(tempfile.gettempdir()) / f"{APP_NAME}-{os.getuid()}"
 
 
@@ -221,6 +221,8 @@ def load_settings(paths: Paths, env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ) if env is None else env
     values: dict[str, dict[str, Any]] = {}
     if paths.config_file.exists():
+        import tomllib  # only with a config file: most CLI calls have none to read
+
         try:
             with paths.config_file.open("rb") as fh:
                 raw = tomllib.load(fh)

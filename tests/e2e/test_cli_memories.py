@@ -4,6 +4,7 @@ edit, rm, history, stats, status. One daemon (one MEMORYD_HOME) serves this modu
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -184,3 +185,29 @@ def test_runtime_errors_exit_1_usage_errors_exit_2(memory: MemoryCLI) -> None:
     assert "Traceback" not in proc.stderr
     proc = memory("search", "x", "--since", "someday")
     assert proc.returncode == 2 and "someday" in proc.stderr
+
+
+# What `memory` imports only when it needs it (tests/unit/test_cli_startup.py): a search
+# of a running daemon, drawn for a person, needs none of it.
+SEARCH_PROBE = """
+import sys
+sys.argv = ["memory", *sys.argv[1:]]
+from memory_cli.main import main
+try:
+    main()
+except SystemExit:
+    pass
+on_demand = ("subprocess", "tempfile", "shutil", "lzma", "bz2", "tomllib")
+sys.stderr.write("LOADED=" + ",".join(m for m in on_demand if m in sys.modules) + "\\n")
+"""
+
+
+def test_search_of_a_running_daemon_imports_only_what_it_needs(memory: MemoryCLI) -> None:
+    memory("add", "The lighthouse keeper logs the fog every evening")
+    proc = subprocess.run(
+        [sys.executable, "-c", SEARCH_PROBE, "search", "lighthouse fog", "-k", "3"],
+        env=memory.env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "lighthouse keeper" in proc.stdout
+    assert "LOADED=\n" in proc.stderr
