@@ -296,6 +296,7 @@ def main() -> None:
     parser.add_argument("--keep-home", action="store_true",
                         help="keep each size's MEMORYD_HOME (e.g. to time restarts)")
     args = parser.parse_args()
+    bench_appliance.as_installed()
 
     with_peers = not args.no_peers
     if with_peers:
