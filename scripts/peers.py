@@ -307,9 +307,11 @@ def chroma(
                 )
             if matched_recall is not None:
                 result["matched"], client = _chroma_matched(
-                    client, folder, matched_recall, result["recall_at_10"],
-                    int(result["hnsw"].get("ef_search") or 100), queries32, exact_ids,
-                    row_of, include, k, embed_fn, query_texts, vectors32,
+                    client, folder, target=matched_recall,
+                    default_recall=result["recall_at_10"],
+                    default_ef=int(result["hnsw"].get("ef_search") or 100),
+                    queries=queries32, exact_ids=exact_ids, row_of=row_of, include=include,
+                    k=k, embed_fn=embed_fn, query_texts=query_texts, vectors=vectors32,
                 )
         finally:
             if hasattr(client, "close"):
@@ -326,6 +328,7 @@ def chroma(
 def _chroma_matched(
     client: Any,
     folder: Path,
+    *,
     target: float,
     default_recall: float,
     default_ef: int,
@@ -344,8 +347,8 @@ def _chroma_matched(
 
     On the benchmark's sparse ``hash`` vectors chroma's default finds about half of the
     true top 10 at 100k; this says what its speed is at the recall memoryd must keep.
-    chroma reads ``ef_search`` when it loads the index, so each try reopens the client
-    (its system cache cleared); returns the figures and the client now open.
+    chroma reads ``ef_search`` when it loads the index, so each try closes the client and
+    opens a new one; returns the figures and the client now open.
     """
     import chromadb
     from chromadb.config import Settings
@@ -360,7 +363,7 @@ def _chroma_matched(
             warnings.simplefilter("ignore", DeprecationWarning)
             collection = client.get_collection(CHROMA_COLLECTION, embedding_function=embedder)
             collection.modify(configuration={"hnsw": {"ef_search": ef}})
-            client.clear_system_cache()
+            client.close()  # the last client of its folder: chroma stops and forgets it
             client = chromadb.PersistentClient(
                 path=str(folder), settings=Settings(anonymized_telemetry=False)
             )
