@@ -391,26 +391,19 @@ def _chroma_matched(
     # value may land on the other side of the target.
     opened: int | None = None
     tried: list[dict[str, Any]] = [{"ef_search": default_ef, "recall_at_10": default_recall}]
-    best = None
-    if default_recall >= target:  # timed again, as every try is, after a reopen
-        run = run_at(default_ef)
-        best = run if run["recall_at_10"] >= target else None
-    low, ef = default_ef, default_ef  # low: the largest value known to fall short
-    while best is None and ef < MATCHED_EF_MAX:
-        ef = min(ef * 2, MATCHED_EF_MAX)
-        run = run_at(ef)
-        if run["recall_at_10"] >= target:
-            best = run
-        else:
-            low = ef
-    if best is None:
+    runs: dict[int, dict[str, Any]] = {}
+
+    def reaches(ef: int) -> bool:
+        runs[ef] = run_at(ef)
+        return bool(runs[ef]["recall_at_10"] >= target)
+
+    # The default is timed again, as every try is, after a reopen.
+    chosen = smallest_reaching(
+        default_ef, default_recall >= target and reaches(default_ef), reaches, MATCHED_EF_MAX
+    )
+    if chosen is None:
         return {"target": target, "reached": False, "tried": tried}, client
-    while best["ef_search"] != default_ef and best["ef_search"] - low > best["ef_search"] // 8:
-        run = run_at((low + best["ef_search"]) // 2)
-        if run["recall_at_10"] >= target:
-            best = run
-        else:
-            low = run["ef_search"]
+    best = runs[chosen]
     collection = best.pop("collection")
     matched: dict[str, Any] = {"target": target, "reached": True, **best, "tried": tried}
     if embed_fn is not None and query_texts:
@@ -420,6 +413,33 @@ def _chroma_matched(
             _chroma_end_to_end(collection, vectors, embed_fn, query_texts, row_of, include, k)
         )
     return matched, client
+
+
+def smallest_reaching(
+    start: int, start_reaches: bool, reaches: Callable[[int], bool], limit: int
+) -> int | None:
+    """The smallest value found at which ``reaches`` holds, from ``start`` (which it does
+    if ``start_reaches``) up to ``limit``: doubled until it holds, then bisected down to
+    within 1/8 of the value chosen, or to the one next to a value where it does not.
+    ``None`` if it holds nowhere up to ``limit``. Each value is tried at most once."""
+    best = start if start_reaches else None
+    low = value = start  # low: the largest value known not to reach
+    while best is None and value < limit:
+        value = min(value * 2, limit)
+        if reaches(value):
+            best = value
+        else:
+            low = value
+    if best is None:
+        return None
+    # max(1, ...): an eighth of a value below 8 is 0, and the gap never gets below 1.
+    while best != start and best - low > max(1, best // 8):
+        middle = (low + best) // 2
+        if reaches(middle):
+            best = middle
+        else:
+            low = middle
+    return best
 
 
 def _chroma_end_to_end(

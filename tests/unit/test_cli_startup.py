@@ -27,7 +27,7 @@ sys.stderr.write("LOADED=" + json.dumps(loaded) + "\\n")
 
 # Standard modules a call to a running daemon does without: subprocess starts one,
 # tempfile (with shutil, which brings lzma and bz2) finds a fallback runtime folder, tomllib
-# reads a config file. Together ~10 ms of the CLI's ~130 on a slow hour.
+# reads a config file. Together ~15-20 ms of the CLI's ~140 on a slow hour (790eb24).
 ON_DEMAND = ("subprocess", "tempfile", "shutil", "lzma", "bz2", "tomllib")
 
 

@@ -131,9 +131,42 @@ def test_chroma_matched_recall_raises_ef_search_until_reached(
     assert matched["p50_ms"] > 0 and matched["p95_ms"] >= matched["p50_ms"]
     tried = matched["tried"]
     assert tried[0] == {"ef_search": 2, "recall_at_10": result["recall_at_10"]}
-    # A value below the chosen one was tried and fell short: the search found a bound.
-    assert any(t["ef_search"] < matched["ef_search"] and t["recall_at_10"] < 0.99 for t in tried)
+    # The bisection stopped within 1/8 of the chosen value, above one that fell short.
+    chosen = matched["ef_search"]
+    assert any(
+        t["recall_at_10"] < 0.99 and 0 < chosen - t["ef_search"] <= max(1, chosen // 8)
+        for t in tried
+    ), tried
     assert "e2e_p50_ms" not in matched  # no embedder given
+
+
+def _threshold(at: int) -> tuple[list[int], object]:
+    calls: list[int] = []
+
+    def reaches(value: int) -> bool:
+        calls.append(value)
+        return value >= at
+
+    return calls, reaches
+
+
+@pytest.mark.parametrize(("start", "threshold"), [(1, 3), (1, 2), (2, 7), (100, 2000), (100, 101)])
+def test_smallest_reaching_doubles_then_bisects(start: int, threshold: int) -> None:
+    calls, reaches = _threshold(threshold)
+    found = peers.smallest_reaching(start, False, reaches, 51_200)
+    assert found is not None and found >= threshold  # it does reach there
+    # ... within 1/8 of it, or next to a value that does not (small values: (1, 3) looped
+    # forever when the bisection stopped only within found // 8, which is 0 below 8).
+    assert found - threshold <= max(1, found // 8)
+    assert len(calls) == len(set(calls)) and len(calls) < 30  # each value tried once
+
+
+def test_smallest_reaching_keeps_a_start_that_reaches_and_gives_up_at_the_limit() -> None:
+    calls, reaches = _threshold(1)
+    assert peers.smallest_reaching(100, True, reaches, 51_200) == 100 and calls == []
+    calls, reaches = _threshold(10**9)
+    assert peers.smallest_reaching(100, False, reaches, 51_200) is None
+    assert calls[-1] == 51_200 and len(calls) == 9  # 200, 400, ... 25,600, then the limit
 
 
 def test_chroma_matched_recall_at_the_default_and_end_to_end(no_network, tmp_path: Path) -> None:
