@@ -83,7 +83,7 @@ def terminal_width() -> int:
     if columns <= 0 and stdout is not None:
         try:
             columns = os.get_terminal_size(stdout.fileno()).columns
-        except (AttributeError, ValueError, OSError):  # not a terminal, or no file
+        except (ValueError, OSError):  # not a terminal, or a closed one
             columns = 0
     return columns if columns > 0 else 100
 

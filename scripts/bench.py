@@ -62,27 +62,38 @@ IDLE_S = 5.0  # seconds without requests before "idle" RSS is read
 RECALL_TARGET = 0.95  # vector recall@10 memoryd keeps (issue 4); chroma is also timed at it
 
 
-def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
-    """Wait until the index has every vector and the in-memory vectors are loaded (or
-    are off because the store is above the cap)."""
+def _wait_status(client: Any, done: Any, timeout: float, every: float = 0.2
+                 ) -> dict[str, Any] | None:
+    """Poll ``store.status`` until ``done(status)``: that status, or None at ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = client.status()
-        mem = status["ram_vectors"]
-        loaded = mem["ready"] or status["memories"] > mem["max"]
-        index = status["vector_index"]
-        ann = index.get("ann", {})
-        # Above ann_min_rows the index tier answers from its ANN index: wait until it is
-        # trained and covers every row in few enough segments (an import's folds leave
-        # many, which a training merges once writes pause), so that the figures are the
-        # steady state.
-        ann_done = status["search_tier"] != "index" or index["rows"] < ann.get("min_rows", 0) or (
-            not ann.get("training") and ann.get("unindexed") == 0
-            and ann.get("segments", 1) <= ann.get("max_segments", 1))
-        if index["pending"] == 0 and loaded and ann_done:
+        status: dict[str, Any] = client.status()
+        if done(status):
             return status
-        time.sleep(0.2)
-    return client.status()
+        time.sleep(every)
+    return None
+
+
+def _settled(status: dict[str, Any]) -> bool:
+    """The index has every vector and the in-memory vectors are loaded (or are off
+    because the store is above the cap)."""
+    mem = status["ram_vectors"]
+    loaded = mem["ready"] or status["memories"] > mem["max"]
+    index = status["vector_index"]
+    ann = index.get("ann", {})
+    # Above ann_min_rows the index tier answers from its ANN index: wait until it is
+    # trained and covers every row in few enough segments (an import's folds leave
+    # many, which a training merges once writes pause), so that the figures are the
+    # steady state.
+    ann_done = status["search_tier"] != "index" or index["rows"] < ann.get("min_rows", 0) or (
+        not ann.get("training") and ann.get("unindexed") == 0
+        and ann.get("segments", 1) <= ann.get("max_segments", 1))
+    return bool(index["pending"] == 0 and loaded and ann_done)
+
+
+def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
+    """Wait until the store has settled (``_settled``); the status then."""
+    return _wait_status(client, _settled, timeout) or client.status()
 
 
 def _loaded(client: Any, timeout: float = 300) -> None:
@@ -94,26 +105,22 @@ def _loaded(client: Any, timeout: float = 300) -> None:
     from memoryd.config import SearchSettings
 
     lexical_ram_max = SearchSettings().lexical_ram_max
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = client.status()
+
+    def loaded(status: dict[str, Any]) -> bool:
         ann = status["vector_index"].get("ann", {})
         lexical = status.get("lexical_in_ram") or status["memories"] > lexical_ram_max
-        if lexical and (not ann.get("indexed") or ann.get("warm")):
-            return
-        time.sleep(0.2)
+        return bool(lexical and (not ann.get("indexed") or ann.get("warm")))
+
+    _wait_status(client, loaded, timeout)
 
 
 def _calibrated(client: Any, timeout: float = 120) -> dict[str, Any] | None:
     """With searches paused, wait until the daemon has calibrated its ANN probes; the
     ANN status then, or None if it did not within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ann: dict[str, Any] = client.status()["vector_index"].get("ann", {})
-        if ann.get("calibrations"):
-            return ann
-        time.sleep(0.5)
-    return None
+    status = _wait_status(
+        client, lambda s: bool(s["vector_index"].get("ann", {}).get("calibrations")),
+        timeout, every=0.5)
+    return None if status is None else status["vector_index"]["ann"]
 
 
 def _timed_searches(client: Any, queries: list[str], options: dict[str, Any]

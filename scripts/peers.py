@@ -284,17 +284,7 @@ def chroma(
             started = time.perf_counter()
             collection.query(query_embeddings=queries32[:1], n_results=k, include=include)
             result["first_query_ms"] = (time.perf_counter() - started) * 1000.0
-            for query in queries32[:WARMUP_QUERIES]:
-                collection.query(query_embeddings=query[None, :], n_results=k, include=include)
-            found: list[list[int]] = []
-            seconds: list[float] = []
-            for query in queries32:
-                started = time.perf_counter()
-                answer = collection.query(
-                    query_embeddings=query[None, :], n_results=k, include=include
-                )
-                seconds.append(time.perf_counter() - started)
-                found.append([row_of[i] for i in answer["ids"][0]])
+            found, seconds = _chroma_timed_queries(collection, queries32, row_of, include, k)
             result["p50_ms"], result["p95_ms"] = _percentiles_ms(seconds)
             result["recall_at_10"] = recall_at_k(found, exact_ids, k)
             result["ids"] = found
@@ -323,6 +313,23 @@ def chroma(
         if own_folder:
             shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+def _chroma_timed_queries(
+    collection: Any, queries: np.ndarray, row_of: dict[str, int], include: list[str], k: int
+) -> tuple[list[list[int]], list[float]]:
+    """Each query by vector, one a call, after a few warm-up ones: the rows chroma
+    answered, and the seconds each answer took."""
+    for query in queries[:WARMUP_QUERIES]:
+        collection.query(query_embeddings=query[None, :], n_results=k, include=include)
+    found: list[list[int]] = []
+    seconds: list[float] = []
+    for query in queries:
+        started = time.perf_counter()
+        answer = collection.query(query_embeddings=query[None, :], n_results=k, include=include)
+        seconds.append(time.perf_counter() - started)
+        found.append([row_of[i] for i in answer["ids"][0]])
+    return found, seconds
 
 
 def _chroma_matched(
@@ -373,14 +380,7 @@ def _chroma_matched(
         nonlocal opened
         collection = reopen_at(ef)
         opened = ef
-        for query in queries[:WARMUP_QUERIES]:
-            collection.query(query_embeddings=query[None, :], n_results=k, include=include)
-        found, seconds = [], []
-        for query in queries:
-            started = time.perf_counter()
-            answer = collection.query(query_embeddings=query[None, :], n_results=k, include=include)
-            seconds.append(time.perf_counter() - started)
-            found.append([row_of[i] for i in answer["ids"][0]])
+        found, seconds = _chroma_timed_queries(collection, queries, row_of, include, k)
         p50, p95 = _percentiles_ms(seconds)
         run = {"ef_search": ef, "recall_at_10": recall_at_k(found, exact_ids, k)}
         tried.append(dict(run))
