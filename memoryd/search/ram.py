@@ -49,6 +49,16 @@ def micros(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
+def _micros_column(moments: Sequence[datetime | None]) -> np.ndarray:
+    """``micros`` of each moment (``NEVER`` for ``None``), each distinct moment computed
+    once: a batch of new memories shares one."""
+    known: dict[datetime | None, int] = {None: NEVER}
+    for moment in moments:
+        if moment not in known:
+            known[moment] = micros(moment)  # type: ignore[arg-type]
+    return np.fromiter(map(known.__getitem__, moments), np.int64, len(moments))
+
+
 def tag_set(tags: Sequence[str]) -> tuple[str, ...]:
     """A memory's tags as one value: sorted, without repeats."""
     return tuple(sorted(set(tags)))
@@ -130,18 +140,37 @@ class RankFacts:
             column[:n] = mine[coded.codes]  # a code of -1 (no value) picks the -1 at the end
 
     def upsert(self, rows: Sequence[FactRow]) -> None:
-        ordinals = self._ordinals([r[0] for r in rows]).tolist()
-        for row, (_, created_at, importance, expires_at, kind, tags, thread) in zip(
-            ordinals, rows, strict=True
-        ):
-            if row < 0:  # no document: nothing to rank (see the class docstring)
-                continue
-            self._created[row] = micros(created_at)
-            self._importance[row] = importance
-            self._expires[row] = NEVER if expires_at is None else micros(expires_at)
-            self._kind[row] = self._kinds.code(kind)
-            self._tags[row] = self._tag_set_code(tags)
-            self._thread[row] = -1 if thread is None else self._threads.code(thread)
+        """Write the facts of ``rows`` (a batch of new memories, or one edit), a column at
+        a time: a row at a time took 1.6 ms for a batch of 1,000 memories."""
+        ordinals = self._ordinals([r[0] for r in rows])
+        # Rows without a document have nothing to rank (see the class docstring); of a
+        # memory given twice, the last row wins.
+        last_of = dict(zip(ordinals.tolist(), range(len(rows)), strict=True))
+        last_of.pop(-1, None)
+        if len(last_of) < len(rows):
+            places = sorted(last_of.values())
+            rows, ordinals = [rows[n] for n in places], ordinals[places]
+        if not rows:
+            return
+        n = len(rows)
+        _, created, importance, expires, kinds, tags, threads = zip(*rows, strict=True)
+        self._created[ordinals] = _micros_column(created)
+        self._importance[ordinals] = np.fromiter(importance, np.float64, n)
+        self._expires[ordinals] = _micros_column(expires)
+        self._kind[ordinals] = np.fromiter(map(self._kinds.code, kinds), np.int32, n)
+        set_codes: dict[tuple[str, ...], int] = {}  # a batch's memories share few tag lists
+
+        def set_code(tags: Sequence[str]) -> int:
+            listed = tuple(tags)
+            code = set_codes.get(listed)
+            if code is None:
+                code = set_codes[listed] = self._tag_set_code(listed)
+            return code
+
+        self._tags[ordinals] = np.fromiter(map(set_code, tags), np.int32, n)
+        self._thread[ordinals] = np.fromiter(
+            (-1 if t is None else self._threads.code(t) for t in threads), np.int32, n
+        )
 
     def _tag_set_code(self, tags: Sequence[str]) -> int:
         values = tag_set(tags)

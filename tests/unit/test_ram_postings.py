@@ -279,3 +279,40 @@ def test_rank_facts_follow_their_documents_through_edits_and_rebuilds():
         ids[0], ids[12]}
     assert set(facts.lookup(ids, start, SearchFilters(thread="t"))) == set(ids[::2])
     assert facts.lookup(ids, start, SearchFilters(tags=["a", "zzz"])) == {}
+
+
+def test_rank_facts_of_a_batch_keep_each_memorys_last_row_and_skip_the_undocumented():
+    """``upsert`` writes a batch a column at a time: a memory given twice keeps its last
+    row, a memory without a document gets no facts, each expiry counts, and tag lists
+    that differ only in order or repeats are one tag set."""
+    from collections import Counter
+    from datetime import datetime
+
+    from memoryd.search.inverted import InvertedIndex
+    from memoryd.search.ram import RankFact, RankFacts
+
+    index = InvertedIndex()
+    facts = RankFacts(index)
+    a, b, c, d, undocumented = (uid(n) for n in range(5))
+    index.add({i: Counter(harbour=1) for i in (a, b, c, d)}, {i: "work" for i in (a, b, c, d)})
+    start = datetime(2024, 1, 1)
+    day = timedelta(days=1)
+    facts.upsert([
+        (a, start, 0.1, start - day, "note", [], None),  # replaced by a's row below
+        (b, start + day, 0.2, start + day, "fact", ["x"], "t1"),
+        (undocumented, start, 0.3, None, "note", [], None),
+        (c, start, 0.4, None, "note", ["b", "a"], None),
+        (a, start + 2 * day, 0.9, None, "fact", ["x"], "t2"),
+        (d, start, 0.5, None, "note", ["a", "b", "a"], "t1"),
+    ])
+    assert facts.lookup([a, b, c, d, undocumented], start) == {
+        a: RankFact(start + 2 * day, 0.9, True),
+        b: RankFact(start + day, 0.2, True),
+        c: RankFact(start, 0.4, False),
+        d: RankFact(start, 0.5, True),
+    }
+    assert set(facts.lookup([a, b, c, d], start + 2 * day)) == {a, c, d}  # b expired
+    assert set(facts.lookup([a, b, c, d], start, SearchFilters(tags=["a", "b"]))) == {c, d}
+    assert set(facts.lookup([a, b, c, d], start, SearchFilters(kind="fact"))) == {a, b}
+    assert set(facts.lookup([a, b, c, d], start, SearchFilters(thread="t1"))) == {b, d}
+    assert facts._tag_sets.values == [("x",), ("a", "b")]  # none for the rows left out
