@@ -35,6 +35,7 @@ from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.query import ParsedQuery, parse_query
 from memoryd.search.ram import RankFact
 from memoryd.search.timeexpr import time_window
+from memoryd.search.vector_blob import vector_blob, vector_blobs
 from memoryd.store.database import (
     RELEASE_CACHE_LIMIT_MB,
     Database,
@@ -300,7 +301,7 @@ class MemoryService:
             with self.vectors.changing():
                 await self._db_thread.run(
                     db.set_embeddings,
-                    [(i, v.tobytes()) for (i, _, _), v in zip(batch, vectors, strict=True)],
+                    list(zip([i for i, _, _ in batch], vector_blobs(vectors), strict=True)),
                     model,
                 )
                 ids = [b[0] for b in batch]
@@ -392,7 +393,7 @@ class MemoryService:
             created_at=item.created_at or now,
             updated_at=now,
             expires_at=item.expires_at,
-            embedding=None if vector is None else np.asarray(vector, np.float32).tobytes(),
+            embedding=None if vector is None else vector_blob(vector),
             embedding_model=None if vector is None else self.embedding_id,
         )
 
@@ -479,7 +480,7 @@ class MemoryService:
         new_text = self._embed_text(content, metadata)
         if new_text != self._embed_text(current.content, current.metadata):
             vectors = await self.embedding.embed([new_text], wait=MODEL_WAIT_S)
-            derived["embedding"] = None if vectors is None else vectors[0].tobytes()
+            derived["embedding"] = None if vectors is None else vector_blob(vectors[0])
             derived["embedding_model"] = None if vectors is None else self.embedding_id
         with self.vectors.changing():
             record = await self._db_thread.run(

@@ -56,6 +56,7 @@ from memoryd.search import probes as ann_probes
 from memoryd.search.exact import nearest_scored
 from memoryd.search.probes import Replay
 from memoryd.search.quantized import QuantizedVectors
+from memoryd.search.vector_blob import blobs_matrix
 from memoryd.store.database import Database, IndexDiff
 from memoryd.store.owner import OwnerThread
 
@@ -349,6 +350,7 @@ class VectorCatalog:
         meanwhile is left to the queue, or the index would hold it twice (a writer that
         committed before the diff and queued after it: the diff counts it missing)."""
         assert self._db is not None and self._model is not None and self._index is not None
+        assert self._dim is not None
         if not diff:
             return
         # Its deletes must reach rows another connection wrote, too.
@@ -364,7 +366,7 @@ class VectorCatalog:
                 skip = self._queued_during_repair or set()  # read after the rows: see above
                 rows = [r for r in rows if r[0] not in skip]
                 self._pending_deletes.update(r[0] for r in rows if r[0] in repeated)
-                self._enqueue(rows)
+                self._enqueue(rows, blobs_matrix([r[2] for r in rows], self._dim))
                 await self.flush()
             await self.flush()
         finally:
@@ -508,16 +510,19 @@ class VectorCatalog:
             self._writing -= 1
 
     def queue(self, rows: list[tuple[str, str, bytes]]) -> None:
-        """New or changed (id, namespace, vector) rows: into RAM now, the index soon."""
+        """New or changed (id, namespace, stored vector) rows: into RAM now, the index
+        soon."""
         if not rows:
             return
+        assert self._dim is not None, "queue before open"
+        vectors = blobs_matrix([r[2] for r in rows], self._dim)
         if self._queued_during_repair is not None:
             self._queued_during_repair.update(r[0] for r in rows)
         if self._ram is not None:
             self._ram.upsert(
                 [r[0] for r in rows],
                 [self.tag(r[1]) for r in rows],
-                np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows]),
+                vectors,
             )
             if self.tier == RAM and self._growing is None:
                 if len(self._ram) > self.settings.ram_max:
@@ -525,11 +530,11 @@ class VectorCatalog:
                         self._grow_into_index()
                     )
         if self._feeds_index:
-            self._enqueue(rows)
+            self._enqueue(rows, vectors)
 
-    def _enqueue(self, rows: list[tuple[str, str, bytes]]) -> None:
-        for memory_id, namespace, blob in rows:
-            self._pending[memory_id] = (self.tag(namespace), np.frombuffer(blob, np.float32))
+    def _enqueue(self, rows: list[tuple[str, str, bytes]], vectors: np.ndarray) -> None:
+        for (memory_id, namespace, _), vector in zip(rows, vectors, strict=True):
+            self._pending[memory_id] = (self.tag(namespace), vector)
         self._flush_wakeup.set()
 
     def forget(self, ids: list[str]) -> None:

@@ -7,12 +7,14 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from memoryd.search.vector_blob import blob_width, blobs_matrix
+
 
 def exact_similarities(
     query: np.ndarray, stored: Iterable[tuple[str, bytes | None]]
 ) -> dict[str, float]:
-    """Cosine similarity of ``query`` to each stored (normalised float32) vector of its
-    dimension."""
+    """Cosine similarity of ``query`` to each stored (normalised, ``vector_blob``) vector
+    of its dimension."""
     ids, scores = _scores(query, stored)
     return dict(zip(ids, scores.tolist(), strict=True))
 
@@ -40,15 +42,20 @@ def nearest_scored(
 def _scores(
     query: np.ndarray, stored: Iterable[tuple[str, bytes | None]]
 ) -> tuple[list[str], np.ndarray]:
-    """The ids of the stored vectors of ``query``'s dimension, and their similarities:
-    one matrix product (a ``np.dot`` a vector took 16.6 ms for 10,000 vectors, this 4.5)."""
+    """The ids of the stored vectors of ``query``'s dimension, and their similarities,
+    in one pass over the matrix (a ``np.dot`` a vector took 16.6 ms for 10,000 vectors).
+    ``einsum``, not BLAS's matrix-vector product: that one rounds the last rows of a
+    matrix differently, so equal vectors (the same text in two namespaces) scored
+    1.000094 and 1.0000942 and their tie was no longer broken by id. 0.33 ms for 10,000
+    vectors against BLAS's 0.12."""
     query = np.ascontiguousarray(query, dtype=np.float32)
+    dim = query.shape[0]
+    width = blob_width(dim)
     ids, blobs = [], []
     for memory_id, blob in stored:
-        if blob is not None and len(blob) == query.nbytes:
+        if blob is not None and len(blob) == width:
             ids.append(memory_id)
             blobs.append(blob)
     if not ids:
         return [], np.zeros(0, dtype=np.float32)
-    matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), query.shape[0])
-    return ids, matrix @ query
+    return ids, np.einsum("ij,j->i", blobs_matrix(blobs, dim), query)

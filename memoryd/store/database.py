@@ -29,6 +29,7 @@ from memoryd.model import Memory, SearchFilters, is_canonical_id, utcnow
 from memoryd.search.inverted import InvertedIndex
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.ram import NEVER, Coded, FactRow, RamIndex, RankFact, RankFacts
+from memoryd.search.vector_blob import buffer_matrix
 from memoryd.store.content_keys import KEY_SQL, ContentKeys
 from memoryd.store.migrations import MIGRATIONS
 
@@ -95,7 +96,7 @@ class PreparedMemory:
     created_at: datetime
     expires_at: datetime | None
     updated_at: datetime
-    embedding: bytes | None = None
+    embedding: bytes | None = None  # ``vector_blob``: float16
     embedding_model: str | None = None
 
 
@@ -1073,8 +1074,9 @@ class Database:
 
     def vector_reader(self, model: str, batch_rows: int = 8192) -> VectorBatches:
         """Every memory embedded by ``model``, as batches of (ids, namespaces, float32
-        rows), read on a cursor of its own: one consistent snapshot that another thread
-        may consume while the owner thread goes on with other statements."""
+        rows: the stored vectors widened), read on a cursor of its own: one consistent
+        snapshot that another thread may consume while the owner thread goes on with
+        other statements."""
         cursor = self._store_cursor()
         reader = cursor.execute(
             "SELECT id, namespace, embedding FROM memories WHERE embedding_model = ?", [model]
@@ -1318,13 +1320,11 @@ def _vector_batches(cursor: duckdb.DuckDBPyConnection, reader: Any) -> VectorBat
             offsets = np.frombuffer(blobs.buffers()[1], dtype=np.int32)[
                 blobs.offset : blobs.offset + len(blobs) + 1
             ]
-            widths = np.diff(offsets)
-            if (widths == widths[0]).all():
-                # One contiguous buffer of equal-width vectors: view it, no per-row copy.
-                values = np.frombuffer(blobs.buffers()[2], dtype=np.uint8)
-                rows = values[offsets[0] : offsets[-1]].view(np.float32).reshape(len(ids), -1)
-            else:
-                rows = np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs.to_pylist()])
+            if not (np.diff(offsets) == offsets[1] - offsets[0]).all():
+                raise ValueError("the stored vectors of one model differ in size")
+            # One contiguous buffer of equal-width vectors: widened in one go.
+            values = np.frombuffer(blobs.buffers()[2], dtype=np.uint8)
+            rows = buffer_matrix(values[offsets[0] : offsets[-1]], len(ids))
             yield ids, namespaces, rows
     finally:
         cursor.close()

@@ -34,14 +34,14 @@ def test_checkpoint_threshold_comes_from_the_setting(tmp_path):
 def test_a_long_log_is_checkpointed_when_asked_and_a_short_one_is_left(tmp_path):
     path, key = tmp_path / "c.duckdb", os.urandom(32).hex()
     db = Database(path, key, tmp_path / "tmp", checkpoint_mb=1024)
-    db.insert([memory(n) for n in range(12_000)], "test")
+    db.insert([memory(n) for n in range(18_000)], "test")
     logged = wal_mb(db)
     assert logged > IDLE_CHECKPOINT_MB  # DuckDB's 16 MB default would have checkpointed
 
     assert db.checkpoint_if_logged() is True
     assert wal_mb(db) < 1
 
-    db.insert([memory(n) for n in range(12_000, 12_010)], "test")
+    db.insert([memory(n) for n in range(18_000, 18_010)], "test")
     short = wal_mb(db)
     assert 0 < short < IDLE_CHECKPOINT_MB
     assert db.checkpoint_if_logged() is False
@@ -49,5 +49,5 @@ def test_a_long_log_is_checkpointed_when_asked_and_a_short_one_is_left(tmp_path)
     db.close()
 
     db = Database(path, key, tmp_path / "tmp")
-    assert db.count() == 12_010
+    assert db.count() == 18_010
     db.close()

@@ -100,6 +100,7 @@ def test_vectors_are_stored_uncompressed_even_when_they_would_compress(tmp_path)
     import numpy as np
 
     from memoryd.model import new_id, utcnow
+    from memoryd.search.vector_blob import vector_blob
     from memoryd.store.database import PreparedMemory
 
     rng = np.random.default_rng(7)
@@ -113,7 +114,7 @@ def test_vectors_are_stored_uncompressed_even_when_they_would_compress(tmp_path)
             content_hash=hashlib.sha256(content.encode()).hexdigest(), namespace="ns",
             kind="note", tags=[], metadata={}, importance=0.5, source=None, thread=None,
             position=None, created_at=now, updated_at=now, expires_at=None,
-            embedding=vector.tobytes(), embedding_model="m"))
+            embedding=vector_blob(vector), embedding_model="m"))
     db = Database(tmp_path / "v.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
     db.insert(items, "test")
     db.con.execute("CHECKPOINT")
@@ -126,3 +127,56 @@ def test_vectors_are_stored_uncompressed_even_when_they_would_compress(tmp_path)
     db.close()
     assert kinds == {"Uncompressed"}
     assert content != {"Uncompressed"}  # the other columns still compress
+
+
+def test_stored_vectors_become_float16_and_the_table_keeps_its_key(tmp_path):
+    """0003 rewrites each stored float32 vector as the float16 one the daemon now writes
+    (``memoryd.search.vector_blob``), leaves a missing vector missing, and the rewritten
+    table keeps its primary key and its uncompressed vectors."""
+    import duckdb
+    import numpy as np
+    import pytest
+
+    from memoryd.search.vector_blob import vector_blob
+
+    key = os.urandom(32).hex()
+    db = Database.__new__(Database)
+    db.path, db.temp_dir = tmp_path / "m.duckdb", tmp_path / "tmp"
+    db.con, db._spill_dir = Database._connect(db.path, key, db.temp_dir)
+    assert db.migrate(stop_before="0003_float16_vectors") == ["0001_initial",
+                                                             "0002_postings_scope"]
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"01900000-0000-7000-8000-00000000000{n}" for n in range(4)]
+    for n, memory_id in enumerate(ids):
+        blob = vectors[n].tobytes() if n < 3 else None
+        db.con.execute(
+            "INSERT INTO memories (id, content, content_hash, namespace, kind, tags, metadata, "
+            "importance, created_at, updated_at, access_count, doc_len, embedding, "
+            "embedding_model) VALUES (?, ?, ?, 'default', 'note', [], '{}', 0.5, now(), now(), "
+            "0, 2, ?, ?)",
+            [memory_id, f"memory {n}", f"h{n}", blob, "m" if blob else None])
+    db.close()
+
+    reopened = Database(tmp_path / "m.duckdb", key, tmp_path / "tmp")
+    stored = dict(reopened.con.execute("SELECT id, embedding FROM memories").fetchall())
+    assert [stored[i] for i in ids] == [*(vector_blob(v) for v in vectors), None]
+    assert len(stored[ids[0]]) == 2 * 384
+    # What search reads back is the vector to within float16's rounding.
+    [(read_ids, _, rows)] = list(reopened.vector_reader("m"))
+    assert sorted(read_ids) == ids[:3]
+    for memory_id, row in zip(read_ids, rows, strict=True):
+        assert row.dtype == np.float32
+        assert np.abs(row - vectors[ids.index(memory_id)]).max() < 2 ** -11
+    with pytest.raises(duckdb.ConstraintException):
+        reopened.con.execute(
+            "INSERT INTO memories (id, content, content_hash, namespace, kind, tags, metadata, "
+            "importance, created_at, updated_at, access_count, doc_len) VALUES "
+            f"('{ids[0]}', 'again', 'h', 'default', 'note', [], '{{}}', 0.5, now(), now(), 0, 1)")
+    reopened.con.execute("CHECKPOINT")
+    kinds = {r[0] for r in reopened.con.execute(
+        "SELECT DISTINCT compression FROM pragma_storage_info('memories') "
+        "WHERE column_name = 'embedding' AND segment_type = 'BLOB'").fetchall()}
+    assert kinds == {"Uncompressed"}
+    reopened.close()

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from memoryd.model import new_id, utcnow
+from memoryd.search.vector_blob import vector_blob
 from memoryd.store.database import Database, IndexDiff, PreparedMemory
 
 
@@ -19,7 +20,7 @@ def memory(content: str, model: str | None) -> PreparedMemory:
         id=new_id(), content=content, content_hash=hashlib.sha256(content.encode()).hexdigest(),
         namespace="ns", kind="note", tags=[], metadata={}, importance=0.5, source=None,
         thread=None, position=None, created_at=now, expires_at=None, updated_at=now,
-        embedding=np.ones(4, np.float32).tobytes() if model else None, embedding_model=model,
+        embedding=vector_blob(np.ones(4, np.float32)) if model else None, embedding_model=model,
     )
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from memoryd.model import new_id, utcnow
+from memoryd.search.vector_blob import vector_blob
 from memoryd.store.database import RELEASE_CACHE_LIMIT_MB, Database, PreparedMemory
 
 
@@ -18,7 +19,7 @@ def memory(n: int) -> PreparedMemory:
         id=new_id(), content=content, content_hash=hashlib.sha256(content.encode()).hexdigest(),
         namespace="ns", kind="note", tags=[], metadata={}, importance=0.5, source=None,
         thread=None, position=None, created_at=now, expires_at=None, updated_at=now,
-        embedding=np.full(384, n, np.float32).tobytes(), embedding_model="m",
+        embedding=vector_blob(np.full(384, n, np.float32)), embedding_model="m",
     )
 
 
@@ -31,12 +32,12 @@ def in_bytes(setting: str) -> float:
 def test_release_cache_drops_cached_blocks_and_keeps_the_limit(tmp_path, limit_mb):
     path, key = tmp_path / "c.duckdb", os.urandom(32).hex()
     db = Database(path, key, tmp_path / "tmp", memory_limit_mb=limit_mb)
-    db.insert([memory(n) for n in range(40_000)], "test")
+    db.insert([memory(n) for n in range(60_000)], "test")
     db.close()
     db = Database(path, key, tmp_path / "tmp", memory_limit_mb=limit_mb)
     limit = db.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     total = db.con.execute("SELECT sum(octet_length(embedding)) FROM memories").fetchone()[0]
-    assert total == 40_000 * 384 * 4  # 61 MB of embeddings, read once
+    assert total == 60_000 * 384 * 2  # 46 MB of float16 embeddings, read once
     before = db.cached_mb()
     assert before > 2 * RELEASE_CACHE_LIMIT_MB
 
@@ -48,5 +49,5 @@ def test_release_cache_drops_cached_blocks_and_keeps_the_limit(tmp_path, limit_m
     # The limit is back in force, not only in name (DuckDB's RESET left the pool at 16 MB):
     # a query that holds every embedding at once still runs.
     listed = db.con.execute("SELECT len(list(embedding)) FROM memories").fetchone()[0]
-    assert listed == 40_000
+    assert listed == 60_000
     db.close()

@@ -17,6 +17,7 @@ import pytest
 
 from memoryd.config import SearchSettings
 from memoryd.model import new_id, utcnow
+from memoryd.search.vector_blob import blobs_matrix, vector_blob
 from memoryd.store.database import Database, PreparedMemory
 from memoryd.store.owner import OwnerThread
 from memoryd.store.vectors import VectorIndex
@@ -32,7 +33,7 @@ def memory(n: int) -> PreparedMemory:
         id=new_id(), content=content, content_hash=hashlib.sha256(content.encode()).hexdigest(),
         namespace="ns", kind="note", tags=[], metadata={}, importance=0.5, source=None,
         thread=None, position=None, created_at=now, expires_at=None, updated_at=now,
-        embedding=(vector / np.linalg.norm(vector)).tobytes(), embedding_model="m",
+        embedding=vector_blob(vector / np.linalg.norm(vector)), embedding_model="m",
     )
 
 
@@ -216,7 +217,7 @@ def test_index_searches_do_not_wait_for_the_owner_thread(tmp_path):
     db.insert(items, "test")
     dek = secrets.token_bytes(32)
     target = items[7]
-    query = np.frombuffer(target.embedding, dtype=np.float32)
+    query = blobs_matrix([target.embedding], DIM)[0]
 
     async def scenario() -> None:
         catalog = await session(db, tmp_path, dek)
