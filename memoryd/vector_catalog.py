@@ -350,7 +350,6 @@ class VectorCatalog:
         meanwhile is left to the queue, or the index would hold it twice (a writer that
         committed before the diff and queued after it: the diff counts it missing)."""
         assert self._db is not None and self._model is not None and self._index is not None
-        assert self._dim is not None
         if not diff:
             return
         # Its deletes must reach rows another connection wrote, too.
@@ -366,7 +365,7 @@ class VectorCatalog:
                 skip = self._queued_during_repair or set()  # read after the rows: see above
                 rows = [r for r in rows if r[0] not in skip]
                 self._pending_deletes.update(r[0] for r in rows if r[0] in repeated)
-                self._enqueue(rows, blobs_matrix([r[2] for r in rows], self._dim))
+                self._enqueue(rows, blobs_matrix([r[2] for r in rows]))
                 await self.flush()
             await self.flush()
         finally:
@@ -514,8 +513,7 @@ class VectorCatalog:
         soon."""
         if not rows:
             return
-        assert self._dim is not None, "queue before open"
-        vectors = blobs_matrix([r[2] for r in rows], self._dim)
+        vectors = blobs_matrix([r[2] for r in rows])  # one model's: of one size
         if self._queued_during_repair is not None:
             self._queued_during_repair.update(r[0] for r in rows)
         if self._ram is not None:

@@ -35,8 +35,11 @@ def blob_width(dim: int) -> int:
     return dim * STORED.itemsize
 
 
-def blobs_matrix(blobs: Sequence[bytes], dim: int) -> np.ndarray:
-    """Stored vectors, all of ``dim`` components, as one float32 matrix (a row each)."""
+def blobs_matrix(blobs: Sequence[bytes], dim: int | None = None) -> np.ndarray:
+    """Stored vectors, all of ``dim`` components (by default, as many as the first has),
+    as one float32 matrix (a row each)."""
+    if dim is None:
+        dim = len(blobs[0]) // STORED.itemsize if blobs else 0
     if not blobs:
         return np.zeros((0, dim), dtype=np.float32)
     return np.frombuffer(b"".join(blobs), dtype=STORED).reshape(len(blobs), dim).astype(

@@ -365,3 +365,19 @@ def test_a_vector_forgotten_while_its_failed_write_ran_is_not_written_back(
 
     asyncio.run(scenario())
     db.close()
+
+
+def test_a_vector_queued_before_the_catalog_opens_waits_in_the_queue(tmp_path):
+    """A write can commit between the model loading and ``open`` (the service awaits in
+    between): its vector goes to the queue, widened from its stored float16, not lost
+    or refused for a dimension not known yet."""
+    item = memory(3)
+    db = Database(tmp_path / "s.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    catalog = VectorCatalog(tmp_path / "vectors", SearchSettings(ram_max=0), OwnerThread("db"))
+    catalog.attach(db, secrets.token_bytes(32))  # at unlock, before any write
+    catalog.queue([(item.id, item.namespace, item.embedding)])
+    tag, vector = catalog._pending[item.id]
+    assert vector.dtype == np.float32 and vector.shape == (DIM,)
+    assert np.array_equal(vector, blobs_matrix([item.embedding], DIM)[0])
+    assert tag == catalog.tag(item.namespace)
+    db.close()
