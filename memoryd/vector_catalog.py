@@ -177,6 +177,7 @@ class VectorCatalog:
         # Held by compaction, and by an ANN training while it starts: they never overlap.
         self._maintenance = asyncio.Lock()
         self._ann_job: asyncio.Future[int] | None = None
+        self._ann_recording = False
         self._ann_trained_rows: int | None = None  # rows at the last training (or at start)
         self._ann_trainings = 0
         self._ann_last_s: float | None = None
@@ -750,27 +751,35 @@ class VectorCatalog:
                 await self._index_namespaces(index)
             return False
         started = time.perf_counter()
-        async with self._maintenance:  # not while a compaction runs
-            if self._index is not index:
-                return False  # the index was replaced meanwhile
-            from memoryd.store.vectors import build_ann_index  # index tier only
+        # A training counts as under way until it is recorded: the search handle sees the
+        # new index once ``reload`` renews it, and a status read before the count below
+        # showed a trained index, no training under way and none done (a bench run took
+        # that for settled and timed no trained index).
+        self._ann_recording = True
+        try:
+            async with self._maintenance:  # not while a compaction runs
+                if self._index is not index:
+                    return False  # the index was replaced meanwhile
+                from memoryd.store.vectors import build_ann_index  # index tier only
 
-            job = self._ann_job = asyncio.ensure_future(
-                run_in_daemon_thread(
-                    "vector-ann",
-                    lambda: build_ann_index(index.path, self.settings.ann_partition_rows),
+                job = self._ann_job = asyncio.ensure_future(
+                    run_in_daemon_thread(
+                        "vector-ann",
+                        lambda: build_ann_index(index.path, self.settings.ann_partition_rows),
+                    )
                 )
-            )
-        # Shielded: cancelling this task (at shutdown) must not make the job look finished
-        # while its thread still writes; compaction waits for the job itself.
-        trained = await asyncio.shield(job)
-        # The serving handle would see the index at its next write anyway; a read-only
-        # period should not have to wait for one.
-        await self._vec_thread.run(index.reload)  # also renews the search handle
-        self._ann_trained_rows = trained
-        self._ann_trainings += 1
-        self.probes.reset()  # new partitions
-        self._ann_last_s = time.perf_counter() - started
+            # Shielded: cancelling this task (at shutdown) must not make the job look
+            # finished while its thread still writes; compaction waits for the job itself.
+            trained = await asyncio.shield(job)
+            # The serving handle would see the index at its next write anyway; a read-only
+            # period should not have to wait for one.
+            await self._vec_thread.run(index.reload)  # also renews the search handle
+            self._ann_trained_rows = trained
+            self._ann_trainings += 1
+            self.probes.reset()  # new partitions
+            self._ann_last_s = time.perf_counter() - started
+        finally:
+            self._ann_recording = False
         log.info(
             "ANN index trained on %d vectors in %.1f s (%s)", trained, self._ann_last_s, reason
         )
@@ -1005,7 +1014,8 @@ class VectorCatalog:
 
     @property
     def _ann_training(self) -> bool:
-        return self._ann_job is not None and not self._ann_job.done()
+        """A training under way: from its start until it is recorded (``maintain_ann``)."""
+        return self._ann_recording or (self._ann_job is not None and not self._ann_job.done())
 
     async def _flush_and_compact(self) -> None:
         async with self._maintenance:

@@ -274,6 +274,48 @@ def test_status_does_not_wait_for_the_owner_thread(tmp_path):
     db.close()
 
 
+def test_a_training_counts_as_under_way_until_it_is_recorded(tmp_path, monkeypatch):
+    """Between the training's job ending and its count going up, ``reload`` renews the
+    search handle: a status then must not show the trained index with no training under
+    way and none done (a bench run took that for a settled store)."""
+    db = Database(tmp_path / "t.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    db.insert([memory(n) for n in range(300)], "test")
+    dek = secrets.token_bytes(32)
+    settings = SearchSettings(ram_max=0, ann_min_rows=200, ann_partition_rows=50)
+
+    async def scenario() -> None:
+        catalog = VectorCatalog(tmp_path / "vectors", settings, OwnerThread("db"))
+        catalog.attach(db, dek)
+        await catalog.open(DIM, "m")
+        catalog.ready.set()
+        index = catalog._index
+        assert index is not None
+        reloaded, release = threading.Event(), threading.Event()
+        real_reload = index.reload
+
+        def reload_and_hold() -> None:
+            real_reload()
+            reloaded.set()
+            release.wait(30)  # the training is not recorded until this returns
+
+        monkeypatch.setattr(index, "reload", reload_and_hold)
+        training = asyncio.ensure_future(catalog.maintain_ann())
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, reloaded.wait, 30)
+            during = (await catalog.status())["vector_index"]["ann"]
+            assert during["indexed"] == 300  # the search handle sees the trained index
+            assert during["training"] is True and during["trainings"] == 0
+        finally:
+            release.set()
+        assert await training is True
+        after = (await catalog.status())["vector_index"]["ann"]
+        assert after["training"] is False and after["trainings"] == 1
+        await catalog.close()
+
+    asyncio.run(scenario())
+    db.close()
+
+
 async def queued_session(
     db: Database, tmp_path, dek: bytes, items: list[PreparedMemory]
 ) -> VectorCatalog:
