@@ -88,7 +88,12 @@ def _settled(status: dict[str, Any]) -> bool:
     ann_done = status["search_tier"] != "index" or index["rows"] < ann.get("min_rows", 0) or (
         not ann.get("training") and ann.get("unindexed") == 0
         and ann.get("segments", 1) <= ann.get("max_segments", 1))
-    return bool(index["pending"] == 0 and loaded and ann_done)
+    # The index's rows are read through the search handle, which can see a flush a
+    # moment after the queue has let go of it: nothing pending is not yet every vector
+    # in the index.
+    embedded = status.get("memories", 0) - status.get("waiting_for_embedding", 0)
+    complete = status["search_tier"] != "index" or index["rows"] >= embedded
+    return bool(index["pending"] == 0 and complete and loaded and ann_done)
 
 
 def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
