@@ -49,8 +49,7 @@ def _scores(
     1.000094 and 1.0000942 and their tie was no longer broken by id. 0.33 ms for 10,000
     vectors against BLAS's 0.12."""
     query = np.ascontiguousarray(query, dtype=np.float32)
-    dim = query.shape[0]
-    width = blob_width(dim)
+    width = blob_width(query.shape[0])
     ids, blobs = [], []
     for memory_id, blob in stored:
         if blob is not None and len(blob) == width:
@@ -58,4 +57,4 @@ def _scores(
             blobs.append(blob)
     if not ids:
         return [], np.zeros(0, dtype=np.float32)
-    return ids, np.einsum("ij,j->i", blobs_matrix(blobs, dim), query)
+    return ids, np.einsum("ij,j->i", blobs_matrix(blobs), query)

@@ -35,19 +35,14 @@ def blob_width(dim: int) -> int:
     return dim * STORED.itemsize
 
 
-def blobs_matrix(blobs: Sequence[bytes], dim: int | None = None) -> np.ndarray:
-    """Stored vectors, all of ``dim`` components (by default, as many as the first has),
-    as one float32 matrix (a row each)."""
-    if dim is None:
-        dim = len(blobs[0]) // STORED.itemsize if blobs else 0
+def blobs_matrix(blobs: Sequence[bytes]) -> np.ndarray:
+    """Stored vectors of one size (one model's) as one float32 matrix, a row each."""
     if not blobs:
-        return np.zeros((0, dim), dtype=np.float32)
-    return np.frombuffer(b"".join(blobs), dtype=STORED).reshape(len(blobs), dim).astype(
-        np.float32
-    )
+        return np.zeros((0, 0), dtype=np.float32)
+    return buffer_matrix(np.frombuffer(b"".join(blobs), dtype=np.uint8), len(blobs))
 
 
 def buffer_matrix(buffer: np.ndarray, rows: int) -> np.ndarray:
     """Equal-width stored vectors laid end to end in a byte array (an Arrow binary
-    column's data), as one float32 matrix."""
+    column's data, or joined blobs), as one float32 matrix."""
     return buffer.view(STORED).reshape(rows, -1).astype(np.float32)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from memoryd.search.vector_blob import STORED
+from memoryd.search.vector_blob import vector_blob
 
 Migration = tuple[str, Callable[[Any], None]]
 
@@ -113,7 +113,7 @@ def _float16_blobs(blobs: pa.Array) -> pa.Array:
     """float32 vectors (bytes) as float16 ones; NULL stays NULL."""
     return pa.array(
         [
-            None if blob is None else np.frombuffer(blob, "<f4").astype(STORED).tobytes()
+            None if blob is None else vector_blob(np.frombuffer(blob, "<f4"))
             for blob in blobs.to_pylist()
         ],
         pa.binary(),

@@ -217,7 +217,7 @@ def test_index_searches_do_not_wait_for_the_owner_thread(tmp_path):
     db.insert(items, "test")
     dek = secrets.token_bytes(32)
     target = items[7]
-    query = blobs_matrix([target.embedding], DIM)[0]
+    query = blobs_matrix([target.embedding])[0]
 
     async def scenario() -> None:
         catalog = await session(db, tmp_path, dek)
@@ -420,6 +420,6 @@ def test_a_vector_queued_before_the_catalog_opens_waits_in_the_queue(tmp_path):
     catalog.queue([(item.id, item.namespace, item.embedding)])
     tag, vector = catalog._pending[item.id]
     assert vector.dtype == np.float32 and vector.shape == (DIM,)
-    assert np.array_equal(vector, blobs_matrix([item.embedding], DIM)[0])
+    assert np.array_equal(vector, blobs_matrix([item.embedding])[0])
     assert tag == catalog.tag(item.namespace)
     db.close()
