@@ -170,8 +170,9 @@ class SearchSettings:
     # in the same run (docs/performance-log.md). Training took 28 s at 1M (2,048: ~20 s).
     ann_partition_rows: int = 1_024
     # Each fold of new rows into the ANN index adds a segment that every search probes
-    # too (~0.3 ms each at 200k rows); above this many, the index is trained again once
-    # writes pause (~15-20 s of one core at 1M rows), which merges them.
+    # too (~0.3 ms each at 200k rows, ~0.8 ms at 1M); a fold that would leave more than
+    # this many merges them all (1.4-1.8 s at 1M rows), as does any compaction once
+    # writes have paused.
     ann_max_segments: int = 8
     # Above ram_max, acknowledged vectors wait this long to be written to the encrypted
     # index together (fewer, bigger fragments); searches read them exactly meanwhile.

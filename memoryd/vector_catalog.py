@@ -181,6 +181,9 @@ class VectorCatalog:
         self._ann_trained_rows: int | None = None  # rows at the last training (or at start)
         self._ann_trainings = 0
         self._ann_last_s: float | None = None
+        self._compacting = False  # ``_compact`` under way: searches share the cores with it
+        self._compactions = 0
+        self._last_compaction_s: float | None = None
         self.probes = ann_probes.ProbeTuner()
         self._calibration_kept: str | None = None  # as last written to, or read from, DuckDB
         self._last_search_at = 0.0
@@ -706,7 +709,7 @@ class VectorCatalog:
             if self._last_delete_at is None and self._flushes_since_compact < COMPACT_AFTER_FLUSHES:
                 continue
             try:
-                await self._flush_and_compact()
+                await self._flush_and_compact("deletes or fragments piled up")
                 self._last_delete_at = None
             except asyncio.CancelledError:
                 raise
@@ -784,12 +787,9 @@ class VectorCatalog:
             "ANN index trained on %d vectors in %.1f s (%s)", trained, self._ann_last_s, reason
         )
         # The index it replaced stays on disk until a compaction prunes it.
-        started = time.perf_counter()
         async with self._maintenance:
             if self._index is index:
-                await self._compact()
-                log.info("vector index compacted after the training (%.1f s)",
-                         time.perf_counter() - started)
+                await self._compact("after the training")
         return True
 
     async def _index_namespaces(self, index: VectorIndex) -> None:
@@ -806,12 +806,9 @@ class VectorCatalog:
         """Why to train the ANN index (again), or None: there is none, the table has doubled
         since (the partitions are sized for the rows they were trained on), its partitions
         are of another size than ``search.ann_partition_rows`` (an index from an earlier
-        version, or the setting changed: the probe counts are meant for that size), or
-        folds have left it in more than ``search.ann_max_segments`` segments and writes
-        have paused. Each fold after a training adds a segment, and a search probes its
-        partitions in every segment: at 200k rows and 10 probes, 1 / 8 / 32 segments took
-        9.1 / 11.3 / 19.0 ms a search (a `/tmp` script over lancedb 0.40). A training
-        merges them."""
+        version, or the setting changed: the probe counts are meant for that size). The
+        segments that folds add are merged by compaction (``_compact``), not by a
+        training: 1.4-1.8 s at 1M rows against 25-32 s."""
         if not self._ann_trained_rows:
             return "no ANN index yet"
         if rows >= ANN_RETRAIN_GROWTH * self._ann_trained_rows:
@@ -821,11 +818,7 @@ class VectorCatalog:
         wanted, found = self.settings.ann_partition_rows, (stats or {}).get("partition_rows", 0)
         if found not in (0, wanted) and not self._ann_trainings:
             return f"partitions of {found} rows, search.ann_partition_rows {wanted}"
-        if stats is None or stats["segments"] <= self.settings.ann_max_segments:
-            return None
-        if time.monotonic() - self._last_write_at < ANN_FOLD_IDLE_S:
-            return None
-        return f"{stats['segments']} segments"
+        return None
 
     async def warm_ann(self) -> bool:
         """Read every partition of the ANN index into the search handle's cache, once
@@ -994,43 +987,62 @@ class VectorCatalog:
         """Compact (which indexes the rows the ANN index does not cover yet) when enough
         of them have piled up, or writes have paused with some left over: compact_loop
         alone would leave the tail of a large import to exhaustive search until the next
-        burst of writes."""
+        burst of writes. Once writes have paused, also when the ANN index is in more than
+        one segment (``_compact`` merges them then)."""
         index = self._index
         if index is None or self._ann_training:
             return
         stats = await self._vec_thread.run(index.ann_stats)
-        if not stats or not stats["unindexed"]:
+        if not stats:
             return
-        idle = time.monotonic() - self._last_write_at >= ANN_FOLD_IDLE_S
-        if stats["unindexed"] < ANN_FOLD_ROWS and not idle:
-            return
-        started = time.perf_counter()
-        await self._flush_and_compact()
-        log.info(
-            "ANN index: %d new vectors folded in (%.1f s)",
-            stats["unindexed"],
-            time.perf_counter() - started,
-        )
+        if stats["unindexed"] >= ANN_FOLD_ROWS or (stats["unindexed"] and self._writes_paused):
+            await self._flush_and_compact(f"{stats['unindexed']} new vectors folded in")
+        elif stats["segments"] > 1 and self._writes_paused:
+            await self._flush_and_compact(f"{stats['segments']} segments")
+
+    @property
+    def _writes_paused(self) -> bool:
+        return time.monotonic() - self._last_write_at >= ANN_FOLD_IDLE_S
 
     @property
     def _ann_training(self) -> bool:
         """A training under way: from its start until it is recorded (``maintain_ann``)."""
         return self._ann_recording or (self._ann_job is not None and not self._ann_job.done())
 
-    async def _flush_and_compact(self) -> None:
+    async def _flush_and_compact(self, reason: str) -> None:
         async with self._maintenance:
             await self.flush()
-            await self._compact()
+            await self._compact(reason)
         self._flushes_since_compact = 0
 
-    async def _compact(self) -> None:
+    async def _compact(self, reason: str) -> None:
         """Compact the index once no ANN training runs (call with ``_maintenance`` held):
         compaction deletes every file no committed version references, which includes
-        those of an index still being written."""
+        those of an index still being written. ``reason``: for the log."""
         assert self._index is not None
         if self._ann_job is not None and not self._ann_job.done():
             await asyncio.wait({self._ann_job})
-        await self._vec_thread.run(self._index.compact)
+        started = time.perf_counter()
+        self._compacting = True
+        try:
+            # Each fold of new rows adds a segment to the ANN index, and a search probes
+            # its partitions in every segment (~0.8 ms a segment at 1M rows; at 200k rows
+            # and 10 probes, 1 / 8 / 32 segments took 9.1 / 11.3 / 19.0 ms a search).
+            # Merging them rewrites the whole ANN index (1.4-1.8 s at 1M rows): done once
+            # writes have paused, or when a fold would leave more than
+            # ``search.ann_max_segments``.
+            stats = await self._vec_thread.run(self._index.ann_stats)
+            segments = (stats["segments"] + bool(stats["unindexed"])) if stats else 0
+            merge = segments > self.settings.ann_max_segments or (
+                segments > 1 and self._writes_paused)
+            steps = await self._vec_thread.run(self._index.compact, merge)
+        finally:
+            self._compacting = False
+        self._compactions += 1
+        self._last_compaction_s = time.perf_counter() - started
+        log.info("vector index compacted (%s%s) in %.1f s: %s", reason,
+                 f"; {segments} segments merged" if merge else "", self._last_compaction_s,
+                 ", ".join(f"{name} {took:.2f} s" for name, took in steps.items()))
         await self._remember_calibration(self._index)
 
     async def close(self) -> None:
@@ -1044,7 +1056,7 @@ class VectorCatalog:
             if self._index is not None and self._last_delete_at is not None:
                 # Erased vectors must leave the disk, even if a training must end first.
                 async with self._maintenance:
-                    await self._compact()
+                    await self._compact("erasing deleted vectors before the stop")
             if self._index is not None:
                 # A compaction that committed just before the stop cancelled the task
                 # that would have recorded it (the owner thread finishes what it began,
@@ -1073,6 +1085,14 @@ class VectorCatalog:
                 # Open and found to agree with DuckDB: vector searches are complete.
                 "ready": self._index is not None and self._reconciled,
                 "rebuilding": self.rebuilding,
+                # Compactions rewrite files and indexes beside searches, which share the
+                # cores with them: a search's time while one runs is not the steady state.
+                "compacting": self._compacting,
+                "compactions": self._compactions,
+                "last_compaction_s": (
+                    round(self._last_compaction_s, 2)
+                    if self._last_compaction_s is not None else None
+                ),
                 "ann": {
                     "indexed": ann["indexed"] if ann else 0,
                     "unindexed": ann["unindexed"] if ann else rows,

@@ -15,20 +15,25 @@ does not). :func:`build_ann_index` builds it on a connection of its own, so that
 thread goes on serving reads and writes during a build that takes tens of seconds at a
 million rows; Lance's optimistic commits let the two write the table at once. Rows that
 arrive after a build sit in fragments the ANN index does not cover, which Lance searches
-exhaustively (we never set ``fast_search``), until an ``optimize`` folds them in.
+exhaustively (we never set ``fast_search``), until a compaction folds them in.
 
 With the ANN index comes a bitmap index of the ``ns`` column. A search in one namespace
 prefilters by it, and without that index Lance read the whole column for every search:
 at 1M rows a search took 50 ms with a namespace and 8-9 ms without; with the bitmap index
 10 ms (a `/tmp` script, 200 queries, real-model vectors). It holds the pseudonyms the
-column holds, and ``optimize`` folds new rows into it as into the ANN index.
+column holds, and a compaction folds new rows into it as into the ANN index.
+
+Compaction goes through ``lance`` (pylance, the same Lance as lancedb's; pinned together)
+rather than lancedb's ``optimize``, which merges every fragment smaller than 1,048,576 rows:
+below that size each compaction rewrote the whole table and remapped the ANN index, so
+its cost grew with the store, not with what had changed (``VectorIndex.compact``).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import warnings
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -42,6 +47,7 @@ from memoryd.crypto.sap import SapCipher
 from memoryd.store.deferred import LANCE_REST_CLIENT, defer_package
 
 defer_package(LANCE_REST_CLIENT)
+import lance  # noqa: E402
 import lancedb  # noqa: E402 - after its unused REST client is deferred
 from lancedb.index import Bitmap, IvfSq  # noqa: E402
 
@@ -51,7 +57,10 @@ TABLE = "vectors"
 ANN_INDEX = "vector_idx"  # the name Lance gives an index on the ``vector`` column
 NS_INDEX = "ns_idx"  # a bitmap index of the namespace pseudonyms, beside the ANN index
 ID_BATCH_ROWS = 65_536  # rows per batch when every id is read (_id_table)
-OPTIMIZE_MAX_PASSES = 4  # compact: until a pass commits nothing, at most this many
+# Compaction merges fragments smaller than this into fragments of about this size, and
+# leaves bigger ones alone unless they hold deleted rows (``VectorIndex.compact``).
+COMPACT_FRAGMENT_ROWS = 131_072
+MERGE_ALL = 1_000_000  # segments to merge when merging: Lance merges as many as there are
 
 
 class VectorIndex:
@@ -251,27 +260,44 @@ class VectorIndex:
                 scores[n] = score
         return list(zip(ids, scores, strict=True))
 
-    def compact(self) -> None:
-        """Rewrite fragments and drop old versions, so deleted vectors and replaced
-        indexes leave the disk.
+    def compact(self, merge_segments: bool = False) -> dict[str, float]:
+        """Merge small fragments, rewrite those holding deleted rows, fold rows the
+        indexes do not cover into them, and drop old versions, so that deleted vectors
+        and replaced indexes leave the disk. Returns each step's seconds.
 
-        ``optimize`` prunes old versions *before* it updates the indexes, so the index
-        files its own update replaced (and those of a training since the last compaction)
-        stayed until the next compaction, which a store that stopped changing never had:
-        on a 1M bench store, 329 MB of a replaced ANN index beside the live 371 MB. So
-        ``optimize`` runs again until a pass commits nothing: that pass's pruning saw the
-        last index. Usually the second pass (0.03 s at 1M); once, after a fold at the end
-        of a 1M import, the second pass rewrote the ANN index too and left 372 MB of the
-        one before it, which a third pass pruned."""
-        with warnings.catch_warnings():
-            # Only this process touches the index, so dropping every old version is safe.
-            warnings.simplefilter("ignore", UserWarning)
-            for _ in range(OPTIMIZE_MAX_PASSES):
-                version = self.table.version
-                self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
-                if self.table.version == version:
-                    break
-        self._renew_reader_if_rewritten()  # a remapped index: the old one leaves the cache
+        lancedb's ``optimize`` did this with Lance's default fragment size of 1,048,576
+        rows, so below it the table's big fragment was always a candidate and every
+        compaction rewrote the whole table (2.6 GB at 1M rows) and remapped the ANN index:
+        on a copy of the 1M bench index, 21.3 s right after a training and 8-12 s to
+        fold in 10,000 rows. Here fragments grow to ``COMPACT_FRAGMENT_ROWS`` and then
+        stay, unless they hold a deleted row (any share: a forgotten memory's vector must
+        leave the disk); the same steps took 0.11 s after the training and 0.5-4 s for
+        10,000 rows (a `/tmp` script, docs/performance-log.md).
+
+        New rows are folded into a new segment of the ANN index, or with
+        ``merge_segments`` merged with all of its segments into one, which rewrites the
+        whole ANN index (1.4-1.8 s at 1M rows, even with one segment and nothing new) and
+        saves searches ~0.8 ms a segment there (``VectorCatalog._compact`` chooses). Old
+        versions are dropped after the indexes are updated, so their replaced files go in
+        the same compaction."""
+        steps: dict[str, float] = {}
+
+        def step(name: str, run: Any) -> None:
+            started = time.perf_counter()
+            run(lance.dataset(str(self.path / f"{TABLE}.lance")))  # the latest version
+            steps[name] = time.perf_counter() - started
+
+        step("files", lambda ds: ds.optimize.compact_files(
+            target_rows_per_fragment=COMPACT_FRAGMENT_ROWS, materialize_deletions_threshold=0.0))
+        step("ann", lambda ds: ds.optimize.optimize_indices(
+            num_indices_to_merge=MERGE_ALL if merge_segments else 0, index_names=[ANN_INDEX]))
+        # The namespace index is small (130 KB at 1M rows): merged at once.
+        step("namespaces", lambda ds: ds.optimize.optimize_indices(index_names=[NS_INDEX]))
+        # Only this process touches the index, so dropping every old version is safe.
+        step("versions", lambda ds: ds.cleanup_old_versions(
+            older_than=timedelta(0), delete_unverified=True))
+        self.reload()  # a remapped index: the old one leaves the search handle's cache
+        return steps
 
 
 def _open_table(path: Path, **connect: Any) -> lancedb.table.Table:

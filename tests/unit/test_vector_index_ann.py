@@ -104,8 +104,21 @@ def test_training_runs_beside_writes_and_searches(tmp_path):
     assert index._reader is not reader
     stats = index.ann_stats()
     assert stats is not None and stats["unindexed"] == 0
+    # The late rows went into a segment of their own; the namespace index was merged.
+    assert stats["segments"] == 2
     on_disk = list((index.path / "vectors.lance" / "_indices").iterdir())
     assert len(on_disk) == stats["segments"] + 1
+    assert all(nearest(index, late[k]) == f"late{k}" for k in range(10))
+
+    # Merging folds new rows and every segment into one, and the old segments leave.
+    later = unit_rows(rng, 10)
+    index.add([f"later{k}" for k in range(10)], ["ns"] * 10, later)
+    index.compact(merge_segments=True)
+    stats = index.ann_stats()
+    assert stats is not None and stats["segments"] == 1 and stats["unindexed"] == 0
+    assert stats["indexed"] == index.count()
+    assert len(list((index.path / "vectors.lance" / "_indices").iterdir())) == 2
+    assert all(nearest(index, later[k]) == f"later{k}" for k in range(10))
     assert all(nearest(index, late[k]) == f"late{k}" for k in range(10))
 
 

@@ -316,6 +316,55 @@ def test_a_training_counts_as_under_way_until_it_is_recorded(tmp_path, monkeypat
     db.close()
 
 
+def test_the_status_shows_a_compaction_under_way_and_how_long_the_last_took(
+    tmp_path, monkeypatch
+):
+    """Searches share the cores with a compaction (the one after a training took ~40 s at
+    1M rows): the status says when one runs, so that a caller can tell it from the
+    steady state."""
+    db = Database(tmp_path / "t.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    db.insert([memory(n) for n in range(300)], "test")
+    dek = secrets.token_bytes(32)
+    settings = SearchSettings(ram_max=0, ann_min_rows=200, ann_partition_rows=50)
+
+    async def scenario() -> None:
+        catalog = VectorCatalog(tmp_path / "vectors", settings, OwnerThread("db"))
+        catalog.attach(db, dek)
+        await catalog.open(DIM, "m")
+        catalog.ready.set()
+        index = catalog._index
+        assert index is not None
+        before = (await catalog.status())["vector_index"]
+        assert before["compacting"] is False and before["compactions"] == 0
+        assert before["last_compaction_s"] is None
+        compacted, release = threading.Event(), threading.Event()
+        real_compact = index.compact
+
+        def compact_and_hold(merge_segments: bool = False) -> dict[str, float]:
+            steps = real_compact(merge_segments)
+            compacted.set()
+            release.wait(30)
+            return steps
+
+        monkeypatch.setattr(index, "compact", compact_and_hold)
+        training = asyncio.ensure_future(catalog.maintain_ann())  # compacts after it
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, compacted.wait, 30)
+            during = (await catalog.status())["vector_index"]
+            assert during["compacting"] is True and during["compactions"] == 0
+            assert during["ann"]["trainings"] == 1 and during["ann"]["training"] is False
+        finally:
+            release.set()
+        assert await training is True
+        after = (await catalog.status())["vector_index"]
+        assert after["compacting"] is False and after["compactions"] == 1
+        assert after["last_compaction_s"] >= 0
+        await catalog.close()
+
+    asyncio.run(scenario())
+    db.close()
+
+
 async def queued_session(
     db: Database, tmp_path, dek: bytes, items: list[PreparedMemory]
 ) -> VectorCatalog:
