@@ -156,3 +156,34 @@ def test_an_index_from_before_exact_copies_is_rebuilt(tmp_path):
     index.add(["d"], ["ns"], unit_rows(np.random.default_rng(5), 1))
     again = VectorIndex(tmp_path / "vectors", cipher, ExactCopyCipher(dek, DIM), DIM, identity)
     assert not again.rebuilt and again.count() == 1  # the new layout is kept
+
+
+def test_a_deleted_vector_leaves_the_disk_from_a_fragment_compaction_keeps(
+    tmp_path, monkeypatch
+):
+    """Compaction leaves fragments of ``COMPACT_FRAGMENT_ROWS`` rows alone, except those
+    holding a deleted row: one deleted row is enough for its ciphertexts to go."""
+    import memoryd.store.vectors as vectors_module
+
+    monkeypatch.setattr(vectors_module, "COMPACT_FRAGMENT_ROWS", 500)
+    rng = np.random.default_rng(5)
+    dek = secrets.token_bytes(32)
+    index = VectorIndex(
+        tmp_path / "vectors", SapCipher(dek, DIM, beta=0.3), ExactCopyCipher(dek, DIM), DIM,
+        {"model": "test"},
+    )
+    index.add([f"m{n}" for n in range(2_000)], ["ns"] * 2_000, unit_rows(rng, 2_000))
+    row = index.table.search().where("id = 'm1234'").select(["exact", "vector"]).to_arrow()
+    exact = row.column("exact")[0].as_py()
+    sap = np.asarray(row.column("vector")[0].as_py(), dtype=np.float32).tobytes()
+
+    def on_disk(needle: bytes) -> bool:
+        return any(needle in f.read_bytes() for f in index.path.rglob("*") if f.is_file())
+
+    assert on_disk(exact[:32]) and on_disk(sap[:64])  # the needles are findable
+    index.compact()  # one fragment of 2,000 rows, above the size: left alone
+    assert on_disk(exact[:32])
+    index.delete(["m1234"])
+    index.compact()
+    assert not on_disk(exact[:32]) and not on_disk(sap[:64])
+    assert index.count() == 1_999
