@@ -37,7 +37,9 @@ How the coins are drawn (and why it is as good as one nonce per vector): each ca
 pseudo-random stream long enough for every row of the block, every row getting its own
 distinct stretch of it. That is the paper's ``PRF(K, n)`` evaluated once per block instead
 of once per row, which costs nothing in security because the nonce is fresh and the row
-coins never overlap. Normals come from the stream by Box-Muller. AES-CTR rather than
+coins never overlap. Normals come from the stream by Box-Muller (in float32 from 24-bit
+uniforms for the perturbations' directions, which only need isotropy; in float64 from
+53-bit uniforms for the rotation and the radii). AES-CTR rather than
 numpy's PCG64 because PCG64 is not a cryptographic generator, and the AES path is fast
 enough (10,000 x 384 in about a tenth of a second).
 
@@ -123,7 +125,7 @@ class SapCipher:
     def _perturbation(self, rows: int) -> np.ndarray:
         """``rows`` points drawn uniformly from the ball of radius ``s * beta / 4``."""
         coins = _CoinStream(self._prf_key, secrets.token_bytes(NONCE_BYTES))
-        directions = coins.normals(rows * self.dim).reshape(rows, self.dim)
+        directions = coins.directions_normals(rows * self.dim).reshape(rows, self.dim)
         norms = np.linalg.norm(directions, axis=1)
         # A zero Gaussian vector has probability zero; guard the division anyway.
         norms[norms == 0.0] = 1.0
@@ -161,6 +163,26 @@ class _CoinStream:
         values += 0.5
         values *= 2.0**-53
         return values
+
+    def directions_normals(self, count: int) -> np.ndarray:
+        """``count`` standard normal float32s (Box-Muller over 24-bit uniforms), for the
+        perturbations' directions: a direction only needs isotropy, and float32's SIMD
+        logarithm and cosine made these 0.7 ms for 384,000 against 12.1 ms for
+        :meth:`normals` (whose float64 cosine numpy computes one value at a time), half of
+        what encrypting 1,000 vectors cost. The tails stop at 5.9 standard deviations
+        (a normal passes that once in 2.6e8 draws). The radii keep 53-bit uniforms, and
+        the rotation's derivation :meth:`normals`, which must never change."""
+        half = (count + 1) // 2
+        words = np.frombuffer(self._encryptor.update(bytes(8 * half)), dtype="<u4")
+        u = (words >> np.uint32(8)).astype(np.float32)
+        u += np.float32(0.5)
+        u *= np.float32(2.0**-24)  # in the open interval (0, 1)
+        radius = np.sqrt(np.float32(-2.0) * np.log(u[:half]))
+        angle = np.float32(2.0 * np.pi) * u[half:]
+        out = np.empty(2 * half, dtype=np.float32)
+        np.multiply(radius, np.cos(angle), out=out[:half])
+        np.multiply(radius, np.sin(angle), out=out[half:])
+        return out[:count]
 
     def normals(self, count: int) -> np.ndarray:
         """``count`` standard normal floats (Box-Muller)."""

@@ -206,3 +206,15 @@ def test_encrypts_ten_thousand_vectors() -> None:
     # Rows from different nonce blocks are all perturbed.
     scaled = cipher.encrypt_query(vectors)
     assert (np.linalg.norm(encrypted - scaled, axis=1) > 0).all()
+
+
+def test_direction_normals_are_standard_normal_float32() -> None:
+    from memoryd.crypto.sap import _CoinStream
+
+    z = _CoinStream(b"k" * 32, b"n" * 16).directions_normals(400_001)
+    assert z.dtype == np.float32 and z.shape == (400_001,)
+    assert abs(float(z.mean())) < 0.01 and abs(float(z.var()) - 1.0) < 0.01
+    assert np.abs(z).max() < 5.9  # 24-bit uniforms: the tails stop there
+    assert abs(float((np.abs(z) < 1.0).mean()) - 0.6827) < 0.005  # the normal's shape
+    # Each draw from its own stretch of the stream (float32 values collide now and then).
+    assert len(np.unique(z)) > 390_000
