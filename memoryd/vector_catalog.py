@@ -998,7 +998,7 @@ class VectorCatalog:
         if stats["unindexed"] >= ANN_FOLD_ROWS or (stats["unindexed"] and self._writes_paused):
             await self._flush_and_compact(f"{stats['unindexed']} new vectors folded in")
         elif stats["segments"] > 1 and self._writes_paused:
-            await self._flush_and_compact(f"{stats['segments']} segments")
+            await self._flush_and_compact("writes paused")
 
     @property
     def _writes_paused(self) -> bool:

@@ -82,12 +82,11 @@ def _settled(status: dict[str, Any]) -> bool:
     index = status["vector_index"]
     ann = index.get("ann", {})
     # Above ann_min_rows the index tier answers from its ANN index: wait until it is
-    # trained and covers every row in few enough segments (an import's folds leave
-    # many, which a training merges once writes pause), so that the figures are the
-    # steady state.
+    # trained and covers every row in one segment (an import's folds leave several,
+    # which a compaction merges once writes have paused for 10 s), so that the figures
+    # are the steady state.
     ann_done = status["search_tier"] != "index" or index["rows"] < ann.get("min_rows", 0) or (
-        not ann.get("training") and ann.get("unindexed") == 0
-        and ann.get("segments", 1) <= ann.get("max_segments", 1))
+        not ann.get("training") and ann.get("unindexed") == 0 and ann.get("segments", 1) <= 1)
     # The index's rows are read through the search handle, which can see a flush a
     # moment after the queue has let go of it: nothing pending is not yet every vector
     # in the index.
