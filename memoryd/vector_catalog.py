@@ -21,9 +21,10 @@ from the exact copies the index keeps beside each ciphertext
 Once the index holds ``search.ann_min_rows`` vectors it gets an ANN index (see
 ``memoryd.store.vectors``), trained on a thread of its own while searches go on
 exhaustively, and trained again when the table has doubled since (its partitions are
-sized for the rows it was trained on). Compaction (``optimize``) folds rows added since
-into it between trainings. Training and compaction never overlap: compaction deletes
-files no committed version references, which includes an index still being written.
+sized for the rows it was trained on). Compaction (``VectorIndex.compact``) folds rows
+added since into it between trainings, in segments it merges once writes pause. Training
+and compaction never overlap: compaction deletes files no committed version references,
+which includes an index still being written.
 
 All methods run on the event loop; engine work goes to the owner threads.
 """

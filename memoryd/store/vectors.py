@@ -136,7 +136,8 @@ class VectorIndex:
 
     def ann_stats(self) -> dict[str, int] | None:
         """Rows the ANN index covers and rows it does not yet, its segments (each
-        optimize that adds rows to it writes one more: ``VectorCatalog.maintain_ann``),
+        compaction that folds rows in writes one more, until one merges them:
+        ``VectorCatalog._compact``),
         the partition size it was trained for (0 if Lance does not say), and whether the
         namespace index exists (1 or 0); None without an ANN index."""
         return _ann_stats(self.table)
@@ -326,7 +327,7 @@ def build_ann_index(path: Path, partition_rows: int) -> int:
     a connection of its own (run it off the owner thread), with partitions of about
     ``partition_rows`` rows. Returns the rows it was trained on. Writes that commit
     meanwhile are kept: Lance rebases the index commit on them, and their rows stay
-    searchable exhaustively until the next optimize."""
+    searchable exhaustively until the next compaction."""
     table = _open_table(path)
     rows = int(table.count_rows())
     config = IvfSq(distance_type="l2", target_partition_size=partition_rows)
