@@ -274,22 +274,33 @@ def test_status_does_not_wait_for_the_owner_thread(tmp_path):
     db.close()
 
 
+def ann_store(tmp_path) -> Database:
+    """A store of 300 memories: above ``ann_catalog``'s ANN threshold."""
+    db = Database(tmp_path / "t.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    db.insert([memory(n) for n in range(300)], "test")
+    return db
+
+
+async def ann_catalog(tmp_path, db: Database) -> tuple[VectorCatalog, VectorIndex]:
+    """An open index-tier catalog of ``db`` whose ANN index is due (200 rows, partitions
+    of 50), and its index."""
+    settings = SearchSettings(ram_max=0, ann_min_rows=200, ann_partition_rows=50)
+    catalog = VectorCatalog(tmp_path / "vectors", settings, OwnerThread("db"))
+    catalog.attach(db, secrets.token_bytes(32))
+    await catalog.open(DIM, "m")
+    catalog.ready.set()
+    assert catalog._index is not None
+    return catalog, catalog._index
+
+
 def test_a_training_counts_as_under_way_until_it_is_recorded(tmp_path, monkeypatch):
     """Between the training's job ending and its count going up, ``reload`` renews the
     search handle: a status then must not show the trained index with no training under
     way and none done (a bench run took that for a settled store)."""
-    db = Database(tmp_path / "t.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
-    db.insert([memory(n) for n in range(300)], "test")
-    dek = secrets.token_bytes(32)
-    settings = SearchSettings(ram_max=0, ann_min_rows=200, ann_partition_rows=50)
+    db = ann_store(tmp_path)
 
     async def scenario() -> None:
-        catalog = VectorCatalog(tmp_path / "vectors", settings, OwnerThread("db"))
-        catalog.attach(db, dek)
-        await catalog.open(DIM, "m")
-        catalog.ready.set()
-        index = catalog._index
-        assert index is not None
+        catalog, index = await ann_catalog(tmp_path, db)
         reloaded, release = threading.Event(), threading.Event()
         real_reload = index.reload
 
@@ -322,18 +333,10 @@ def test_the_status_shows_a_compaction_under_way_and_how_long_the_last_took(
     """Searches share the cores with a compaction (the one after a training took ~40 s at
     1M rows): the status says when one runs, so that a caller can tell it from the
     steady state."""
-    db = Database(tmp_path / "t.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
-    db.insert([memory(n) for n in range(300)], "test")
-    dek = secrets.token_bytes(32)
-    settings = SearchSettings(ram_max=0, ann_min_rows=200, ann_partition_rows=50)
+    db = ann_store(tmp_path)
 
     async def scenario() -> None:
-        catalog = VectorCatalog(tmp_path / "vectors", settings, OwnerThread("db"))
-        catalog.attach(db, dek)
-        await catalog.open(DIM, "m")
-        catalog.ready.set()
-        index = catalog._index
-        assert index is not None
+        catalog, index = await ann_catalog(tmp_path, db)
         before = (await catalog.status())["vector_index"]
         assert before["compacting"] is False and before["compactions"] == 0
         assert before["last_compaction_s"] is None
