@@ -727,7 +727,7 @@ class VectorCatalog:
             try:
                 await self.maintain_ann()
                 await self._fold_unindexed()
-                if time.monotonic() - self._last_write_at >= ANN_FOLD_IDLE_S:
+                if self._writes_paused:
                     await self.seal_if_quiet()
                 await self.warm_ann()
                 await self.calibrate_probes()

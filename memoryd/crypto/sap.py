@@ -177,6 +177,14 @@ class _CoinStream:
         values *= 2.0**-53
         return values
 
+    def uniforms24(self, count: int) -> np.ndarray:
+        """``count`` float32s in the open interval (0, 1), 24 random bits each."""
+        words = np.frombuffer(self._encryptor.update(bytes(4 * count)), dtype="<u4")
+        values = (words >> np.uint32(8)).astype(np.float32)
+        values += np.float32(0.5)
+        values *= np.float32(2.0**-24)
+        return values
+
     def directions_normals(self, count: int) -> np.ndarray:
         """``count`` standard normal float32s (Box-Muller over 24-bit uniforms), for the
         perturbations' directions: a direction only needs isotropy, and float32's SIMD
@@ -185,28 +193,23 @@ class _CoinStream:
         what encrypting 1,000 vectors cost. The tails stop at 5.9 standard deviations
         (a normal passes that once in 2.6e8 draws). The radii keep 53-bit uniforms, and
         the rotation's derivation :meth:`normals`, which must never change."""
-        half = (count + 1) // 2
-        words = np.frombuffer(self._encryptor.update(bytes(8 * half)), dtype="<u4")
-        u = (words >> np.uint32(8)).astype(np.float32)
-        u += np.float32(0.5)
-        u *= np.float32(2.0**-24)  # in the open interval (0, 1)
-        radius = np.sqrt(np.float32(-2.0) * np.log(u[:half]))
-        angle = np.float32(2.0 * np.pi) * u[half:]
-        out = np.empty(2 * half, dtype=np.float32)
-        np.multiply(radius, np.cos(angle), out=out[:half])
-        np.multiply(radius, np.sin(angle), out=out[half:])
-        return out[:count]
+        return _box_muller(self.uniforms24(2 * ((count + 1) // 2)), count)
 
     def normals(self, count: int) -> np.ndarray:
         """``count`` standard normal floats (Box-Muller)."""
-        half = (count + 1) // 2
-        u = self.uniforms(2 * half)
-        radius = np.sqrt(-2.0 * np.log(u[:half]))
-        angle = (2.0 * np.pi) * u[half:]
-        out = np.empty(2 * half, dtype=np.float64)
-        np.multiply(radius, np.cos(angle), out=out[:half])
-        np.multiply(radius, np.sin(angle), out=out[half:])
-        return out[:count]
+        return _box_muller(self.uniforms(2 * ((count + 1) // 2)), count)
+
+
+def _box_muller(u: np.ndarray, count: int) -> np.ndarray:
+    """``count`` standard normals, in ``u``'s float type, from an even number of uniforms
+    in (0, 1): the first half give the radii, the second the angles."""
+    half, kind = len(u) // 2, u.dtype.type
+    radius = np.sqrt(kind(-2.0) * np.log(u[:half]))
+    angle = kind(2.0 * np.pi) * u[half:]
+    out = np.empty(2 * half, dtype=u.dtype)
+    np.multiply(radius, np.cos(angle), out=out[:half])
+    np.multiply(radius, np.sin(angle), out=out[half:])
+    return out[:count]
 
 
 def _scale(derived: bytes) -> float:
