@@ -92,12 +92,18 @@ def _settled(status: dict[str, Any]) -> bool:
     # in the index.
     embedded = status.get("memories", 0) - status.get("waiting_for_embedding", 0)
     complete = status["search_tier"] != "index" or index["rows"] >= embedded
-    # A compaction (~40 s after the last training of a 1M import) shares the cores with
-    # searches, and renews the search handle, whose cache the daemon then fills again
-    # (``warm``) once searches pause: until both are done, searches are not at their
-    # steady pace.
-    maintained = not index.get("compacting") and (not ann.get("indexed") or ann.get("warm"))
+    # A compaction shares the cores with searches (the one after a 1M import's last
+    # training took ~40 s before f86f836, ~1 s since), and may renew the search handle,
+    # whose cache the daemon then fills again (``warm``) once searches pause: until both
+    # are done, searches are not at their steady pace.
+    maintained = not index.get("compacting") and _ann_warm(status)
     return bool(index["pending"] == 0 and complete and loaded and ann_done and maintained)
+
+
+def _ann_warm(status: dict[str, Any]) -> bool:
+    """No ANN index, or one the daemon has read in whole into its search handle's cache."""
+    ann = status["vector_index"].get("ann", {})
+    return bool(not ann.get("indexed") or ann.get("warm"))
 
 
 def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
@@ -116,9 +122,8 @@ def _loaded(client: Any, timeout: float = 300) -> None:
     lexical_ram_max = SearchSettings().lexical_ram_max
 
     def loaded(status: dict[str, Any]) -> bool:
-        ann = status["vector_index"].get("ann", {})
         lexical = status.get("lexical_in_ram") or status["memories"] > lexical_ram_max
-        return bool(lexical and (not ann.get("indexed") or ann.get("warm")))
+        return bool(lexical and _ann_warm(status))
 
     _wait_status(client, loaded, timeout)
 
