@@ -270,7 +270,7 @@ class MemoryService:
             ram = None
             try:
                 ram = await asyncio.get_running_loop().run_in_executor(
-                    None, build_ram_index, snapshot
+                    None, build_ram_index, snapshot, self.settings.search.rows_ram_max_mb << 20
                 )
             finally:
                 await self._db_thread.run(db.finish_ram_index, ram)
@@ -858,6 +858,7 @@ class MemoryService:
             )
             out.update(await self.vectors.status())
             out["lexical_in_ram"] = db.ram_ready
+            out["hit_fields_in_ram"] = db.hit_fields_in_ram
         return out
 
     async def unlock(self, params: dict[str, Any], ctx: Context) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from memoryd.errors import KeyProblem, MemorydError, NotFound
 from memoryd.model import Memory, SearchFilters, is_canonical_id, utcnow
+from memoryd.search.hit_rows import HIT_FIELDS, HitRows
 from memoryd.search.inverted import InvertedIndex
 from memoryd.search.lexical import DocumentAnalyzer
 from memoryd.search.ram import NEVER, Coded, FactRow, RamIndex, RankFact, RankFacts
@@ -56,6 +57,14 @@ _MEMORY_FIELDS = (
     "embedding_model",
 )
 MEMORY_COLUMNS = ", ".join(_MEMORY_FIELDS)
+# The RAM copy's fields (memoryd/search/hit_rows.py) as SQL: MEMORY_COLUMNS, less the id.
+HIT_COLUMNS = ", ".join(
+    {
+        "metadata": "metadata::VARCHAR AS metadata",
+        "embedded": "embedding_model IS NOT NULL AS embedded",
+    }.get(name, name)
+    for name in HIT_FIELDS
+)
 # DuckDB's memory limit while its cache is released (release_cache).
 RELEASE_CACHE_LIMIT_MB = 16
 # When writes pause, a write-ahead log of this size or more is checkpointed (DuckDB's own
@@ -248,10 +257,16 @@ class Database:
     def ram_ready(self) -> bool:
         return self._ram is not None
 
+    @property
+    def hit_fields_in_ram(self) -> bool:
+        """Whether searches take their hits' fields from RAM (``HitRows``)."""
+        return self._ram is not None and self._ram.rows.enabled
+
     def _ram_changed(self, op: str, *args: Any) -> None:
-        """Postings were written (op "add"), rank facts written ("facts") or a memory
-        erased ("remove"): the RAM copy follows once the transaction commits, and not at
-        all if it rolls back."""
+        """Postings were written (op "add"), memories inserted ("new"), rank facts
+        written ("facts"), rows changed ("stale") or a memory erased ("remove"): the RAM
+        copy follows once the transaction commits, and not at all if it rolls back
+        (``RamIndex.apply``)."""
         if self._after_commit is not None:
             self._after_commit.append((op, args))
         else:
@@ -276,7 +291,24 @@ class Database:
         recent postings) into compact arrays; for when writes pause."""
         self.content_keys.fold()
         if self._ram is not None:
+            self._copy_missing_rows(self._ram)
             self._ram.fold()
+
+    def _copy_missing_rows(self, ram: RamIndex) -> None:
+        """Copy the hit fields of memories whose copies went stale (edits, touches, new
+        embeddings) into RAM again: one scan, joined to their ids."""
+        ids = ram.rows.missing_ids()
+        if not ids:
+            return
+        wanted = pa.table({"id": pa.array(ids, pa.string())})
+        self.con.register("wanted_rows", wanted)
+        try:
+            table = self.con.execute(
+                f"SELECT m.id, {HIT_COLUMNS} FROM memories m SEMI JOIN wanted_rows w ON m.id = w.id"
+            ).to_arrow_table()
+        finally:
+            self.con.unregister("wanted_rows")
+        ram.rows.add(table, ram.postings.ordinals(table.column("id").to_pylist()))
 
     def _store_cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of its own, for a snapshot another thread may read meanwhile."""
@@ -306,7 +338,12 @@ class Database:
         if len(ram) <= self.lexical_ram_max:
             self._ram = ram
             mb = ram.nbytes / 1e6
-            log.info("lexical search and ranking from RAM: %d memories (%.0f MB)", len(ram), mb)
+            log.info(
+                "lexical search and ranking from RAM: %d memories (%.0f MB; hits' fields %s)",
+                len(ram),
+                mb,
+                "too" if ram.rows.enabled else "from DuckDB",
+            )
 
     def close(self) -> None:
         with contextlib.suppress(duckdb.Error):
@@ -389,16 +426,17 @@ class Database:
             if fresh:
                 self.content_keys.add(m.content_hash for m in fresh)
                 documents, successors = self._new_documents(con, fresh)
-                self._insert_rows(con, fresh, actor, documents)
+                inserted = self._insert_rows(con, fresh, actor, documents)
                 namespaces = {m.id: m.namespace for m in fresh}
                 self._write_postings(con, documents, namespaces, replace=False)
                 self._reindex_lexical(con, successors)
                 self._ram_changed(
-                    "facts",
+                    "new",
                     [
                         (m.id, m.created_at, m.importance, m.expires_at, m.kind, m.tags, m.thread)
                         for m in fresh
                     ],
+                    _hit_fields(inserted),
                 )
         return results
 
@@ -466,7 +504,9 @@ class Database:
         items: list[PreparedMemory],
         actor: str,
         documents: dict[str, Counter[str]],
-    ) -> None:
+    ) -> pa.Table:
+        """Insert ``items``' rows (and their history); returns the Arrow table of them
+        that was inserted."""
         now = utcnow()
         memories = pa.table(
             {
@@ -519,6 +559,7 @@ class Database:
             )
         finally:
             con.unregister("new_memories")
+        return memories
 
     def _reindex_lexical(self, con: Any, ids: Sequence[str]) -> None:
         """Rebuild the postings and document length of ``ids`` and of the memories that
@@ -677,6 +718,7 @@ class Database:
                 self._reindex_lexical(con, [i for i in (memory_id, old_next) if i])
             if record.keys() & {"created_at", "importance", "expires_at", "kind", "tags", "thread"}:
                 self._ram_changed("facts", [self._fact_row(con, memory_id)])
+            self._ram_changed("stale", [memory_id])
             con.execute(
                 "INSERT INTO history (memory_id, changed_at, actor, action, changes) "
                 "VALUES (?, ?, ?, 'update', ?)",
@@ -718,6 +760,7 @@ class Database:
             "UPDATE memories SET accessed_at = ?, access_count = access_count + 1 WHERE id = ?",
             [utcnow(), memory_id],
         )
+        self._ram_changed("stale", [memory_id])
 
     def purge_expired(self, actor: str = "memoryd") -> list[str]:
         ids = [
@@ -747,6 +790,7 @@ class Database:
                 )
             finally:
                 con.unregister("new_embeddings")
+            self._ram_changed("stale", [r[0] for r in rows])  # their `embedded` changed
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -803,17 +847,25 @@ class Database:
         self, ram: RamIndex, ids: Sequence[str], filters: SearchFilters
     ) -> dict[str, tuple[Memory, bytes | None]]:
         """``get_many`` without vectors when the RAM rank facts apply ``filters``: the
-        rows by their ids alone, kept if their facts pass. In SQL the filters need the
-        rows found first and filtered after (``_rows_by_id``), which took 2.4 ms for a
-        search's 10 hits at 100k memories against 1.7 ms for the rows alone (the RAM index
-        changes with each commit on this thread, so facts and rows agree)."""
-        rows = self.con.execute(
-            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id IN ({_id_list(ids)})"
-        ).fetchall()
-        passing = ram.facts.lookup([r[0] for r in rows], utcnow(), filters)
-        kept = (_memory(r) for r in rows if r[0] in passing)
+        rows by their ids alone (from their RAM copies where fresh ones are held), kept if
+        their facts pass. In SQL the filters need the rows found first and filtered after
+        (``_rows_by_id``), which took 2.4 ms for a search's 10 hits at 100k memories
+        against 1.7 ms for the rows alone (the RAM index changes with each commit on this
+        thread, so facts, copies and rows agree)."""
+        found = ram.rows.lookup(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            rows = self.con.execute(
+                f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id IN ({_id_list(missing)})"
+            ).fetchall()
+            found.update((r[0], _memory(r)) for r in rows)
+        passing = ram.facts.lookup(list(found), utcnow(), filters)
         namespace = filters.namespace
-        return {m.id: (m, None) for m in kept if namespace is None or m.namespace == namespace}
+        return {
+            i: (m, None)
+            for i, m in found.items()
+            if i in passing and (namespace is None or m.namespace == namespace)
+        }
 
     def filter_counts(self, filters: SearchFilters) -> tuple[int, int]:
         """How many unexpired memories pass ``filters``, and how many are in their scope
@@ -1244,14 +1296,19 @@ def filter_sql(filters: SearchFilters, alias: str | None = None) -> tuple[list[s
     return where, params
 
 
-def build_ram_index(cursor: duckdb.DuckDBPyConnection) -> RamIndex:
+def build_ram_index(cursor: duckdb.DuckDBPyConnection, rows_max_bytes: int = 0) -> RamIndex:
     """Build the RAM index from the snapshot ``begin_ram_index`` opened on ``cursor``:
-    safe on any thread but the owner's. Closes the cursor."""
+    safe on any thread but the owner's. Closes the cursor. The hits' fields are copied
+    too if they would take at most ``rows_max_bytes``."""
     try:
         index = InvertedIndex()
+        copy_rows = rows_max_bytes > 0 and _hit_fields_bytes(cursor) <= rows_max_bytes
+        hit_columns = f", {HIT_COLUMNS}" if copy_rows else ""
         documents = cursor.execute(
-            "SELECT rowid, id, namespace, doc_len, created_at, importance, expires_at, kind, "
-            "array_to_string(list_sort(list_distinct(tags)), ',') AS tags, thread "
+            "SELECT rowid, id, doc_len, created_at AS created, importance AS weight, "
+            "expires_at AS expires, kind AS kind_key, "
+            "array_to_string(list_sort(list_distinct(tags)), ',') AS tag_key, "
+            f"thread AS thread_key, namespace AS namespace_key{hit_columns} "
             "FROM memories"  # tags hold no commas (validate.TAG_RE)
         ).to_arrow_table()
         # Postings name their document by row id (a join in DuckDB): the build took 18 s
@@ -1263,18 +1320,22 @@ def build_ram_index(cursor: duckdb.DuckDBPyConnection) -> RamIndex:
         id_list = documents.column("id").to_pylist()
         index.load_documents(
             id_list,
-            documents.column("namespace").to_pylist(),
+            documents.column("namespace_key").to_pylist(),
             documents.column("doc_len").to_numpy(zero_copy_only=False),
         )
         facts = RankFacts(index)
         facts.load(
-            _micros(documents.column("created_at"), 0),
-            documents.column("importance").to_numpy(zero_copy_only=False),
-            _micros(documents.column("expires_at"), NEVER),
-            _coded(documents.column("kind")),
-            _coded(documents.column("tags"), lambda key: tuple(key.split(",")) if key else ()),
-            _coded(documents.column("thread")),
+            _micros(documents.column("created"), 0),
+            documents.column("weight").to_numpy(zero_copy_only=False),
+            _micros(documents.column("expires"), NEVER),
+            _coded(documents.column("kind_key")),
+            _coded(documents.column("tag_key"), lambda key: tuple(key.split(",")) if key else ()),
+            _coded(documents.column("thread_key")),
         )
+        rows = HitRows(index, rows_max_bytes if copy_rows else 0)
+        if copy_rows:
+            rows.load(documents.select(list(HIT_FIELDS)))
+        del documents
         postings = cursor.execute(
             "SELECT p.term, m.rowid, p.tf FROM postings p JOIN memories m ON m.id = p.memory_id"
         ).to_arrow_reader(65_536)
@@ -1287,9 +1348,21 @@ def build_ram_index(cursor: duckdb.DuckDBPyConnection) -> RamIndex:
                 batch.column(2).to_numpy(zero_copy_only=False),
             )
         index.finish_load()
-        return RamIndex(index, facts)
+        return RamIndex(index, facts, rows)
     finally:
         cursor.close()
+
+
+def _hit_fields_bytes(cursor: duckdb.DuckDBPyConnection) -> int:
+    """About how many bytes the RAM copy of every memory's hit fields would take: their
+    text, and ~100 bytes a memory of offsets, numbers and times."""
+    row = cursor.execute(
+        "SELECT count(*) * 100 + coalesce(sum(strlen(content) + strlen(namespace) + "
+        "strlen(kind) + strlen(metadata::VARCHAR) + coalesce(strlen(source), 0) + "
+        "coalesce(strlen(thread), 0) + coalesce(strlen(array_to_string(tags, ',')), 0)), 0) "
+        "FROM memories"
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _coded(column: pa.ChunkedArray, value: Callable[[str], Any] = str) -> Coded:
@@ -1351,6 +1424,20 @@ def _id_list(ids: Sequence[str]) -> str:
         if not is_canonical_id(memory_id):
             raise ValueError("not a canonical memory id")
     return ", ".join(f"'{memory_id}'" for memory_id in ids)
+
+
+def _hit_fields(inserted: pa.Table) -> pa.Table:
+    """The RAM copy's fields (``HIT_FIELDS``) of rows ``_insert_rows`` inserted, as the
+    table holds them: a new memory was never accessed."""
+    n = inserted.num_rows
+    extra = {
+        "accessed_at": pa.nulls(n, pa.timestamp("us")),
+        "access_count": pa.array(np.zeros(n, dtype=np.int64)),
+        "embedded": pc.is_valid(inserted.column("embedding_model")),
+    }
+    return pa.table(
+        {name: extra[name] if name in extra else inserted.column(name) for name in HIT_FIELDS}
+    )
 
 
 def _memory(row: Sequence[Any]) -> Memory:

@@ -1,0 +1,136 @@
+"""The RAM copy of the hits' fields (memoryd/search/hit_rows.py) always says what the
+memories table says: after inserts, edits, touches, new embeddings, deletes, a refresh
+once writes pause, and a load from a snapshot; and a copy over its budget is dropped
+without losing a hit."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import timedelta
+
+import numpy as np
+
+from memoryd.model import Memory, SearchFilters, new_id, utcnow
+from memoryd.search.vector_blob import vector_blob
+from memoryd.store.database import (
+    MEMORY_COLUMNS,
+    Database,
+    PreparedMemory,
+    _id_list,
+    _memory,
+    build_ram_index,
+)
+
+BUDGET = 64 << 20
+
+
+def prepared(n: int, content: str | None = None, embedded: bool = True) -> PreparedMemory:
+    """A memory whose fields vary with ``n``: namespaces, kinds, tags, metadata, source,
+    thread and position, expiry, and an embedding or none."""
+    text = content or f"memory {n} about the harbour lantern {n % 7}"
+    now = utcnow()
+    return PreparedMemory(
+        id=new_id(), content=text, content_hash=hashlib.sha256(text.encode()).hexdigest(),
+        namespace=("work", "home")[n % 2], kind=("note", "turn", "fact")[n % 3],
+        tags=[f"t{n % 4}", "shared"][: 1 + n % 2], metadata={"speaker": f"S{n}"} if n % 3 else {},
+        importance=round(0.1 * (n % 10), 1), source=f"/notes/{n}.md" if n % 4 == 0 else None,
+        thread="chat" if n % 5 == 0 else None, position=n if n % 5 == 0 else None,
+        created_at=now - timedelta(minutes=n), updated_at=now,
+        expires_at=now + timedelta(days=30) if n % 6 == 0 else None,
+        embedding=vector_blob(np.full(8, 0.25, dtype=np.float32)) if embedded else None,
+        embedding_model="test-model" if embedded else None,
+    )
+
+
+def opened(tmp_path, name: str = "h.duckdb", budget: int = BUDGET) -> Database:
+    db = Database(tmp_path / name, KEY, tmp_path / "tmp", lexical_ram_max=1_000_000)
+    load_ram(db, budget)
+    return db
+
+
+def load_ram(db: Database, budget: int) -> None:
+    db.finish_ram_index(build_ram_index(db.begin_ram_index(), budget))
+
+
+def table_rows(db: Database, ids: list[str]) -> dict[str, Memory]:
+    rows = db.con.execute(
+        f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id IN ({_id_list(ids)})"
+    ).fetchall()
+    return {r[0]: _memory(r) for r in rows}
+
+
+def copies(db: Database, ids: list[str]) -> dict[str, Memory]:
+    assert db._ram is not None
+    return db._ram.rows.lookup(ids)
+
+
+KEY = os.urandom(32).hex()
+
+
+def test_copies_say_what_the_table_says_through_every_change(tmp_path):
+    db = opened(tmp_path)
+    items = [prepared(n, embedded=n % 7 != 0) for n in range(60)]
+    db.insert(items[:35], "test")
+    db.insert(items[35:], "test")
+    ids = [m.id for m in items]
+    assert db.hit_fields_in_ram
+    assert copies(db, ids) == table_rows(db, ids)
+
+    edited, retagged, touched, embedded, deleted = ids[3], ids[4], ids[10], ids[7], ids[12]
+    db.update(edited, {"content": "an edited memory", "source": "/elsewhere.md"}, "test",
+              {"content_hash": "e" * 64})
+    db.update(retagged, {"tags": ["moved"], "importance": 0.9}, "test")
+    db.touch(touched)
+    db.set_embeddings([(embedded, vector_blob(np.ones(8, dtype=np.float32)))], "test-model")
+    db.delete(deleted, "test")
+    changed = {edited, retagged, touched, embedded}
+    live = [i for i in ids if i != deleted]
+
+    held = copies(db, ids)
+    assert changed.isdisjoint(held) and deleted not in held  # stale copies are not used
+    assert held == {i: m for i, m in table_rows(db, live).items() if i not in changed}
+    # A search's hits: fresh copies and the table's rows for the rest, as the table says.
+    hits = db.get_many(ids, SearchFilters(), vectors=False)
+    assert {i: m for i, (m, _) in hits.items()} == table_rows(db, live)
+    assert hits[edited][0].content == "an edited memory"
+    assert hits[touched][0].access_count == 1 and hits[embedded][0].embedded
+    in_work = db.get_many(ids, SearchFilters(namespace="work", tags=["shared"]), vectors=False)
+    assert set(in_work) == {
+        i for i, m in table_rows(db, live).items() if m.namespace == "work" and "shared" in m.tags
+    }
+
+    db.compact_ram()  # writes paused: what went stale is copied again
+    assert copies(db, ids) == table_rows(db, live)
+    assert db._ram is not None and len(db._ram.rows) == len(ids) + len(changed)  # 5 stale
+    for memory_id in live[20:40]:  # more than a quarter of the slots go stale
+        db.update(memory_id, {"importance": 0.05}, "test")
+    db.compact_ram()  # and now the stale slots are dropped too
+    assert copies(db, ids) == table_rows(db, live)
+    assert len(db._ram.rows) == len(live)
+
+    load_ram(db, BUDGET)  # a restart's load, from a snapshot
+    assert copies(db, ids) == table_rows(db, live)
+    db.close()
+
+
+def test_a_copy_over_its_budget_is_dropped_and_hits_come_from_the_table(tmp_path):
+    budget = 1 << 20
+    db = opened(tmp_path, budget=budget)
+    small = [prepared(n) for n in range(20)]
+    db.insert(small, "test")
+    assert db.hit_fields_in_ram
+    # ~1.6 MB of text: more than the budget.
+    big = [prepared(n, content=f"{n} " + "lantern harbour " * 250) for n in range(400)]
+    for start in range(0, len(big), 100):
+        db.insert(big[start:start + 100], "test")
+    ids = [m.id for m in small + big]
+    assert not db.hit_fields_in_ram and copies(db, ids) == {}
+    hits = db.get_many(ids, SearchFilters(), vectors=False)
+    assert {i: m for i, (m, _) in hits.items()} == table_rows(db, ids)
+
+    load_ram(db, budget)  # the load sees the store is too big before copying anything
+    assert not db.hit_fields_in_ram
+    load_ram(db, 8 << 20)
+    assert db.hit_fields_in_ram and copies(db, ids) == table_rows(db, ids)
+    db.close()
