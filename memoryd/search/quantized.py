@@ -74,6 +74,19 @@ def _inverse_norms(codes: np.ndarray) -> np.ndarray:
     return np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
 
 
+def _dots(query_code: np.ndarray, codes: np.ndarray, threads: int = 1) -> np.ndarray:
+    """The dot products of a query's code (one row) with ``codes``: float32, one row,
+    writable.
+
+    Not through ``cdist``'s ``out=``: simsimd 6.5.16 returns ``None`` from it without
+    taking a reference, so each call took one from ``None``'s count, and a daemon
+    aborted ("Fatal Python error: none_dealloc") after 17,181 vector searches. The
+    returned array costs the same (100k rows: 1.27 / 0.63 ms on one / two threads,
+    either way)."""
+    out = simsimd.cdist(query_code, codes, metric="dot", out_dtype="float32", threads=threads)
+    return np.asarray(out)
+
+
 def _smallest(scores: np.ndarray, k: int, finite: int) -> np.ndarray:
     """The places of the ``k`` smallest ``scores``, smallest first (ties in place order),
     of the ``finite`` ones (the rest are masked with infinity)."""
@@ -176,10 +189,7 @@ class QuantizedVectors:
         query_code, query_inv_norm = self._encode_query(query)
         # Scan the contiguous block and mask the rest: gathering many wanted rows would
         # copy them on every query.
-        dots = np.empty((1, used), dtype=np.float32)
-        simsimd.cdist(
-            query_code, self._codes[:used], metric="dot", out=dots, threads=scan_threads()
-        )
+        dots = _dots(query_code, self._codes[:used], scan_threads())
         # Negated cosine (times the query's constant norm): smaller is nearer.
         scores = dots[0]
         np.multiply(scores, self._inv_norms[:used], out=scores)
@@ -215,8 +225,7 @@ class QuantizedVectors:
     def _similarities(self, query_code: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The cosine similarity of the query's code to the codes of ``rows``, short of
         the query's own inverse norm (the figure the scan ranks by)."""
-        dots = np.empty((1, len(rows)), dtype=np.float32)
-        simsimd.cdist(query_code, self._codes[rows], metric="dot", out=dots)
+        dots = _dots(query_code, self._codes[rows])
         return np.multiply(dots[0], self._inv_norms[rows], out=dots[0])
 
     def _encode_query(self, query: np.ndarray) -> tuple[np.ndarray, float]:
