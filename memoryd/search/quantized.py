@@ -42,6 +42,13 @@ from memoryd.search.ids import IdTable
 # free (``CoreWatch``), else one. Never more: two already reach most of the bandwidth,
 # and the daemon is a guest on the user's machine.
 MAX_SCAN_THREADS = 2
+# Below this many rows, one thread: it gains at most ~0.2 ms (standalone, 10k rows: 0.10
+# against 0.05 ms; 40k: 0.44 against 0.21), and a worker that waits for a core costs
+# milliseconds. With two threads at 10k memories, vector search had p95 of 2.9-5.1 x
+# its p50 in 4 of 10 bench runs (`scripts/bench.py --sizes 10000 --real 0 --no-peers`);
+# with one, at most 1.5 x in 8 runs, for ~0.1 ms more p50 (three paired runs: 1.53-1.67
+# against 1.37-1.56 ms).
+TWO_THREADS_MIN_ROWS = 32_768
 _cores = CoreWatch()
 # A search among a few ids scores just their rows, gathered, when they are at most this
 # share of the rows; above it, the whole block is scanned and the rest masked. Gathered
@@ -55,9 +62,9 @@ COMPACT_SHARE = 0.25
 COMPACT_MIN_ROWS = 4096
 
 
-def scan_threads() -> int:
-    """Threads for one scan now (see above)."""
-    return MAX_SCAN_THREADS if _cores.spare() else 1
+def scan_threads(rows: int) -> int:
+    """Threads for one scan of ``rows`` now (see above)."""
+    return MAX_SCAN_THREADS if rows >= TWO_THREADS_MIN_ROWS and _cores.spare() else 1
 
 
 def quantize(vectors: np.ndarray) -> np.ndarray:
@@ -189,7 +196,7 @@ class QuantizedVectors:
         query_code, query_inv_norm = self._encode_query(query)
         # Scan the contiguous block and mask the rest: gathering many wanted rows would
         # copy them on every query.
-        dots = _dots(query_code, self._codes[:used], scan_threads())
+        dots = _dots(query_code, self._codes[:used], scan_threads(used))
         # Negated cosine (times the query's constant norm): smaller is nearer.
         scores = dots[0]
         np.multiply(scores, self._inv_norms[:used], out=scores)

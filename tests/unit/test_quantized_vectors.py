@@ -103,7 +103,7 @@ def test_the_same_answers_on_one_thread_or_two(monkeypatch):
     queries = unit(rng.standard_normal((20, 16)).astype(np.float32))
     found = {}
     for threads in (1, 2):
-        monkeypatch.setattr(quantized, "scan_threads", lambda threads=threads: threads)
+        monkeypatch.setattr(quantized, "scan_threads", lambda rows, threads=threads: threads)
         found[threads] = [index.search(q, 40) for q in queries]
     assert found[1] == found[2]  # bit for bit
 
