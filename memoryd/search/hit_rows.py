@@ -181,6 +181,8 @@ class HitRows:
 
     def _take(self, slots: np.ndarray) -> pa.Table:
         """The rows of ``slots``, in their order."""
+        if not len(slots):
+            return HIT_SCHEMA.empty_table()
         if len(self._chunks) == 1:
             return self._chunks[0].take(pa.array(slots))
         chunk_of = np.searchsorted(self._starts, slots, side="right") - 1

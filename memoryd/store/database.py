@@ -291,7 +291,12 @@ class Database:
         recent postings) into compact arrays; for when writes pause."""
         self.content_keys.fold()
         if self._ram is not None:
-            self._copy_missing_rows(self._ram)
+            try:
+                self._copy_missing_rows(self._ram)
+            except (duckdb.Error, pa.ArrowException) as exc:  # a cache: drop it, lose nothing
+                log.warning("search hits read from DuckDB: copying their fields failed (%s)",
+                            type(exc).__name__)
+                self._ram.rows.clear()
             self._ram.fold()
 
     def _copy_missing_rows(self, ram: RamIndex) -> None:

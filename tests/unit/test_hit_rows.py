@@ -134,3 +134,19 @@ def test_a_copy_over_its_budget_is_dropped_and_hits_come_from_the_table(tmp_path
     load_ram(db, 8 << 20)
     assert db.hit_fields_in_ram and copies(db, ids) == table_rows(db, ids)
     db.close()
+
+
+def test_forgetting_every_copy_leaves_an_empty_copy_that_still_works(tmp_path):
+    db = opened(tmp_path)
+    first, second = [prepared(n) for n in range(30)], [prepared(n) for n in range(30, 50)]
+    db.insert(first, "test")
+    db.insert(second, "test")  # two chunks: 30 and 20 slots
+    for item in first + second:
+        db.delete(item.id, "test")
+    db.compact_ram()  # every slot stale: folded to none
+    assert db._ram is not None and len(db._ram.rows) == 0 and db.hit_fields_in_ram
+    again = [prepared(n) for n in range(50, 55)]
+    db.insert(again, "test")
+    ids = [m.id for m in again]
+    assert copies(db, ids) == table_rows(db, ids)
+    db.close()
