@@ -159,7 +159,7 @@ class SearchSettings:
     lexical_ram_max: int = 1_000_000
     # With them, up to this many MB, the fields a search hit returns (content, metadata,
     # times): a search then reads no row from DuckDB (10 hits: ~0.3 ms against 1.1-3.6 ms
-    # at 100k memories). ~150 bytes a short memory (15.6 MB at 100k); a store whose copy
+    # at 100k memories). ~110 bytes a short memory (10.8 MB at 100k); a store whose copy
     # would be larger reads its hits from DuckDB. 0 keeps them out of RAM.
     rows_ram_max_mb: int = 64
     # Above ram_max, the encrypted index gets an ANN index (IVF_SQ over the ciphertexts)

@@ -4,11 +4,13 @@ A search ranks its candidates from RAM (the rank facts, memoryd/search/ram.py) a
 needs the rows of its best few. Read from DuckDB, the 10 rows of a search at 100k
 memories took ~1.1 ms back to back in-process and 1.8-3.6 ms inside the daemon between
 searches (an ``IN`` list planned as a scan of the whole table with its zone maps); from
-these Arrow columns, 0.29 ms. At ~140 bytes a bench memory (14 MB at 100k) the copy is
+these Arrow columns, 0.29 ms. At ~110 bytes a bench memory (10.8 MB at 100k) the copy is
 kept only while it fits ``search.rows_ram_max_mb``; above that every hit is read from
 DuckDB, as before.
 
-The copy holds every field of ``Memory`` but the id, as Arrow columns in *slots*; each
+The copy holds the fields of ``Memory`` that the postings and rank facts do not (content,
+tags, metadata, source, position, update and access times, access count, whether
+embedded), as Arrow columns in *slots*; each
 document ordinal of the postings names its memory's slot (-1: no copy). New memories are
 copied from the rows their insert wrote. An edit, a touch or a new embedding only marks
 the memory's copy stale (``forget``): its hits are read from DuckDB until writes pause,
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,35 +34,37 @@ from memoryd.search.inverted import InvertedIndex
 
 log = logging.getLogger(__name__)
 
-# Every field of Memory but the id, in its order, with the Arrow type DuckDB returns.
+# The fields of Memory that neither the postings (namespace) nor the rank facts
+# (creation, importance, expiry, kind, thread) hold, with the Arrow type DuckDB returns.
+# Copying those too took another 4.8 MB at 100k bench memories (of 15.6).
 HIT_SCHEMA = pa.schema(
     [
         ("content", pa.string()),
-        ("namespace", pa.string()),
-        ("kind", pa.string()),
-        ("tags", pa.list_(pa.string())),
+        ("tags", pa.list_(pa.string())),  # as stored (the facts hold the sorted set)
         ("metadata", pa.string()),  # as stored: JSON text
-        ("importance", pa.float64()),
         ("source", pa.string()),
-        ("thread", pa.string()),
         ("position", pa.int64()),
-        ("created_at", pa.timestamp("us")),
         ("updated_at", pa.timestamp("us")),
         ("accessed_at", pa.timestamp("us")),
         ("access_count", pa.int64()),
-        ("expires_at", pa.timestamp("us")),
         ("embedded", pa.bool_()),
     ]
 )
 HIT_FIELDS = tuple(HIT_SCHEMA.names)
+# The other fields of a memory's document ordinals (RankFacts.fields), as lists.
+FieldsElsewhere = Callable[[np.ndarray], dict[str, list[Any]]]
 
 
 class HitRows:
     """The hit fields of the documents of ``postings``, in slots that the documents'
-    ordinals name (``_slot``), kept while they fit ``max_bytes``."""
+    ordinals name (``_slot``), kept while they fit ``max_bytes``; with the namespace from
+    the postings and ``elsewhere``'s fields, whole memories."""
 
-    def __init__(self, postings: InvertedIndex, max_bytes: int) -> None:
+    def __init__(
+        self, postings: InvertedIndex, elsewhere: FieldsElsewhere, max_bytes: int
+    ) -> None:
         self._postings = postings
+        self._elsewhere = elsewhere
         self.max_bytes = max_bytes
         self.enabled = max_bytes > 0
         self._slot = np.zeros(0, dtype=np.int32)
@@ -172,12 +176,20 @@ class HitRows:
         ordinals = self._postings.ordinals(ids)
         found = np.flatnonzero(ordinals >= 0)
         slots = self._slot[ordinals[found]]
-        held = slots >= 0
-        found, slots = found[held], slots[held]
+        copied = slots >= 0
+        found, slots = found[copied], slots[copied]
         if not len(found):
             return {}
-        rows = self._take(slots).to_pylist()
-        return {ids[i]: _memory(ids[i], row) for i, row in zip(found.tolist(), rows, strict=True)}
+        documents = ordinals[found]
+        table = self._take(slots)
+        columns = {name: table.column(name).to_pylist() for name in HIT_FIELDS}
+        columns.update(self._elsewhere(documents))
+        columns["namespace"] = self._postings.namespaces(documents)
+        names = list(columns)
+        return {
+            ids[i]: _memory(ids[i], dict(zip(names, values, strict=True)))
+            for i, values in zip(found.tolist(), zip(*columns.values(), strict=True), strict=True)
+        }
 
     def _take(self, slots: np.ndarray) -> pa.Table:
         """The rows of ``slots``, in their order."""

@@ -101,6 +101,11 @@ class InvertedIndex:
         """The ids of live documents' ordinals."""
         return self._ids.ids(ordinals)
 
+    def namespaces(self, ordinals: np.ndarray) -> list[str]:
+        """The namespace of each of ``ordinals`` (live documents')."""
+        names = list(self._ns_code)  # in code order: codes are given in turn
+        return [names[code] for code in self._ns[ordinals].tolist()]
+
     def follow(self, columns: DocumentColumns) -> None:
         """Keep ``columns`` in step with the document ordinals from now on."""
         columns.grow(len(self._alive))

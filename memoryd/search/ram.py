@@ -234,6 +234,22 @@ class RankFacts:
             if live[n]
         }
 
+    def fields(self, ordinals: np.ndarray) -> dict[str, list[Any]]:
+        """The ``Memory`` fields the facts hold (creation, importance, expiry, kind,
+        thread), each as a list over ``ordinals``: what the hits' RAM copy leaves out."""
+        kinds, threads = self._kinds.values, self._threads.values
+
+        def moment(us: int) -> datetime | None:
+            return None if us == NEVER else EPOCH + timedelta(microseconds=us)
+
+        return {
+            "created_at": [moment(us) for us in self._created[ordinals].tolist()],
+            "importance": self._importance[ordinals].tolist(),
+            "expires_at": [moment(us) for us in self._expires[ordinals].tolist()],
+            "kind": [kinds[code] for code in self._kind[ordinals].tolist()],
+            "thread": [threads[c] if c >= 0 else None for c in self._thread[ordinals].tolist()],
+        }
+
     # -- following the postings' ordinals (``DocumentColumns``) ----------------------------
 
     def grow(self, size: int) -> None:

@@ -1337,7 +1337,7 @@ def build_ram_index(cursor: duckdb.DuckDBPyConnection, rows_max_bytes: int = 0) 
             _coded(documents.column("tag_key"), lambda key: tuple(key.split(",")) if key else ()),
             _coded(documents.column("thread_key")),
         )
-        rows = HitRows(index, rows_max_bytes if copy_rows else 0)
+        rows = HitRows(index, facts.fields, rows_max_bytes if copy_rows else 0)
         if copy_rows:
             rows.load(documents.select(list(HIT_FIELDS)))
         del documents
@@ -1360,11 +1360,10 @@ def build_ram_index(cursor: duckdb.DuckDBPyConnection, rows_max_bytes: int = 0) 
 
 def _hit_fields_bytes(cursor: duckdb.DuckDBPyConnection) -> int:
     """About how many bytes the RAM copy of every memory's hit fields would take: their
-    text, and ~100 bytes a memory of offsets, numbers and times."""
+    text, and ~70 bytes a memory of offsets, numbers and times."""
     row = cursor.execute(
-        "SELECT count(*) * 100 + coalesce(sum(strlen(content) + strlen(namespace) + "
-        "strlen(kind) + strlen(metadata::VARCHAR) + coalesce(strlen(source), 0) + "
-        "coalesce(strlen(thread), 0) + coalesce(strlen(array_to_string(tags, ',')), 0)), 0) "
+        "SELECT count(*) * 70 + coalesce(sum(strlen(content) + strlen(metadata::VARCHAR) + "
+        "coalesce(strlen(source), 0) + coalesce(strlen(array_to_string(tags, ',')), 0)), 0) "
         "FROM memories"
     ).fetchone()
     return int(row[0]) if row else 0
