@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -117,6 +118,22 @@ class Memory:
     access_count: int = 0
     expires_at: datetime | None = None
     embedded: bool = False
+
+    @classmethod
+    def from_stored(cls, memory_id: str, fields: dict[str, Any]) -> Memory:
+        """A memory from its other fields as the store keeps them: tags a list or None,
+        metadata JSON text, ``embedded`` anything truthy (DuckDB's rows and the RAM copy of
+        the hits' fields both)."""
+        metadata = fields["metadata"]
+        return cls(
+            id=memory_id,
+            **{
+                **fields,
+                "tags": list(fields["tags"] or []),
+                "metadata": json.loads(metadata) if metadata else {},
+                "embedded": bool(fields["embedded"]),
+            },
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The fields as JSON values (times as text). A shallow copy: the tags and

@@ -20,7 +20,6 @@ stale slots. Owned by the DuckDB owner thread, like the rest of the RAM index.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -187,7 +186,7 @@ class HitRows:
         columns["namespace"] = self._postings.namespaces(documents)
         names = list(columns)
         return {
-            ids[i]: _memory(ids[i], dict(zip(names, values, strict=True)))
+            ids[i]: Memory.from_stored(ids[i], dict(zip(names, values, strict=True)))
             for i, values in zip(found.tolist(), zip(*columns.values(), strict=True), strict=True)
         }
 
@@ -224,15 +223,3 @@ class HitRows:
         self._slot[:] = -1
         self._slot[: len(alive)] = kept
         self._stale += int(gone)
-
-
-def _memory(memory_id: str, row: dict[str, Any]) -> Memory:
-    """A ``Memory`` from a slot's fields (as ``Database`` makes one from a row)."""
-    metadata = row["metadata"]
-    fields = {
-        **row,
-        "tags": list(row["tags"] or []),
-        "metadata": json.loads(metadata) if metadata else {},
-        "embedded": bool(row["embedded"]),
-    }
-    return Memory(id=memory_id, **fields)

@@ -1310,10 +1310,9 @@ def build_ram_index(cursor: duckdb.DuckDBPyConnection, rows_max_bytes: int = 0) 
         copy_rows = rows_max_bytes > 0 and _hit_fields_bytes(cursor) <= rows_max_bytes
         hit_columns = f", {HIT_COLUMNS}" if copy_rows else ""
         documents = cursor.execute(
-            "SELECT rowid, id, doc_len, created_at AS created, importance AS weight, "
-            "expires_at AS expires, kind AS kind_key, "
-            "array_to_string(list_sort(list_distinct(tags)), ',') AS tag_key, "
-            f"thread AS thread_key, namespace AS namespace_key{hit_columns} "
+            "SELECT rowid, id, namespace, doc_len, created_at, importance, expires_at, kind, "
+            "array_to_string(list_sort(list_distinct(tags)), ',') AS tag_set, "
+            f"thread{hit_columns} "
             "FROM memories"  # tags hold no commas (validate.TAG_RE)
         ).to_arrow_table()
         # Postings name their document by row id (a join in DuckDB): the build took 18 s
@@ -1325,17 +1324,17 @@ def build_ram_index(cursor: duckdb.DuckDBPyConnection, rows_max_bytes: int = 0) 
         id_list = documents.column("id").to_pylist()
         index.load_documents(
             id_list,
-            documents.column("namespace_key").to_pylist(),
+            documents.column("namespace").to_pylist(),
             documents.column("doc_len").to_numpy(zero_copy_only=False),
         )
         facts = RankFacts(index)
         facts.load(
-            _micros(documents.column("created"), 0),
-            documents.column("weight").to_numpy(zero_copy_only=False),
-            _micros(documents.column("expires"), NEVER),
-            _coded(documents.column("kind_key")),
-            _coded(documents.column("tag_key"), lambda key: tuple(key.split(",")) if key else ()),
-            _coded(documents.column("thread_key")),
+            _micros(documents.column("created_at"), 0),
+            documents.column("importance").to_numpy(zero_copy_only=False),
+            _micros(documents.column("expires_at"), NEVER),
+            _coded(documents.column("kind")),
+            _coded(documents.column("tag_set"), lambda key: tuple(key.split(",")) if key else ()),
+            _coded(documents.column("thread")),
         )
         rows = HitRows(index, facts.fields, rows_max_bytes if copy_rows else 0)
         if copy_rows:
@@ -1445,24 +1444,10 @@ def _hit_fields(inserted: pa.Table) -> pa.Table:
 
 
 def _memory(row: Sequence[Any]) -> Memory:
-    return Memory(
-        id=row[0],
-        content=row[1],
-        namespace=row[2],
-        kind=row[3],
-        tags=list(row[4] or []),
-        metadata=json.loads(row[5]) if row[5] else {},
-        importance=row[6],
-        source=row[7],
-        thread=row[8],
-        position=row[9],
-        created_at=row[10],
-        updated_at=row[11],
-        accessed_at=row[12],
-        access_count=row[13],
-        expires_at=row[14],
-        embedded=row[15] is not None,
-    )
+    """A memory from a row of ``MEMORY_COLUMNS``."""
+    fields = dict(zip(_MEMORY_FIELDS[1:-1], row[1:-1], strict=True))
+    fields["embedded"] = row[-1] is not None  # embedding_model
+    return Memory.from_stored(row[0], fields)
 
 
 def _jsonable(value: Any) -> Any:
