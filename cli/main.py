@@ -759,6 +759,8 @@ def _show_status(s: dict[str, Any]) -> None:
     if tier == "ram":
         ram = s.get("ram_vectors") or {}
         loaded = "" if ram.get("ready") else ", loading"
+        if (ram.get("first_pass") or {}).get("ready"):
+            loaded += ", first pass ready"
         pairs.append(("vectors", f"in RAM, {ram.get('rows', 0)} rows{loaded}"))
     elif tier == "index" or index:
         not_ready = "" if index.get("ready") else ", not ready"

@@ -151,6 +151,11 @@ class SearchSettings:
     # a memory at 384 dimensions), loaded at start; above it, the encrypted vector index.
     # 0 keeps vectors out of RAM.
     ram_max: int = 200_000
+    # From this many RAM vectors, a search first scans 64-dimension codes of them along
+    # the store's principal axes, and scores in full only the rows whose bounds say they
+    # can be among the nearest (memoryd/search/first_pass.py): the same results, from a
+    # sixth of the bytes. ~76 bytes a memory (7.6 MB at 100k). 0 turns it off.
+    first_pass_min_rows: int = 32_768
     # Up to this many memories, lexical search (BM25) and ranking run from a RAM copy of
     # the postings and rank facts, built in the background once vector search is ready
     # and searches pause; above it, and meanwhile, from SQL.

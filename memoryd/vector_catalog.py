@@ -55,6 +55,7 @@ from memoryd.crypto.sap import SapCipher
 from memoryd.logs import redacted_traceback
 from memoryd.search import probes as ann_probes
 from memoryd.search.exact import nearest_scored
+from memoryd.search.first_pass import train_basis
 from memoryd.search.probes import Replay
 from memoryd.search.quantized import QuantizedVectors
 from memoryd.search.vector_blob import blobs_matrix
@@ -73,6 +74,8 @@ COMPACT_AFTER_FLUSHES = 50
 COMPACT_DELAY_AFTER_DELETE_S = 5.0
 SAP_BETA = 0.3
 ANN_CHECK_INTERVAL_S = 2.0
+# Rows of the RAM vectors' first pass coded between two turns of the event loop.
+FIRST_PASS_SLICE_ROWS = 8192
 # Train the ANN index again once the table has grown by this factor since the last training.
 ANN_RETRAIN_GROWTH = 2.0
 # Rows outside the ANN index are scanned exhaustively at every search (~2 us a row here):
@@ -722,6 +725,14 @@ class VectorCatalog:
         has doubled since."""
         while True:
             await asyncio.sleep(ANN_CHECK_INTERVAL_S)
+            if self.in_ram:
+                try:
+                    await self.first_pass_upkeep()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - tried again on the next round
+                    log.error("first pass upkeep failed: %s", redacted_traceback(exc))
+                continue
             if self._index is None or self.tier != INDEX:
                 continue
             try:
@@ -736,6 +747,27 @@ class VectorCatalog:
             except Exception as exc:  # noqa: BLE001 - tried again on the next round
                 log.error("ANN index upkeep failed: %s", redacted_traceback(exc))
                 await asyncio.sleep(60.0)
+
+    async def first_pass_upkeep(self) -> None:
+        """Train the RAM vectors' first pass (``memoryd.search.first_pass``) once they
+        reach ``search.first_pass_min_rows`` and again once they have doubled, and code
+        its rows: the basis on a worker thread from a sample (~0.07 s at 100k), the rows
+        here in slices, so that requests wait at most one slice (~10 ms)."""
+        ram = self._ram
+        min_rows = self.settings.first_pass_min_rows
+        if ram is None or not self._ram_ready or min_rows <= 0:
+            return
+        if ram.first_pass_due(min_rows):
+            sample, rows = ram.first_pass_sample(), len(ram)
+            basis = await run_in_daemon_thread(
+                "memoryd-first-pass", lambda: train_basis(sample, rows))
+            if self._ram is not ram:
+                return
+            ram.start_first_pass(basis)
+            log.info("first pass: basis trained on %d RAM vectors", rows)
+        while self._ram is ram and ram.first_pass_building:
+            ram.build_first_pass(FIRST_PASS_SLICE_ROWS)
+            await asyncio.sleep(0)
 
     async def maintain_ann(self) -> bool:
         """Train the ANN index if due; True if it did."""
@@ -1079,6 +1111,9 @@ class VectorCatalog:
                 "rows": len(self._ram) if self._ram is not None else 0,
                 "ready": self._ram_ready,
                 "max": self.settings.ram_max,
+                "first_pass": (
+                    self._ram.first_pass_status() if self._ram is not None else None
+                ),
             },
             "vector_index": {
                 "rows": rows,

@@ -29,6 +29,7 @@ import simsimd
 
 from memoryd.search.columns import grow_columns
 from memoryd.search.cores import CoreWatch
+from memoryd.search.first_pass import MAX_SHARE, SAMPLE_ROWS, Basis, FirstPass
 from memoryd.search.ids import IdTable
 
 # The scan is bound by memory bandwidth, and two threads halve it (100k rows: 0.86 against
@@ -60,6 +61,12 @@ GATHER_MAX_SHARE = 0.1
 # there are enough rows to bother): a search scans the holes too.
 COMPACT_SHARE = 0.25
 COMPACT_MIN_ROWS = 4096
+# The first pass (``memoryd.search.first_pass``) hands this many of its best estimates
+# (or 4 x the k asked for, if more) to be scored in full before the bounds are applied.
+FIRST_PASS_CANDIDATES = 256
+# After a search found the first pass's bounds too loose and scanned in full, the next
+# 2**misses - 1 searches (at most ``FIRST_PASS_SKIP_MAX``) scan in full without trying.
+FIRST_PASS_SKIP_MAX = 63
 
 
 def scan_threads(rows: int) -> int:
@@ -104,6 +111,33 @@ def _smallest(scores: np.ndarray, k: int, finite: int) -> np.ndarray:
     return top[np.argsort(scores[top], kind="stable")][:k]
 
 
+class FirstPassPace:
+    """Whether a search tries the first pass: after each search it had to give up on,
+    the next ``2**misses - 1`` do not (at most ``FIRST_PASS_SKIP_MAX``), so that a store
+    whose vectors it cannot bound (the ``hash`` embedder's) pays for it rarely."""
+
+    def __init__(self) -> None:
+        self.misses = 0
+        self._skip = 0
+        self.used = 0  # searches the first pass answered
+        self.fallbacks = 0  # searches it gave up on
+
+    def due(self) -> bool:
+        if self._skip:
+            self._skip -= 1
+            return False
+        return True
+
+    def record(self, answered: bool) -> None:
+        if answered:
+            self.used += 1
+            self.misses = 0
+        else:
+            self.fallbacks += 1
+            self.misses += 1
+            self._skip = min(2**self.misses - 1, FIRST_PASS_SKIP_MAX)
+
+
 class QuantizedVectors:
     def __init__(self, dim: int, capacity: int = 1024):
         self.dim = dim
@@ -112,6 +146,8 @@ class QuantizedVectors:
         self._inv_norms = np.zeros(capacity, dtype=np.float32)
         self._ids = IdTable()  # row numbers are its ordinals
         self._tag_code: dict[str, int] = {}
+        self._first: FirstPass | None = None
+        self.pace = FirstPassPace()
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -130,7 +166,8 @@ class QuantizedVectors:
 
     @property
     def nbytes(self) -> int:
-        return int(self._codes.nbytes + self._tags.nbytes + self._inv_norms.nbytes)
+        first = self._first.nbytes if self._first is not None else 0
+        return int(self._codes.nbytes + self._tags.nbytes + self._inv_norms.nbytes + first)
 
     def upsert(self, ids: Sequence[str], tags: Sequence[str], vectors: np.ndarray) -> None:
         """Store the vectors of memories (canonical ids), new or already held; an id
@@ -143,6 +180,7 @@ class QuantizedVectors:
         codes = quantize(vectors)
         rows = self._ids.ordinals(ids)
         new = np.flatnonzero(rows < 0)
+        used = self._ids.used
         if len(new):
             first = self._ids.append([ids[n] for n in new.tolist()])
             grow_columns(
@@ -150,8 +188,17 @@ class QuantizedVectors:
             )
             rows[new] = np.arange(first, first + len(new))
         self._codes[rows] = codes
-        self._inv_norms[rows] = _inverse_norms(codes)
+        inv_norms = self._inv_norms[rows] = _inverse_norms(codes)
         self._tags[rows] = [self._code(tag) for tag in tags]
+        if self._first is not None:
+            # Rows the first pass has coded are coded again; new rows too once it is
+            # complete (while it is built, the builder reaches them).
+            self._first.grow(len(self._codes))
+            if self._first.built >= used:
+                self._first.built = self._ids.used
+            coded = rows < self._first.built
+            self._first.code(rows[coded], codes[coded].astype(np.float32)
+                             * inv_norms[coded][:, None])
 
     def remove(self, ids: Sequence[str]) -> None:
         self._tags[self._ids.discard(ids)] = -1
@@ -194,6 +241,13 @@ class QuantizedVectors:
         if available == 0:
             return []
         query_code, query_inv_norm = self._encode_query(query)
+        first = self._first
+        if first is not None and first.built >= used and self.pace.due():
+            found = self._search_first_pass(
+                first, query_code, query_inv_norm, k, keep, available, used)
+            self.pace.record(found is not None)
+            if found is not None:
+                return found
         # Scan the contiguous block and mask the rest: gathering many wanted rows would
         # copy them on every query.
         dots = _dots(query_code, self._codes[:used], scan_threads(used))
@@ -204,6 +258,88 @@ class QuantizedVectors:
         scores[~keep] = np.inf
         top = _smallest(scores, k, available)
         return self._hits(top, scores[top], query_inv_norm)
+
+    def _search_first_pass(
+        self,
+        first: FirstPass,
+        query_code: np.ndarray,
+        query_inv_norm: float,
+        k: int,
+        keep: np.ndarray,
+        available: int,
+        used: int,
+    ) -> list[tuple[str, float]] | None:
+        """``search``'s answer through the first pass (``memoryd.search.first_pass``):
+        the same rows and scores as the full scan, or ``None`` when the bounds leave more
+        than ``MAX_SHARE`` of the rows to score in full."""
+        query_unit = query_code[0].astype(np.float32) * query_inv_norm
+        reduced = first.encode(query_unit)
+        dots = _dots(reduced.code, first.codes[:used], scan_threads(used))[0]
+        estimate, bound = first.estimates(reduced, dots, used)
+        if available < used:
+            estimate[~keep] = -np.inf
+            bound[~keep] = -np.inf
+        pool = min(max(4 * k, FIRST_PASS_CANDIDATES), available)
+        best = np.argpartition(estimate, used - pool)[used - pool:]
+        scored = self._similarities(query_code, best)
+        # The k-th best full score among them: no row whose bound is below it can be
+        # among the k best.
+        kth = float(np.partition(scored, pool - min(k, pool))[pool - min(k, pool)])
+        rows = np.flatnonzero(bound >= kth * query_inv_norm)
+        if len(rows) > MAX_SHARE * used:
+            return None
+        scores = -self._similarities(query_code, rows)
+        top = _smallest(scores, k, len(rows))
+        return self._hits(rows[top], scores[top], query_inv_norm)
+
+    # -- the first pass's upkeep (``VectorCatalog.first_pass_upkeep``) -----------------
+
+    def first_pass_due(self, min_rows: int) -> bool:
+        """Whether the first pass needs a (new) basis: the vectors reached ``min_rows``
+        and have doubled since the last one, or there is none."""
+        held = len(self._ids)
+        if held < min_rows:
+            return False
+        return self._first is None or held >= 2 * self._first.basis.rows
+
+    def first_pass_sample(self, seed: int = 0) -> np.ndarray:
+        """Unit vectors of up to ``SAMPLE_ROWS`` held rows, drawn at random (a copy)."""
+        live = np.flatnonzero(self._tags[: self._used] >= 0)
+        if len(live) > SAMPLE_ROWS:
+            live = np.sort(np.random.default_rng(seed).choice(live, SAMPLE_ROWS, replace=False))
+        return self._unit(live)
+
+    def start_first_pass(self, basis: Basis) -> None:
+        """Replace the first pass with one on ``basis``, to be built by
+        ``build_first_pass``; searches scan in full until it is."""
+        self._first = FirstPass(basis, len(self._codes))
+
+    @property
+    def first_pass_building(self) -> bool:
+        return self._first is not None and self._first.built < self._used
+
+    def build_first_pass(self, rows: int) -> None:
+        """Code up to ``rows`` more rows of the first pass under way."""
+        first = self._first
+        if first is None:
+            return
+        start, end = first.built, min(self._used, first.built + rows)
+        coded = np.arange(start, end)
+        first.code(coded, self._unit(coded))
+        first.built = end
+
+    def first_pass_status(self) -> dict[str, int | bool]:
+        first = self._first
+        return {
+            "ready": first is not None and first.built >= self._used,
+            "trained_on_rows": first.basis.rows if first is not None else 0,
+            "searches": self.pace.used,
+            "fallbacks": self.pace.fallbacks,
+        }
+
+    def _unit(self, rows: np.ndarray) -> np.ndarray:
+        """The unit vectors of ``rows``' codes (float32): what the full scan ranks by."""
+        return self._codes[rows].astype(np.float32) * self._inv_norms[rows][:, None]
 
     def _hits(
         self, rows: np.ndarray, negated: np.ndarray, query_inv_norm: float
@@ -256,3 +392,8 @@ class QuantizedVectors:
         self._inv_norms[:n] = self._inv_norms[live]
         self._tags[n:used] = -1
         self._ids.renumber(live)
+        if self._first is not None:
+            if self._first.built >= used:
+                self._first.move(live)
+            else:  # started again on the same basis
+                self._first = FirstPass(self._first.basis, len(self._codes))

@@ -1,0 +1,52 @@
+"""Through a real daemon and the real model: once the RAM vectors reach
+``search.first_pass_min_rows`` the daemon trains their first pass in the background
+(memoryd/search/first_pass.py), searches go through it, and they answer exactly as a
+daemon without it answers on the same store."""
+
+from __future__ import annotations
+
+import itertools
+
+from support import wait_status
+
+NAMES = ["Alice", "Bob", "Carol", "Dan", "Erin", "Farid", "Grace", "Hiro"]
+DOINGS = ["fixed the bike", "booked a flight to Lisbon", "baked sourdough bread",
+          "planted tomatoes", "read a novel about whales", "repaired the boiler",
+          "ran a half marathon", "learned the cello", "painted the kitchen",
+          "adopted a grey cat"]
+WHEN = ["on Monday", "last spring", "after work", "in the morning", "with a friend"]
+TEXTS = [f"{name} {doing} {when} (note {n})" for n, (name, doing, when) in
+         enumerate(itertools.islice(itertools.cycle(itertools.product(NAMES, DOINGS, WHEN)),
+                                    1600))]
+QUERIES = ["who went running?", "bread baking", "travel plans to Portugal", "music lessons",
+           "home repairs", "gardening", "a new pet", "a book about the sea",
+           "Grace in the morning", "what did Hiro do last spring?"]
+
+
+def answers(client) -> list[list[tuple[str, float]]]:
+    return [[(h["id"], h["score"]) for h in client.search(q, mode=mode, limit=10)["hits"]]
+            for q in QUERIES for mode in ("vector", "hybrid")]
+
+
+def test_searches_through_the_first_pass_answer_as_without_it(make_daemon):
+    daemon = make_daemon({"MEMORYD_SEARCH_FIRST_PASS_MIN_ROWS": "1000"}).start()
+    with daemon.client() as c:
+        for start in range(0, len(TEXTS), 500):
+            assert not c.import_items([{"content": t} for t in TEXTS[start:start + 500]]
+                                      )["failed"]
+        status = wait_status(c, lambda s: (s["ram_vectors"]["first_pass"] or {}).get(
+            "ready"), timeout=60)
+        assert status["ram_vectors"]["first_pass"]["trained_on_rows"] >= 1000
+        with_pass = answers(c)
+        first = c.status()["ram_vectors"]["first_pass"]
+        # The real model's vectors are bounded tightly: the pass answered.
+        assert first["searches"] > 0
+        assert first["searches"] + first["fallbacks"] <= 2 * len(QUERIES)
+
+    daemon.stop()
+    daemon = make_daemon({"MEMORYD_SEARCH_FIRST_PASS_MIN_ROWS": "0"}).start()
+    with daemon.client() as c:
+        status = wait_status(c, lambda s: s["ram_vectors"]["ready"], timeout=60)
+        assert status["ram_vectors"]["first_pass"]["ready"] is False
+        assert answers(c) == with_pass
+        assert c.status()["ram_vectors"]["first_pass"]["searches"] == 0
