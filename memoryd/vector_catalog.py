@@ -49,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 
 from memoryd.config import SearchSettings
+from memoryd import heap
 from memoryd.crypto import keys
 from memoryd.crypto.exact_copy import ExactCopyCipher
 from memoryd.crypto.sap import SapCipher
@@ -75,7 +76,7 @@ COMPACT_DELAY_AFTER_DELETE_S = 5.0
 SAP_BETA = 0.3
 ANN_CHECK_INTERVAL_S = 2.0
 # Rows of the RAM vectors' first pass coded between two turns of the event loop.
-FIRST_PASS_SLICE_ROWS = 8192
+FIRST_PASS_SLICE_ROWS = 2048
 # Train the ANN index again once the table has grown by this factor since the last training.
 ANN_RETRAIN_GROWTH = 2.0
 # Rows outside the ANN index are scanned exhaustively at every search (~2 us a row here):
@@ -752,7 +753,7 @@ class VectorCatalog:
         """Train the RAM vectors' first pass (``memoryd.search.first_pass``) once they
         reach ``search.first_pass_min_rows`` and again once they have doubled, and code
         its rows: the basis on a worker thread from a sample (~0.07 s at 100k), the rows
-        here in slices, so that requests wait at most one slice (~10 ms)."""
+        here in slices, so that requests wait at most one slice (~3 ms)."""
         ram = self._ram
         min_rows = self.settings.first_pass_min_rows
         if ram is None or not self._ram_ready or min_rows <= 0:
@@ -765,9 +766,13 @@ class VectorCatalog:
                 return
             ram.start_first_pass(basis)
             log.info("first pass: basis trained on %d RAM vectors", rows)
+        if not ram.first_pass_building:
+            return
         while self._ram is ram and ram.first_pass_building:
             ram.build_first_pass(FIRST_PASS_SLICE_ROWS)
             await asyncio.sleep(0)
+        # Give back what the training and the slices left with the allocator.
+        await run_in_daemon_thread("memoryd-release", heap.release)
 
     async def maintain_ann(self) -> bool:
         """Train the ANN index if due; True if it did."""

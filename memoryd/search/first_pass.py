@@ -43,7 +43,8 @@ from typing import NamedTuple
 import numpy as np
 
 DIMS = 64  # axes kept: 64 + 12 bytes a row beside the full row's 384 + 8
-SAMPLE_ROWS = 16_384  # rows a basis is trained on
+SAMPLE_ROWS = 8192  # rows a basis is trained on
+CHUNK_ROWS = 1024  # rows converted to float at a time: the daemon keeps what it allocates
 # A search whose bounds leave more than this share of the rows to score in full scans
 # them all instead: gathering scattered rows costs more per row than the streaming scan.
 MAX_SHARE = 0.1
@@ -61,10 +62,16 @@ class Basis(NamedTuple):
 
 def train_basis(unit_rows: np.ndarray, rows: int, dims: int = DIMS) -> Basis:
     """The mean and top ``dims`` principal axes of a sample of unit vectors (float32 rows)."""
-    sample = np.asarray(unit_rows, dtype=np.float64)
-    mean = sample.mean(axis=0)
-    centred = sample - mean
-    _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+    n, dim = unit_rows.shape
+    total = np.zeros(dim)
+    products = np.zeros((dim, dim))
+    for start in range(0, n, CHUNK_ROWS):
+        chunk = unit_rows[start : start + CHUNK_ROWS].astype(np.float64)
+        total += chunk.sum(axis=0)
+        products += chunk.T @ chunk
+    mean = total / max(n, 1)
+    # The scatter about the mean: sum of x xᵀ minus n m mᵀ.
+    _, vectors = np.linalg.eigh(products - n * np.outer(mean, mean))  # ascending
     axes = np.ascontiguousarray(vectors[:, ::-1][:, :dims], dtype=np.float32)
     return Basis(mean.astype(np.float32), axes, rows)
 

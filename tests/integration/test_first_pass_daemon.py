@@ -34,8 +34,9 @@ def test_searches_through_the_first_pass_answer_as_without_it(make_daemon):
         for start in range(0, len(TEXTS), 500):
             assert not c.import_items([{"content": t} for t in TEXTS[start:start + 500]]
                                       )["failed"]
-        status = wait_status(c, lambda s: (s["ram_vectors"]["first_pass"] or {}).get(
-            "ready"), timeout=60)
+        # Both daemons rank from RAM (int8 similarities), not from rows (exact ones).
+        status = wait_status(c, lambda s: s["lexical_in_ram"] and (
+            s["ram_vectors"]["first_pass"] or {}).get("ready"), timeout=60)
         assert status["ram_vectors"]["first_pass"]["trained_on_rows"] >= 1000
         with_pass = answers(c)
         first = c.status()["ram_vectors"]["first_pass"]
@@ -46,7 +47,8 @@ def test_searches_through_the_first_pass_answer_as_without_it(make_daemon):
     daemon.stop()
     daemon = make_daemon({"MEMORYD_SEARCH_FIRST_PASS_MIN_ROWS": "0"}).start()
     with daemon.client() as c:
-        status = wait_status(c, lambda s: s["ram_vectors"]["ready"], timeout=60)
+        status = wait_status(c, lambda s: s["ram_vectors"]["ready"] and s["lexical_in_ram"],
+                             timeout=60)
         assert status["ram_vectors"]["first_pass"]["ready"] is False
         assert answers(c) == with_pass
         assert c.status()["ram_vectors"]["first_pass"]["searches"] == 0
