@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from memoryd.config import SearchSettings
 from memoryd import heap
+from memoryd.config import SearchSettings
 from memoryd.crypto import keys
 from memoryd.crypto.exact_copy import ExactCopyCipher
 from memoryd.crypto.sap import SapCipher
