@@ -180,6 +180,8 @@ class MemoryService:
         self._spawn(self.vectors.flush_loop())
         self._spawn(self.vectors.compact_loop())
         self._spawn(self.vectors.ann_loop())
+        if self.settings.search.first_pass_min_rows > 0:
+            self._spawn(self.vectors.first_pass_loop())
         self._spawn(self._expiry_loop())
         self._spawn(self._release_when_idle())
 

@@ -75,7 +75,9 @@ COMPACT_AFTER_FLUSHES = 50
 COMPACT_DELAY_AFTER_DELETE_S = 5.0
 SAP_BETA = 0.3
 ANN_CHECK_INTERVAL_S = 2.0
-# Rows of the RAM vectors' first pass coded between two turns of the event loop.
+# Rows of the RAM vectors' first pass coded between two turns of the event loop, and how
+# often it is checked (trained once due).
+FIRST_PASS_CHECK_INTERVAL_S = 2.0
 FIRST_PASS_SLICE_ROWS = 2048
 # Train the ANN index again once the table has grown by this factor since the last training.
 ANN_RETRAIN_GROWTH = 2.0
@@ -726,14 +728,6 @@ class VectorCatalog:
         has doubled since."""
         while True:
             await asyncio.sleep(ANN_CHECK_INTERVAL_S)
-            if self.in_ram:
-                try:
-                    await self.first_pass_upkeep()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - tried again on the next round
-                    log.error("first pass upkeep failed: %s", redacted_traceback(exc))
-                continue
             if self._index is None or self.tier != INDEX:
                 continue
             try:
@@ -749,6 +743,17 @@ class VectorCatalog:
                 log.error("ANN index upkeep failed: %s", redacted_traceback(exc))
                 await asyncio.sleep(60.0)
 
+    async def first_pass_loop(self) -> None:
+        """Keep the RAM vectors' first pass trained and built (``first_pass_upkeep``)."""
+        while True:
+            await asyncio.sleep(FIRST_PASS_CHECK_INTERVAL_S)
+            try:
+                await self.first_pass_upkeep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - tried again on the next round
+                log.error("first pass upkeep failed: %s", redacted_traceback(exc))
+
     async def first_pass_upkeep(self) -> None:
         """Train the RAM vectors' first pass (``memoryd.search.first_pass``) once they
         reach ``search.first_pass_min_rows`` and again once they have doubled, and code
@@ -756,7 +761,7 @@ class VectorCatalog:
         here in slices, so that requests wait at most one slice (~3 ms)."""
         ram = self._ram
         min_rows = self.settings.first_pass_min_rows
-        if ram is None or not self._ram_ready or min_rows <= 0:
+        if ram is None or not self.in_ram or min_rows <= 0:
             return
         if ram.first_pass_due(min_rows):
             sample, rows = ram.first_pass_sample(), len(ram)

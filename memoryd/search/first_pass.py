@@ -42,6 +42,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from memoryd.search.columns import grow_columns
+from memoryd.search.int8 import quantize_rows
+
 DIMS = 64  # axes kept: 64 + 12 bytes a row beside the full row's 384 + 8
 SAMPLE_ROWS = 8192  # rows a basis is trained on
 CHUNK_ROWS = 1024  # rows converted to float at a time: the daemon keeps what it allocates
@@ -76,14 +79,6 @@ def train_basis(unit_rows: np.ndarray, rows: int, dims: int = DIMS) -> Basis:
     return Basis(mean.astype(np.float32), axes, rows)
 
 
-def _quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int8 codes of float rows (largest component ±127) and each row's scale."""
-    peak = np.abs(rows).max(axis=1)
-    scale = np.maximum(peak, 1e-12) / 127.0
-    codes = np.rint(rows / scale[:, None]).astype(np.int8)
-    return codes, scale.astype(np.float32)
-
-
 class QueryCode(NamedTuple):
     code: np.ndarray  # (1, DIMS) int8
     scale: float
@@ -91,6 +86,9 @@ class QueryCode(NamedTuple):
     residual: float  # |q⊥| (with its margin)
     norm: float  # |Pᵀq|
     rounding: float  # f
+
+
+COLUMNS = ("codes", "scale", "residual", "rounding")  # one row each per RAM vector
 
 
 class FirstPass:
@@ -109,22 +107,16 @@ class FirstPass:
 
     @property
     def nbytes(self) -> int:
-        return int(self.codes.nbytes + self.scale.nbytes + self.residual.nbytes
-                   + self.rounding.nbytes)
+        return sum(int(getattr(self, name).nbytes) for name in COLUMNS)
 
     def grow(self, capacity: int) -> None:
-        for name in ("codes", "scale", "residual", "rounding"):
-            old = getattr(self, name)
-            if len(old) < capacity:
-                new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
-                new[: len(old)] = old
-                setattr(self, name, new)
+        grow_columns(self, COLUMNS, capacity)
 
     def code(self, rows: np.ndarray, unit: np.ndarray) -> None:
         """Code ``rows`` from their unit vectors (float32, one row each)."""
         centred = unit - self.basis.mean
         projected = centred @ self.basis.axes
-        codes, scale = _quantize(projected)
+        codes, scale = quantize_rows(projected)
         dequantized = codes * scale[:, None]
         self.codes[rows] = codes
         self.scale[rows] = scale
@@ -139,14 +131,15 @@ class FirstPass:
     def move(self, live: np.ndarray) -> None:
         """Rows ``live`` become rows ``0..len(live)`` (a compaction)."""
         n = len(live)
-        for array in (self.codes, self.scale, self.residual, self.rounding):
+        for name in COLUMNS:
+            array = getattr(self, name)
             array[:n] = array[live]
         self.built = n
 
     def encode(self, query_unit: np.ndarray) -> QueryCode:
         """The query's code, from the unit vector of its full int8 code."""
         projected = query_unit @ self.basis.axes
-        code, scale = _quantize(projected.reshape(1, -1))
+        code, scale = quantize_rows(projected.reshape(1, -1))
         norm = float(np.linalg.norm(projected))
         left = float(query_unit @ query_unit) - norm * norm
         return QueryCode(

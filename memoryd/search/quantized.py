@@ -31,6 +31,7 @@ from memoryd.search.columns import grow_columns
 from memoryd.search.cores import CoreWatch
 from memoryd.search.first_pass import MAX_SHARE, SAMPLE_ROWS, Basis, FirstPass
 from memoryd.search.ids import IdTable
+from memoryd.search.int8 import quantize_rows
 
 # The scan is bound by memory bandwidth, and two threads halve it (100k rows: 0.86 against
 # 1.73 ms) but only with a core to spare: a thread that waits for a core delays the whole
@@ -76,11 +77,7 @@ def scan_threads(rows: int) -> int:
 
 def quantize(vectors: np.ndarray) -> np.ndarray:
     """int8 codes of float rows, each scaled so its largest component is ±127."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    peak = np.abs(vectors).max(axis=1, keepdims=True)
-    scaled = vectors * (127.0 / np.maximum(peak, 1e-12))
-    np.rint(scaled, out=scaled)
-    return scaled.astype(np.int8)
+    return quantize_rows(vectors)[0]
 
 
 def _inverse_norms(codes: np.ndarray) -> np.ndarray:
