@@ -154,11 +154,9 @@ class SearchSettings:
     # From this many RAM vectors, a search first scans 64-dimension codes of them along
     # the store's principal axes, and scores in full only the rows whose bounds say they
     # can be among the nearest (memoryd/search/first_pass.py): the same results, from a
-    # sixth of the bytes. ~76 bytes a memory (7.6 MB at 100k), but the daemon's idle RSS
-    # at 100k bench memories grew by 25-32 MB with it (303.5 MB after the import, 281.7
-    # after a restart, against 278-280 / 249), not yet explained: off (0) by default
-    # until it is. 32768 is the size it was measured at.
-    first_pass_min_rows: int = 0
+    # sixth of the bytes. ~76 bytes a memory (7.6 MB at 100k); a restarted daemon at
+    # 100k bench memories held 11-14 MB more with it. 0 turns it off.
+    first_pass_min_rows: int = 32_768
     # Up to this many memories, lexical search (BM25) and ranking run from a RAM copy of
     # the postings and rank facts, built in the background once vector search is ready
     # and searches pause; above it, and meanwhile, from SQL.

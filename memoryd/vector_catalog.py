@@ -764,9 +764,9 @@ class VectorCatalog:
         if ram is None or not self.in_ram or min_rows <= 0:
             return
         if ram.first_pass_due(min_rows):
-            sample, rows = ram.first_pass_sample(), len(ram)
+            (codes, inv_norms), rows = ram.first_pass_sample(), len(ram)
             basis = await run_in_daemon_thread(
-                "memoryd-first-pass", lambda: train_basis(sample, rows))
+                "memoryd-first-pass", lambda: train_basis(codes, inv_norms, rows))
             if self._ram is not ram:
                 return
             ram.start_first_pass(basis)

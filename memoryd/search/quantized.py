@@ -299,12 +299,13 @@ class QuantizedVectors:
             return False
         return self._first is None or held >= 2 * self._first.basis.rows
 
-    def first_pass_sample(self, seed: int = 0) -> np.ndarray:
-        """Unit vectors of up to ``SAMPLE_ROWS`` held rows, drawn at random (a copy)."""
+    def first_pass_sample(self, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The int8 codes and inverse norms of up to ``SAMPLE_ROWS`` held rows, drawn at
+        random (copies: ``train_basis`` takes them to a worker thread)."""
         live = np.flatnonzero(self._tags[: self._used] >= 0)
         if len(live) > SAMPLE_ROWS:
             live = np.sort(np.random.default_rng(seed).choice(live, SAMPLE_ROWS, replace=False))
-        return self._unit(live)
+        return self._codes[live], self._inv_norms[live]
 
     def start_first_pass(self, basis: Basis) -> None:
         """Replace the first pass with one on ``basis``, to be built by
