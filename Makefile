@@ -23,7 +23,7 @@ lint: install
 	$(BIN)/mypy memoryd
 
 bench: install
-	$(BIN)/python scripts/bench.py --sizes 10000,100000 --json-out bench-results.json
+	$(BIN)/python scripts/bench.py --sizes 10000,100000 --real-search 100000 --json-out bench-results.json
 
 bench-locomo: install
 	$(BIN)/python scripts/bench_locomo.py --data $(abspath ..)/shared/bench/locomo-dev

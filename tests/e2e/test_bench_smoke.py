@@ -82,3 +82,27 @@ def test_bench_scale_smoke_with_an_ann_index(tmp_path):
     assert size["vector_calibrated_recall_at_10"] >= 0.95
     assert size["hybrid_calibrated_p50_ms"] > 0 and size["vector_calibrated_p50_ms"] > 0
     assert "| vector_calibrated_recall_at_10 |" in proc.stdout
+
+
+def test_bench_real_model_search_smoke(tmp_path):
+    """The real-model comparison (``--real-search``) end to end on 300 memories: the
+    daemon with the model, its recall against exact search over the same model's vectors,
+    and chromadb's end-to-end query on them when installed."""
+    out = tmp_path / "real.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "bench.py"), "--sizes", "", "--queries", "10",
+         "--real", "0", "--real-search", "300", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads(out.read_text())["real_model_search"]
+    assert found["memories"] == 300 and found["first_pass"] is False  # under its minimum
+    assert found["vector_recall_at_10"] >= 0.95
+    assert found["vector_p50_ms"] > 0 and found["hybrid_p50_ms"] > 0 and found["ingest_per_s"] > 0
+    assert "real model, 300 memories" in proc.stdout
+    try:
+        import chromadb  # noqa: F401
+    except ImportError:
+        return
+    assert found["chroma"]["e2e_recall_at_10"] > 0.5 and found["chroma"]["e2e_p50_ms"] > 0
+    assert found["vector_p50_over_chroma_e2e_p50"] > 0
