@@ -79,6 +79,9 @@ ANN_CHECK_INTERVAL_S = 2.0
 # often it is checked (trained once due).
 FIRST_PASS_CHECK_INTERVAL_S = 2.0
 FIRST_PASS_SLICE_ROWS = 2048
+# ... once the RAM vectors have had no write for this long: an import's batches come
+# ~0.05 s apart, and its new rows are coded after it, not between its batches.
+FIRST_PASS_WRITE_PAUSE_S = 1.0
 # Train the ANN index again once the table has grown by this factor since the last training.
 ANN_RETRAIN_GROWTH = 2.0
 # Rows outside the ANN index are scanned exhaustively at every search (~2 us a row here):
@@ -175,7 +178,8 @@ class VectorCatalog:
         self._flush_lock = asyncio.Lock()
         self._flushes_since_compact = 0
         self._last_delete_at: float | None = None
-        self._last_write_at = time.monotonic()
+        self._last_write_at = time.monotonic()  # to the index
+        self._ram_written_at = 0.0  # to the RAM vectors
         self._ram: QuantizedVectors | None = None
         self._ram_ready = False
         self._forgotten_while_loading: set[str] = set()
@@ -528,6 +532,7 @@ class VectorCatalog:
         if self._queued_during_repair is not None:
             self._queued_during_repair.update(r[0] for r in rows)
         if self._ram is not None:
+            self._ram_written_at = time.monotonic()
             self._ram.upsert(
                 [r[0] for r in rows],
                 [self.tag(r[1]) for r in rows],
@@ -758,11 +763,14 @@ class VectorCatalog:
         """Train the RAM vectors' first pass (``memoryd.search.first_pass``) once they
         reach ``search.first_pass_min_rows`` and again once they have doubled, and code
         its rows: the basis on a worker thread from a sample (~0.07 s at 100k), the rows
-        here in slices, so that requests wait at most one slice (~3 ms)."""
+        here in slices, so that requests wait at most one slice (~3 ms). Both once the
+        RAM vectors have had no write for ``FIRST_PASS_WRITE_PAUSE_S``."""
         ram = self._ram
         min_rows = self.settings.first_pass_min_rows
         if ram is None or not self.in_ram or min_rows <= 0:
             return
+        if time.monotonic() - self._ram_written_at < FIRST_PASS_WRITE_PAUSE_S:
+            return  # after the import (or burst of writes) under way
         if ram.first_pass_due(min_rows):
             (codes, inv_norms), rows = ram.first_pass_sample(), len(ram)
             basis = await run_in_daemon_thread(

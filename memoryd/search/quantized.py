@@ -65,6 +65,10 @@ COMPACT_MIN_ROWS = 4096
 # The first pass (``memoryd.search.first_pass``) hands this many of its best estimates
 # (or 4 x the k asked for, if more) to be scored in full before the bounds are applied.
 FIRST_PASS_CANDIDATES = 256
+# An upsert codes at most this many new rows for the first pass itself; more (an
+# import's batch) are left to its builder, which runs once writes pause: coding a
+# 1,000-row batch took 1.5 ms of a ~55 ms import call (``/tmp/s27/upsertcost.py``).
+FIRST_PASS_INLINE_ROWS = 64
 # After a search found the first pass's bounds too loose and scanned in full, the next
 # 2**misses - 1 searches (at most ``FIRST_PASS_SKIP_MAX``) scan in full without trying.
 FIRST_PASS_SKIP_MAX = 63
@@ -188,10 +192,10 @@ class QuantizedVectors:
         inv_norms = self._inv_norms[rows] = _inverse_norms(codes)
         self._tags[rows] = [self._code(tag) for tag in tags]
         if self._first is not None:
-            # Rows the first pass has coded are coded again; new rows too once it is
-            # complete (while it is built, the builder reaches them).
+            # Rows the first pass has coded are coded again; a few new rows too once it
+            # is complete. The builder reaches the others (``FIRST_PASS_INLINE_ROWS``).
             self._first.grow(len(self._codes))
-            if self._first.built >= used:
+            if self._first.built >= used and len(new) <= FIRST_PASS_INLINE_ROWS:
                 self._first.built = self._ids.used
             coded = rows < self._first.built
             self._first.code(rows[coded], codes[coded].astype(np.float32)

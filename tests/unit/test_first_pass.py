@@ -9,7 +9,12 @@ import numpy as np
 from support import uid
 
 from memoryd.search import first_pass as fp
-from memoryd.search.quantized import QuantizedVectors, _inverse_norms, quantize
+from memoryd.search.quantized import (
+    FIRST_PASS_INLINE_ROWS,
+    QuantizedVectors,
+    _inverse_norms,
+    quantize,
+)
 
 DIM = 96
 
@@ -84,13 +89,26 @@ def test_through_namespaces_upserts_deletes_and_a_compaction():
     fast, plain, ids = twins(rng, n, tags=tags)
     queries = clustered(rng, 20)
     assert_same_answers(fast, plain, queries, tag="b")
-    # Rows changed after the pass was built are coded again; new rows are coded as
-    # they arrive.
-    changed = ids[:500] + [uid(n + i) for i in range(700)]
+    # Rows changed after the pass was built are coded again, and a few new rows with
+    # them; a batch of new rows is left to the builder, and searches scan in full
+    # until it has coded them.
+    changed = ids[:500] + [uid(n + i) for i in range(FIRST_PASS_INLINE_ROWS)]
     vectors = clustered(rng, len(changed))
     for store in (fast, plain):
         store.upsert(changed, ["a"] * len(changed), vectors)
     assert fast.first_pass_status()["ready"] is True
+    assert_same_answers(fast, plain, queries)
+    assert_same_answers(fast, plain, queries, tag="a")
+    batch = [uid(n + FIRST_PASS_INLINE_ROWS + i) for i in range(700)]
+    vectors = clustered(rng, len(batch))
+    for store in (fast, plain):
+        store.upsert(batch, ["a"] * len(batch), vectors)
+    assert fast.first_pass_status()["ready"] is False
+    used = fast.pace.used
+    assert_same_answers(fast, plain, queries, tag="a")
+    assert fast.pace.used == used  # scanned in full
+    while fast.first_pass_building:
+        fast.build_first_pass(1000)
     assert_same_answers(fast, plain, queries)
     assert_same_answers(fast, plain, queries, tag="a")
     # A quarter of the rows deleted: the rows are compacted, the codes follow them.
