@@ -31,9 +31,9 @@ the search scans in full after all. ``QuantizedVectors`` stops trying for a whil
 each such fallback (``FirstPassPace``).
 
 Trained when the RAM vectors reach ``search.first_pass_min_rows`` and again whenever
-they have doubled since; rows that arrive or change later are coded with the basis they
-find (their bounds stay exact, only looser if the store drifts). Held in RAM only, like
-the int8 rows.
+they have doubled since, once writes pause; rows that arrive or change later are coded
+with the basis they find (their bounds stay exact, only looser if the store drifts): a
+few at once, an import's after it. Held in RAM only, like the int8 rows.
 """
 
 from __future__ import annotations
@@ -81,14 +81,24 @@ def products(left: np.ndarray, right: np.ndarray,
 
 
 def _orthonormal_columns(matrix: np.ndarray) -> np.ndarray:
-    """Modified Gram-Schmidt on float64 columns (in place): an orthonormal basis of
-    their span."""
+    """Modified Gram-Schmidt on float64 columns (in place): orthonormal columns that span
+    theirs. A column with (next to) nothing left outside the earlier ones, as a scatter
+    matrix of rank below the axes' number gives, is replaced by a random direction: the
+    bounds need orthonormal axes, whatever they hold."""
+    rng = np.random.default_rng(1)
     for j in range(matrix.shape[1]):
         column = matrix[:, j]
-        if j:
-            earlier = matrix[:, :j]
-            column -= np.einsum("ij,j->i", earlier, np.einsum("ij,i->j", earlier, column))
-        column /= np.sqrt(np.einsum("i,i->", column, column))
+        size = float(np.sqrt(np.einsum("i,i->", column, column)))
+        for _ in range(8):
+            if j:
+                earlier = matrix[:, :j]
+                column -= np.einsum("ij,j->i", earlier, np.einsum("ij,i->j", earlier, column))
+            norm = float(np.sqrt(np.einsum("i,i->", column, column)))
+            if np.isfinite(norm) and norm > 1e-9 * max(size, 1e-300):
+                break
+            column[:] = rng.standard_normal(len(column))
+            size = float(np.sqrt(np.einsum("i,i->", column, column)))
+        column /= norm
     return matrix
 
 

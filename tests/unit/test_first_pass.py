@@ -193,3 +193,23 @@ def test_the_trained_axes_are_orthonormal_and_hold_what_the_top_eigenvectors_hol
     best = np.linalg.eigh(scatter)[1][:, ::-1][:, :16].T
     assert held(basis.axes.astype(np.float64)) >= held(best) - 1e-3
     assert held(basis.axes.astype(np.float64)) > 0.95  # the 12-dimension subspace
+
+
+def test_axes_stay_orthonormal_when_the_vectors_span_fewer_dimensions_than_the_axes():
+    """A scatter matrix of rank below the number of axes (here 0 and 3, for 16 axes)
+    leaves subspace iteration nothing for the other axes: they must still come out
+    orthonormal, and the answers the full scan's."""
+    rng = np.random.default_rng(8)
+    for vectors in (np.tile(np.arange(1, DIM + 1, dtype=np.float32), (3000, 1)),
+                    rng.standard_normal((3000, 3)).astype(np.float32)
+                    @ rng.standard_normal((3, DIM)).astype(np.float32)):
+        store = QuantizedVectors(DIM)
+        store.upsert([uid(i) for i in range(3000)], ["default"] * 3000, vectors)
+        codes, inv_norms = store.first_pass_sample()
+        basis = fp.train_basis(codes, inv_norms, 3000, dims=16)
+        assert np.isfinite(basis.axes).all()
+        np.testing.assert_allclose(basis.axes @ basis.axes.T, np.eye(16), atol=1e-5)
+    zero = fp._orthonormal_columns(np.zeros((DIM, 4)))  # nothing at all to start from
+    np.testing.assert_allclose(zero.T @ zero, np.eye(4), atol=1e-9)
+    fast, plain, _ = twins(rng, 3000, vectors=vectors)
+    assert_same_answers(fast, plain, rng.standard_normal((10, DIM)).astype(np.float32))
