@@ -11,7 +11,8 @@ thread called ``release_unused`` (~190 MB kept of ~190 MB freed in tests/unit/
 test_heap.py's scenario). The daemon's loads run on three threads: an idle daemon at
 100k memories settled at ~265 or ~305 MB by chance.
 
-The cyclic garbage collector is tuned for the daemon too (``tune_collector``).
+The cyclic garbage collector is tuned for the daemon too (``tune_collector``), and glibc
+keeps at most ``ARENAS_MAX`` malloc arenas (``limit_arenas``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ import sys
 
 log = logging.getLogger(__name__)
 
+# glibc's malloc arenas at most (its default: 8 a core). Each thread that allocates
+# gets one of its own while there are fewer, and what one arena frees only it can reuse.
+ARENAS_MAX = 2
+M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 # Net new container objects (lists, dicts, class instances) before the cyclic collector's
 # youngest generation is scanned; CPython's default is 700.
 COLLECTOR_THRESHOLD = 50_000
@@ -56,15 +61,50 @@ def tune_collector() -> None:
     gc.set_threshold(COLLECTOR_THRESHOLD, older, oldest)
 
 
-def _malloc_trim() -> None:
+def limit_arenas() -> bool:
+    """Call once, early in the daemon's process (before its threads allocate): glibc
+    keeps at most ``ARENAS_MAX`` malloc arenas. Whether the limit was set.
+
+    The daemon's threads (the event loop, DuckDB's, the model's, SimSIMD's, executors)
+    each had an arena of their own, and an import left memory spread over them that
+    ``malloc_trim`` could not give back: at 100k bench memories, idle RSS after the
+    import was 297.1-300.4 MB with glibc's default and 282.7-287.0 with two arenas
+    (four and six runs), 260.5-261.6 against 266.6-268.0 after a restart; four
+    arenas gave 293.1-295.2, three 294.6. Store-only ingest: 15,940-19,231 per s with
+    two against 17,763-20,185. With the real model at 100k, seven alternating daemons
+    each: vector search about the same (3.91-5.08 against 3.77-4.85 ms p50), hybrid
+    ~0.3 ms slower (4.45-6.15 against 4.62-6.08) (docs/performance-log.md, *Two malloc
+    arenas*).
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    try:
+        mallopt = libc.mallopt
+    except AttributeError:  # not glibc
+        return False
+    return bool(mallopt(M_ARENA_MAX, ARENAS_MAX))
+
+
+def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
-        return
+        return None
     name = ctypes.util.find_library("c")
     if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def _malloc_trim() -> None:
+    libc = _libc()
+    if libc is None:
         return
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        trim = libc.malloc_trim
+    except AttributeError:  # musl and others have no malloc_trim
         return
     trim(0)
 

@@ -311,6 +311,7 @@ def run_foreground(paths: Paths | None = None, stderr: TextIO = sys.stderr) -> i
     paths = paths or resolve_paths()
     # Everything memoryd writes (database, index, logs, pid) is for this user alone.
     os.umask(0o077)
+    heap.limit_arenas()
     heap.tune_collector()
     try:
         settings = load_settings(paths)

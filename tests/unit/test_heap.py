@@ -99,23 +99,76 @@ def test_import_batches_no_longer_set_off_the_collector():
     assert collected == "True", out  # cyclic garbage is still collected
 
 
-def test_the_daemon_process_tunes_the_collector(tmp_path):
+def test_the_daemon_process_tunes_the_collector_and_limits_arenas(tmp_path):
     # A config the daemon refuses: run_foreground returns at once, after tuning.
     home = tmp_path / "home"
     code = textwrap.dedent(
         f"""
         import gc, io
+        from memoryd import heap
         from memoryd.config import resolve_paths
         from memoryd.server.daemon import run_foreground
+        limited = []
+        limit_arenas = heap.limit_arenas
+        heap.limit_arenas = lambda: limited.append(limit_arenas()) or limited[-1]
         paths = resolve_paths({{"MEMORYD_HOME": {str(home)!r}}})
         paths.config_dir.mkdir(parents=True)
         paths.config_file.write_text("not = [valid toml")
-        print(run_foreground(paths, stderr=io.StringIO()), gc.get_threshold()[0])
+        print(run_foreground(paths, stderr=io.StringIO()), gc.get_threshold()[0], limited)
         """
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    status, threshold = out.split()
+    status, threshold, limited = out.split(maxsplit=2)
     assert status == "1", out
     assert int(threshold) == heap.COLLECTOR_THRESHOLD, out
+    assert limited.strip() == ("[True]" if sys.platform.startswith("linux") else "[False]"), out
+
+
+# In a child: arenas are process-wide. Eight threads allocate while all are alive, then
+# glibc's malloc_info (XML, one <heap nr=...> per arena) is counted.
+ARENAS = textwrap.dedent(
+    """
+    import ctypes, ctypes.util, os, sys, tempfile, threading
+    from memoryd import heap
+
+    if sys.argv[1] == "limit":
+        assert heap.limit_arenas()
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.fopen.restype = ctypes.c_void_p
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    barrier = threading.Barrier(8)
+
+    def work():
+        barrier.wait()  # all alive at once: none reuses an arena another left
+        blocks = [libc.malloc(4096) for _ in range(64)]
+        barrier.wait()
+        for block in blocks:
+            libc.free(block)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    path = os.path.join(tempfile.mkdtemp(), "info.xml")
+    out = libc.fopen(path.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(out))
+    libc.fclose(ctypes.c_void_p(out))
+    print(open(path).read().count("<heap nr="))
+    """
+)
+
+
+def test_the_daemon_keeps_at_most_two_malloc_arenas():
+    if not sys.platform.startswith("linux"):
+        return  # glibc only; elsewhere limit_arenas says it did nothing
+    counts = {
+        mode: int(subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True,
+                                 text=True, check=True).stdout)
+        for mode in ("default", "limit")
+    }
+    assert counts["default"] > heap.ARENAS_MAX, counts  # glibc gives each thread one
+    assert counts["limit"] <= heap.ARENAS_MAX, counts
