@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import sys
@@ -86,7 +87,9 @@ def limit_arenas() -> bool:
     return bool(mallopt(M_ARENA_MAX, ARENAS_MAX))
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library, once: ``find_library`` runs ``ldconfig`` each time it is asked."""
     if not sys.platform.startswith("linux"):
         return None
     name = ctypes.util.find_library("c")

@@ -38,13 +38,13 @@ few at once, an import's after it. Held in RAM only, like the int8 rows.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-import simsimd
 
 from memoryd.search.columns import grow_columns
 from memoryd.search.int8 import quantize_rows
+from memoryd.search.products import row_products
 
 DIMS = 64  # axes kept: 64 + 12 bytes a row beside the full row's 384 + 8
 SAMPLE_ROWS = 8192  # rows a basis is trained on
@@ -63,21 +63,6 @@ class Basis(NamedTuple):
     mean: np.ndarray  # (dim,) float32
     axes: np.ndarray  # (DIMS, dim) float32: orthonormal rows, the top principal axes
     rows: int  # RAM vectors when it was trained
-
-
-def products(left: np.ndarray, right: np.ndarray,
-             dtype: Literal["float32", "float64"] = "float32") -> np.ndarray:
-    """``left @ right.T`` for float rows, by SimSIMD rather than numpy's BLAS.
-
-    Nothing in the first pass calls BLAS or LAPACK: OpenBLAS keeps ~5 MB after a
-    process's first matrix product and buffers for each thread that makes one, and
-    LAPACK's code pages stay mapped. An idle daemon at 100k memories held 22 and 40 MB
-    more with the first pass when it trained by ``eigh`` and coded by ``@`` (two
-    restarts, ``/tmp/s27/rssab.py``), of which its own columns are 7.6 MB.
-    """
-    if not len(left) or not len(right):  # SimSIMD refuses empty collections
-        return np.zeros((len(left), len(right)), dtype=dtype)
-    return np.asarray(simsimd.cdist(left, right, metric="dot", out_dtype=dtype))
 
 
 def _orthonormal_columns(matrix: np.ndarray) -> np.ndarray:
@@ -121,7 +106,7 @@ def train_basis(codes: np.ndarray, inv_norms: np.ndarray, rows: int, dims: int =
         chunk *= inv_norms[start : start + CHUNK_ROWS, None]
         total += chunk.sum(axis=0, dtype=np.float64)
         columns = np.ascontiguousarray(chunk.T)
-        scatter += products(columns, columns, "float64")
+        scatter += row_products(columns, columns, "float64")
     mean = total / max(n, 1)
     # About the mean: the sum of x xᵀ minus n m mᵀ.
     scatter -= n * np.outer(mean, mean)
@@ -129,7 +114,7 @@ def train_basis(codes: np.ndarray, inv_norms: np.ndarray, rows: int, dims: int =
     axes = _orthonormal_columns(np.random.default_rng(0).standard_normal((dim, dims)))
     for _ in range(ITERATIONS):
         # scatter is symmetric, so its rows' products with the axes are scatter @ axes.
-        axes = _orthonormal_columns(products(scatter, np.ascontiguousarray(axes.T), "float64"))
+        axes = _orthonormal_columns(row_products(scatter, np.ascontiguousarray(axes.T), "float64"))
     return Basis(mean.astype(np.float32), np.ascontiguousarray(axes.T, dtype=np.float32), rows)
 
 
@@ -169,7 +154,7 @@ class FirstPass:
     def code(self, rows: np.ndarray, unit: np.ndarray) -> None:
         """Code ``rows`` from their unit vectors (float32, one row each)."""
         centred = unit - self.basis.mean
-        projected = products(centred, self.basis.axes)
+        projected = row_products(centred, self.basis.axes)
         codes, scale = quantize_rows(projected)
         dequantized = codes * scale[:, None]
         self.codes[rows] = codes
@@ -193,7 +178,7 @@ class FirstPass:
 
     def encode(self, query_unit: np.ndarray) -> QueryCode:
         """The query's code, from the unit vector of its full int8 code."""
-        projected = products(query_unit.reshape(1, -1), self.basis.axes)
+        projected = row_products(query_unit.reshape(1, -1), self.basis.axes)
         code, scale = quantize_rows(projected)
         error = code * scale[0] - projected
         norm = float(np.sqrt(np.einsum("ij,ij->", projected, projected)))

@@ -25,13 +25,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import simsimd
 
 from memoryd.search.columns import grow_columns
 from memoryd.search.cores import CoreWatch
 from memoryd.search.first_pass import MAX_SHARE, SAMPLE_ROWS, Basis, FirstPass
 from memoryd.search.ids import IdTable
 from memoryd.search.int8 import quantize_rows
+from memoryd.search.products import row_products
 
 # The scan is bound by memory bandwidth, and two threads halve it (100k rows: 0.86 against
 # 1.73 ms) but only with a core to spare: a thread that waits for a core delays the whole
@@ -87,19 +87,6 @@ def quantize(vectors: np.ndarray) -> np.ndarray:
 def _inverse_norms(codes: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.einsum("ij,ij->i", codes, codes, dtype=np.float32))
     return np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-
-
-def _dots(query_code: np.ndarray, codes: np.ndarray, threads: int = 1) -> np.ndarray:
-    """The dot products of a query's code (one row) with ``codes``: float32, one row,
-    writable.
-
-    Not through ``cdist``'s ``out=``: simsimd 6.5.16 returns ``None`` from it without
-    taking a reference, so each call took one from ``None``'s count, and a daemon
-    aborted ("Fatal Python error: none_dealloc") after 17,181 vector searches. The
-    returned array costs the same (100k rows: 1.27 / 0.63 ms on one / two threads,
-    either way)."""
-    out = simsimd.cdist(query_code, codes, metric="dot", out_dtype="float32", threads=threads)
-    return np.asarray(out)
 
 
 def _smallest(scores: np.ndarray, k: int, finite: int) -> np.ndarray:
@@ -251,7 +238,7 @@ class QuantizedVectors:
                 return found
         # Scan the contiguous block and mask the rest: gathering many wanted rows would
         # copy them on every query.
-        dots = _dots(query_code, self._codes[:used], scan_threads(used))
+        dots = row_products(query_code, self._codes[:used], threads=scan_threads(used))
         # Negated cosine (times the query's constant norm): smaller is nearer.
         scores = dots[0]
         np.multiply(scores, self._inv_norms[:used], out=scores)
@@ -275,7 +262,7 @@ class QuantizedVectors:
         than ``MAX_SHARE`` of the rows to score in full."""
         query_unit = query_code[0].astype(np.float32) * query_inv_norm
         reduced = first.encode(query_unit)
-        dots = _dots(reduced.code, first.codes[:used], scan_threads(used))[0]
+        dots = row_products(reduced.code, first.codes[:used], threads=scan_threads(used))[0]
         estimate, bound = first.estimates(reduced, dots, used)
         if available < used:
             estimate[~keep] = -np.inf
@@ -370,7 +357,7 @@ class QuantizedVectors:
     def _similarities(self, query_code: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The cosine similarity of the query's code to the codes of ``rows``, short of
         the query's own inverse norm (the figure the scan ranks by)."""
-        dots = _dots(query_code, self._codes[rows])
+        dots = row_products(query_code, self._codes[rows])
         return np.multiply(dots[0], self._inv_norms[rows], out=dots[0])
 
     def _encode_query(self, query: np.ndarray) -> tuple[np.ndarray, float]:

@@ -52,6 +52,11 @@ def micros(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
+def moment(us: int) -> datetime | None:
+    """The moment of ``micros`` (``None`` for ``NEVER``)."""
+    return None if us == NEVER else EPOCH + timedelta(microseconds=us)
+
+
 def _micros_column(moments: Sequence[datetime | None]) -> np.ndarray:
     """``micros`` of each moment (``NEVER`` for ``None``), each distinct moment computed
     once: a batch of new memories shares one."""
@@ -238,10 +243,6 @@ class RankFacts:
         """The ``Memory`` fields the facts hold (creation, importance, expiry, kind,
         thread), each as a list over ``ordinals``: what the hits' RAM copy leaves out."""
         kinds, threads = self._kinds.values, self._threads.values
-
-        def moment(us: int) -> datetime | None:
-            return None if us == NEVER else EPOCH + timedelta(microseconds=us)
-
         return {
             "created_at": [moment(us) for us in self._created[ordinals].tolist()],
             "importance": self._importance[ordinals].tolist(),
