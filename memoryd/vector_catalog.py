@@ -771,7 +771,8 @@ class VectorCatalog:
             return
         if time.monotonic() - self._ram_written_at < FIRST_PASS_WRITE_PAUSE_S:
             return  # after the import (or burst of writes) under way
-        if ram.first_pass_due(min_rows):
+        trained = ram.first_pass_due(min_rows)
+        if trained:
             (codes, inv_norms), rows = ram.first_pass_sample(), len(ram)
             basis = await run_in_daemon_thread(
                 "memoryd-first-pass", lambda: train_basis(codes, inv_norms, rows))
@@ -779,13 +780,15 @@ class VectorCatalog:
                 return
             ram.start_first_pass(basis)
             log.info("first pass: basis trained on %d RAM vectors", rows)
-        if not ram.first_pass_building:
-            return
         while self._ram is ram and ram.first_pass_building:
             ram.build_first_pass(FIRST_PASS_SLICE_ROWS)
             await asyncio.sleep(0)
-        # Give back what the training and the slices left with the allocator.
-        await run_in_daemon_thread("memoryd-release", heap.release)
+        if trained:
+            # Give back what the training and the whole build left with the allocator.
+            # Rows coded after an import need not: the service releases memory once
+            # writes pause (``RELEASE_AFTER_WRITES_S``), and a full collection after
+            # every burst of writes would be work done twice.
+            await run_in_daemon_thread("memoryd-release", heap.release)
 
     async def maintain_ann(self) -> bool:
         """Train the ANN index if due; True if it did."""
