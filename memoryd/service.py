@@ -817,8 +817,7 @@ class MemoryService:
         return out
 
     async def _query_vector(self, query: str) -> np.ndarray | None:
-        vectors = await self.embedding.embed([query], wait=MODEL_WAIT_S)
-        return None if vectors is None else vectors[0]
+        return await self.embedding.embed_query(query, wait=MODEL_WAIT_S)
 
     # -- status, stats, keys ------------------------------------------------------------------
 

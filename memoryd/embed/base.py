@@ -264,6 +264,11 @@ def make_embedder(settings: EmbeddingSettings) -> Embedder | None:
     )
 
 
+# Queries up to this long are embedded on the event loop (``EmbeddingRuntime.embed_query``):
+# ~4 ms at most on these machines (1,000 characters took 18.7 ms).
+INLINE_QUERY_MAX_CHARS = 256
+
+
 class EmbeddingRuntime:
     """Owns the embedder and its thread; loads it once, in the background, never on the
     event loop. Callers say how long they will wait for a model that is still loading:
@@ -326,6 +331,27 @@ class EmbeddingRuntime:
             return None
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, embedder.embed, list(texts))
+
+    async def embed_query(self, text: str, wait: float | None = None) -> np.ndarray | None:
+        """A search query's vector. A short query is embedded right here, on the calling
+        (event loop) thread, not on the embedding thread:
+
+        - The hand-over cost more than the run. At 100k memories with the real model,
+          four alternating daemons: vector search p50 4.17 / 3.74 ms inline against 4.77 /
+          4.76 through the thread; hybrid 5.72 / 5.15 against 6.12 / 5.84
+          (docs/performance-log.md). The thread sleeps between searches and wakes on
+          whichever core is free; in-process, a query's run took 1.19-1.30 ms after a
+          0.5 ms sleep against 0.95-1.05 back to back (``/tmp/s28/embsleep.py``).
+        - A search no longer queues behind an import's batch on that thread.
+
+        The loop waits for the run (the session runs it on this thread alone, one
+        intra-op thread): ~1.4 ms for 40 characters, ~4 ms for 200 here, so a longer query
+        (``INLINE_QUERY_MAX_CHARS``) still goes to the thread."""
+        embedder = self.embedder
+        if embedder is None or len(text) > INLINE_QUERY_MAX_CHARS:
+            vectors = await self.embed([text], wait)
+            return None if vectors is None else vectors[0]
+        return embedder.embed([text])[0]
 
     def shutdown(self) -> None:
         if self._loading is not None:

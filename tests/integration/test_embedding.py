@@ -3,8 +3,10 @@ keeps working by words and catches up once a model is configured."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import threading
 import time
 
 import numpy as np
@@ -13,7 +15,12 @@ from support import MODEL_DIR
 
 from memoryd.client import RemoteError
 from memoryd.config import EmbeddingSettings
-from memoryd.embed.base import FastEmbedder, HashEmbedder
+from memoryd.embed.base import (
+    INLINE_QUERY_MAX_CHARS,
+    EmbeddingRuntime,
+    FastEmbedder,
+    HashEmbedder,
+)
 from memoryd.errors import Unavailable
 
 
@@ -52,6 +59,36 @@ def test_a_batch_run_by_length_in_lanes_keeps_each_text_in_its_place():
 def test_a_negative_thread_count_is_refused_clearly():
     with pytest.raises(Unavailable, match="embedding.threads must be 0 or more"):
         FastEmbedder(EmbeddingSettings(model_dir=str(MODEL_DIR), threads=-1))
+
+
+def test_a_short_query_is_embedded_while_the_embedding_thread_is_busy():
+    """A search's query does not queue behind an import's batch on the embedding thread
+    (a 1,000-text batch of the real model takes ~0.6 s): a short one is embedded on the
+    caller's thread; a long one still goes to the embedding thread, in turn."""
+    runtime = EmbeddingRuntime(EmbeddingSettings(provider="hash"))
+    short = "where did I leave the keys"
+    long = "keys " * (INLINE_QUERY_MAX_CHARS // 5 + 1)
+
+    async def scenario() -> None:
+        assert await runtime.ensure_loaded() is not None
+        batch_done = threading.Event()
+        busy = asyncio.get_running_loop().run_in_executor(
+            runtime._executor, batch_done.wait, 30)  # the embedding thread, mid-batch
+        try:
+            vector = await asyncio.wait_for(runtime.embed_query(short), 5)
+            queued = asyncio.ensure_future(runtime.embed_query(long))
+            await asyncio.sleep(0.2)
+            assert not queued.done()
+        finally:
+            batch_done.set()
+        assert np.allclose(vector, HashEmbedder().embed([short])[0])
+        assert np.allclose(await queued, HashEmbedder().embed([long])[0])
+        assert await busy
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        runtime.shutdown()
 
 
 def test_hash_embedder_is_deterministic_and_normalised():
