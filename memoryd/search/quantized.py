@@ -69,6 +69,9 @@ FIRST_PASS_CANDIDATES = 256
 # import's batch) are left to its builder, which runs once writes pause: coding a
 # 1,000-row batch took 1.5 ms of a ~55 ms import call (``/tmp/s27/upsertcost.py``).
 FIRST_PASS_INLINE_ROWS = 64
+# The first pass picks its best estimates from the threshold of every 16th
+# (``_about_largest``).
+SELECT_STEP = 16
 # After a search found the first pass's bounds too loose and scanned in full, the next
 # 2**misses - 1 searches (at most ``FIRST_PASS_SKIP_MAX``) scan in full without trying.
 FIRST_PASS_SKIP_MAX = 63
@@ -87,6 +90,24 @@ def quantize(vectors: np.ndarray) -> np.ndarray:
 def _inverse_norms(codes: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.einsum("ij,ij->i", codes, codes, dtype=np.float32))
     return np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+
+
+def _about_largest(values: np.ndarray, count: int, least: int) -> np.ndarray:
+    """The places of about the ``count`` largest ``values`` (at least ``least`` of them,
+    none of them ``-inf``), in no order: those at or above the ``count``-th largest of
+    every ``SELECT_STEP``-th value. Over 100k values 36 us, where ``np.argpartition``
+    for the exact ``count`` took 134 us (``/tmp/s28/sel.py``); when the sample's answer
+    is too few, too many or ``-inf``, that is what it falls back to."""
+    n = len(values)
+    if n >= SELECT_STEP * count:
+        sample = values[::SELECT_STEP]
+        place = len(sample) - max(count // SELECT_STEP, 1)
+        threshold = np.partition(sample, place)[place]
+        if threshold > -np.inf:
+            chosen = np.flatnonzero(values >= threshold)
+            if least <= len(chosen) <= 4 * count:
+                return chosen
+    return np.argpartition(values, n - count)[n - count:]
 
 
 def _smallest(scores: np.ndarray, k: int, finite: int) -> np.ndarray:
@@ -268,11 +289,12 @@ class QuantizedVectors:
             estimate[~keep] = -np.inf
             bound[~keep] = -np.inf
         pool = min(max(4 * k, FIRST_PASS_CANDIDATES), available)
-        best = np.argpartition(estimate, used - pool)[used - pool:]
+        best = _about_largest(estimate, pool, min(k, pool))
         scored = self._similarities(query_code, best)
-        # The k-th best full score among them: no row whose bound is below it can be
-        # among the k best.
-        kth = float(np.partition(scored, pool - min(k, pool))[pool - min(k, pool)])
+        # The k-th best full score among them (any rows scored in full give a floor for
+        # the k-th best of all): no row whose bound is below it can be among the k best.
+        place = len(best) - min(k, pool)
+        kth = float(np.partition(scored, place)[place])
         rows = np.flatnonzero(bound >= kth * query_inv_norm)
         if len(rows) > MAX_SHARE * used:
             return None

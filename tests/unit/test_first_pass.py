@@ -11,7 +11,9 @@ from support import uid
 from memoryd.search import first_pass as fp
 from memoryd.search.quantized import (
     FIRST_PASS_INLINE_ROWS,
+    SELECT_STEP,
     QuantizedVectors,
+    _about_largest,
     _inverse_norms,
     quantize,
 )
@@ -120,6 +122,27 @@ def test_through_namespaces_upserts_deletes_and_a_compaction():
     assert_same_answers(fast, plain, queries)
     assert_same_answers(fast, plain, queries, tag="c")
     assert fast.pace.used >= 100 and fast.pace.fallbacks == 0
+
+
+def test_the_best_estimates_are_the_top_of_the_values_and_never_masked_ones():
+    """The rows the first pass scores in full to find its floor: a top set (every value
+    left out is below every value chosen), about as many as asked, none masked."""
+    rng = np.random.default_rng(7)
+    count = 256
+    values = rng.standard_normal(100_000).astype(np.float32)
+    chosen = _about_largest(values, count, 40)
+    left = np.ones(len(values), dtype=bool)
+    left[chosen] = False
+    assert count // 2 <= len(chosen) <= 2 * count
+    assert values[left].max() < values[chosen].min()
+    # Most rows masked (another namespace): the sample's threshold is -inf, and the
+    # exact selection answers, from the unmasked rows only.
+    masked = values.copy()
+    masked[SELECT_STEP // 2:] = -np.inf
+    masked[::SELECT_STEP] = -np.inf
+    live = np.flatnonzero(masked > -np.inf)
+    chosen = _about_largest(masked, len(live), len(live))
+    assert sorted(chosen.tolist()) == live.tolist()
 
 
 def test_searches_scan_in_full_until_the_pass_is_built():
