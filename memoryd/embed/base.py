@@ -337,12 +337,13 @@ class EmbeddingRuntime:
         (event loop) thread, not on the embedding thread:
 
         - The hand-over cost more than the run. At 100k memories with the real model,
-          four alternating daemons: vector search p50 4.17 / 3.74 ms inline against 4.77 /
-          4.76 through the thread; hybrid 5.72 / 5.15 against 6.12 / 5.84
-          (docs/performance-log.md). The thread sleeps between searches and wakes on
-          whichever core is free; in-process, a query's run took 1.19-1.30 ms after a
-          0.5 ms sleep against 0.95-1.05 back to back (``/tmp/s28/embsleep.py``).
-        - A search no longer queues behind an import's batch on that thread.
+          five alternating pairs of daemons: vector search p50 3.82-4.22 ms inline
+          against 4.16-5.21 through the thread (docs/performance-log.md). The thread
+          sleeps between searches and wakes cold, on whichever core is free; in-process,
+          a query's run took 1.19-1.30 ms after a 0.5 ms sleep against 0.95-1.05 back to
+          back (``/tmp/s28/embsleep.py``).
+        - A search no longer queues behind an import's batch on that thread: during an
+          import with the real model, vector search p50 6-7.5 ms instead of ~615.
 
         The loop waits for the run (the session runs it on this thread alone, one
         intra-op thread): ~1.4 ms for 40 characters, ~4 ms for 200 here, so a longer query
