@@ -26,7 +26,9 @@ and the raw embedding throughput of the same texts is measured.
 With --real-search N (`make bench`: 100,000), a daemon with the real model imports N
 memories and answers vector and hybrid searches, and chromadb holds the same texts with
 the same model's vectors and answers `query(query_texts=...)`: the vector-search target
-on the vectors users search (`real_model_search`).
+on the vectors users search (`real_model_search`). Then the daemon answers vector
+searches while a second connection imports a tenth more memories
+(`vector_during_import_p50_ms`): searching while a folder is ingested.
 
 Prints a markdown table; --json-out FILE writes everything as JSON.
 """
@@ -40,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -155,6 +158,46 @@ def _timed_searches(client: Any, queries: list[str], options: dict[str, Any]
         took.append((time.perf_counter() - t) * 1000)
         hits.append([h["content"] for h in result["hits"]])
     return took, hits
+
+
+def _searched_during_import(client: Any, home: Path, texts: list[str], queries: list[str]
+                            ) -> dict[str, Any]:
+    """Vector searches on ``client`` while a second connection imports ``texts`` (1,000
+    a call), as when a folder is ingested: p50 / p95 ms and how many ran. At least one."""
+    from memoryd.client import Client
+    from memoryd.config import resolve_paths
+
+    done, failed = threading.Event(), []
+
+    def import_all() -> None:
+        try:
+            with Client(resolve_paths({"MEMORYD_HOME": str(home)}), autostart=False) as other:
+                for start in range(0, len(texts), IMPORT_BATCH):
+                    result = other.import_items(
+                        [{"content": t} for t in texts[start:start + IMPORT_BATCH]])
+                    if result["failed"]:
+                        failed.append(f"{result['failed']} failed")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failed.append(str(exc))
+        finally:
+            done.set()
+
+    importer = threading.Thread(target=import_all, daemon=True)
+    importer.start()
+    took: list[float] = []
+    while not took or not done.is_set():
+        started = time.perf_counter()
+        client.search(queries[len(took) % len(queries)], mode="vector", limit=10)
+        took.append((time.perf_counter() - started) * 1000)
+    importer.join()
+    if failed:
+        sys.exit(f"the import beside the searches failed: {failed[0]}")
+    return {
+        "vector_during_import_p50_ms": round(bench_appliance.pct(took, 0.5), 2),
+        "vector_during_import_p95_ms": round(bench_appliance.pct(took, 0.95), 2),
+        "searches_during_import": len(took),
+        "imported_beside_them": len(texts),
+    }
 
 
 def _cell(value: Any) -> str:
@@ -366,6 +409,9 @@ def real_model_search(n: int, n_queries: int, with_peers: bool, keep_home: bool 
             took, hits_by_mode[mode] = _timed_searches(client, query_texts, {"mode": mode})
             out[f"{mode}_p50_ms"] = round(bench_appliance.pct(took, 0.5), 2)
             out[f"{mode}_p95_ms"] = round(bench_appliance.pct(took, 0.95), 2)
+        # Then a tenth more memories (new texts), imported beside vector searches.
+        more = bench_appliance.memories(n + max(n // 10, 1))[n:]
+        out.update(_searched_during_import(client, home, more, query_texts))
         _stop(daemon, client)
     finally:
         _finish(daemon, home, keep_home, "the real-model run")
@@ -486,6 +532,10 @@ def main() -> None:
               f"vector p50 {found['vector_p50_ms']} ms (p95 {found['vector_p95_ms']}, recall "
               f"{found['vector_recall_at_10']}), hybrid p50 {found['hybrid_p50_ms']} ms"
               + versus)
+        print(f"  vector p50 {found['vector_during_import_p50_ms']} ms (p95 "
+              f"{found['vector_during_import_p95_ms']}, {found['searches_during_import']} "
+              f"searches) while another connection imported "
+              f"{found['imported_beside_them']:,} more")
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2) + "\n")
 

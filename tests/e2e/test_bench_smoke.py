@@ -99,7 +99,10 @@ def test_bench_real_model_search_smoke(tmp_path):
     assert found["memories"] == 300 and found["first_pass"] is False  # under its minimum
     assert found["vector_recall_at_10"] >= 0.95
     assert found["vector_p50_ms"] > 0 and found["hybrid_p50_ms"] > 0 and found["ingest_per_s"] > 0
+    assert found["imported_beside_them"] == 30 and found["searches_during_import"] >= 1
+    assert found["vector_during_import_p50_ms"] > 0
     assert "real model, 300 memories" in proc.stdout
+    assert "while another connection imported 30 more" in proc.stdout
     try:
         import chromadb  # noqa: F401
     except ImportError:
