@@ -618,7 +618,7 @@ class MemoryService:
         async def vector_leg() -> tuple[np.ndarray | None, dict[str, float | None]]:
             if mode == "lexical" or rebuilding:
                 return None, {}
-            vector = await self._query_vector(parsed.text)
+            vector = await self.embedding.embed_query(parsed.text, wait=MODEL_WAIT_S)
             if vector is None:
                 return None, {}
             if filters.beyond_namespace:
@@ -815,9 +815,6 @@ class MemoryService:
                 if found is not None:
                     out.append((r, found[0]))
         return out
-
-    async def _query_vector(self, query: str) -> np.ndarray | None:
-        return await self.embedding.embed_query(query, wait=MODEL_WAIT_S)
 
     # -- status, stats, keys ------------------------------------------------------------------
 

@@ -160,6 +160,14 @@ def _timed_searches(client: Any, queries: list[str], options: dict[str, Any]
     return took, hits
 
 
+def _import_texts(client: Any, texts: list[str]) -> None:
+    """Import ``texts`` as plain memories, ``IMPORT_BATCH`` a call."""
+    for start in range(0, len(texts), IMPORT_BATCH):
+        result = client.import_items([{"content": t} for t in texts[start:start + IMPORT_BATCH]])
+        if result["failed"]:
+            raise RuntimeError(f"{result['failed']} of {len(texts)} memories failed to import")
+
+
 def _searched_during_import(client: Any, home: Path, texts: list[str], queries: list[str]
                             ) -> dict[str, Any]:
     """Vector searches on ``client`` while a second connection imports ``texts`` (1,000
@@ -172,11 +180,7 @@ def _searched_during_import(client: Any, home: Path, texts: list[str], queries: 
     def import_all() -> None:
         try:
             with Client(resolve_paths({"MEMORYD_HOME": str(home)}), autostart=False) as other:
-                for start in range(0, len(texts), IMPORT_BATCH):
-                    result = other.import_items(
-                        [{"content": t} for t in texts[start:start + IMPORT_BATCH]])
-                    if result["failed"]:
-                        failed.append(f"{result['failed']} failed")
+                _import_texts(other, texts)
         except Exception as exc:  # noqa: BLE001 - reported below
             failed.append(str(exc))
         finally:
@@ -395,11 +399,10 @@ def real_model_search(n: int, n_queries: int, with_peers: bool, keep_home: bool 
     daemon, client = bench_appliance.start_daemon(env)
     try:
         started = time.perf_counter()
-        for start in range(0, n, IMPORT_BATCH):
-            result = client.import_items(
-                [{"content": t} for t in texts[start:start + IMPORT_BATCH]])
-            if result["failed"]:
-                sys.exit("import failed")
+        try:
+            _import_texts(client, texts)
+        except RuntimeError as exc:
+            sys.exit(f"the real-model run: {exc}")
         _wait_status(client, lambda s: s["waiting_for_embedding"] == 0 and _settled(s), 3600)
         out["ingest_per_s"] = round(n / (time.perf_counter() - started), 1)
         _loaded(client)
