@@ -743,9 +743,11 @@ class MemoryService:
         ``None`` for a memory known to have no vector), the rest int8 ones from RAM, or
         with the vectors in the index exact ones from their stored vectors alone.
         ``None`` when the facts are not in RAM (the rows are read instead)."""
-        found = await self._db_thread.run(
-            db.candidate_facts, candidates, spread, filters
-        )
+        # On this (the event loop's) thread when the RAM index can answer here now: the
+        # owner thread may be busy with an import's inserts and commits.
+        found = db.candidate_facts_now(candidates, spread, filters)
+        if found is None:
+            found = await self._db_thread.run(db.candidate_facts, candidates, spread, filters)
         if found is None:
             return None
         facts, pairs = found
@@ -807,9 +809,13 @@ class MemoryService:
             chunk = ranked[start : start + limit - len(out)]
             start += len(chunk)
             missing = [r.id for r in chunk if r.id not in rows]
-            fetched = {}
-            if missing:
-                fetched = await self._db_thread.run(db.get_many, missing, filters, False)
+            # From RAM on this thread when it can answer here now, as the facts are.
+            in_ram = db.rows_now(missing, filters) if missing else {}
+            fetched = (
+                in_ram
+                if in_ram is not None
+                else await self._db_thread.run(db.get_many, missing, filters, False)
+            )
             for r in chunk:
                 found = rows.get(r.id) or fetched.get(r.id)
                 if found is not None:

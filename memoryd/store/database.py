@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -143,6 +144,11 @@ class Database:
         # store holds at most ``lexical_ram_max`` memories; the tables stay the truth.
         self.lexical_ram_max = lexical_ram_max
         self._ram: RamIndex | None = None
+        # Held while the RAM index changes (on the owner thread) and by reads of it from
+        # another thread (``_ram_if_free``): a search's event loop reads the rank facts
+        # and hits' fields itself instead of queueing on the owner thread, which an import
+        # keeps busy with inserts and commits (``candidate_facts_now``, ``rows_now``).
+        self._ram_lock = threading.Lock()
         self._ram_log: list[tuple[str, tuple[Any, ...]]] | None = None  # during a load
         self._after_commit: list[tuple[str, tuple[Any, ...]]] | None = None
         # Which content may be stored already; loaded in the background (load_content_keys).
@@ -278,26 +284,30 @@ class Database:
         ram = self._ram
         if ram is None:
             return
-        ram.apply(op, args)
-        if len(ram) > self.lexical_ram_max:
-            self._ram = None
-            log.info(
-                "lexical search and ranking back to SQL: more than search.lexical_ram_max "
-                "memories"
-            )
+        with self._ram_lock:
+            ram.apply(op, args)
+            if len(ram) > self.lexical_ram_max:
+                self._ram = None
+                log.info(
+                    "lexical search and ranking back to SQL: more than "
+                    "search.lexical_ram_max memories"
+                )
 
     def compact_ram(self) -> None:
         """Fold what write batches left in Python sets and lists (recent content keys,
         recent postings) into compact arrays; for when writes pause."""
         self.content_keys.fold()
-        if self._ram is not None:
+        ram = self._ram
+        if ram is not None:
             try:
-                self._copy_missing_rows(self._ram)
+                self._copy_missing_rows(ram)
             except (duckdb.Error, pa.ArrowException) as exc:  # a cache: drop it, lose nothing
                 log.warning("search hits read from DuckDB: copying their fields failed (%s)",
                             type(exc).__name__)
-                self._ram.rows.clear()
-            self._ram.fold()
+                with self._ram_lock:
+                    ram.rows.clear()
+            with self._ram_lock:
+                ram.fold()
 
     def _copy_missing_rows(self, ram: RamIndex) -> None:
         """Copy the hit fields of memories whose copies went stale (edits, touches, new
@@ -313,7 +323,9 @@ class Database:
             ).to_arrow_table()
         finally:
             self.con.unregister("wanted_rows")
-        ram.rows.add(table, ram.postings.ordinals(table.column("id").to_pylist()))
+        ordinals = ram.postings.ordinals(table.column("id").to_pylist())
+        with self._ram_lock:
+            ram.rows.add(table, ordinals)
 
     def _store_cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of its own, for a snapshot another thread may read meanwhile."""
@@ -341,7 +353,8 @@ class Database:
         for op, args in changes:
             ram.apply(op, args)
         if len(ram) <= self.lexical_ram_max:
-            self._ram = ram
+            with self._ram_lock:
+                self._ram = ram
             mb = ram.nbytes / 1e6
             log.info(
                 "lexical search and ranking from RAM: %d memories (%.0f MB; hits' fields %s)",
@@ -864,13 +877,39 @@ class Database:
                 f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id IN ({_id_list(missing)})"
             ).fetchall()
             found.update((r[0], _memory(r)) for r in rows)
-        passing = ram.facts.lookup(list(found), utcnow(), filters)
-        namespace = filters.namespace
-        return {
-            i: (m, None)
-            for i, m in found.items()
-            if i in passing and (namespace is None or m.namespace == namespace)
-        }
+        return _passing(ram, found, filters)
+
+    def rows_now(
+        self, ids: Sequence[str], filters: SearchFilters
+    ) -> dict[str, tuple[Memory, bytes | None]] | None:
+        """``get_many(ids, filters, vectors=False)`` from a thread other than the owner,
+        or ``None`` when that cannot be answered there now: the RAM index is not loaded,
+        is changing this moment, or does not apply ``filters``, or some of ``ids`` have
+        no fresh copy of their fields (their rows are read from DuckDB, on the owner
+        thread, which the caller then asks)."""
+        if filters.beyond_rank_facts:
+            return None
+        with self._ram_if_free() as ram:
+            if ram is None:
+                return None
+            found = ram.rows.lookup(ids)
+            if any(i not in found for i in ids):
+                return None
+            return _passing(ram, found, filters)
+
+    @contextlib.contextmanager
+    def _ram_if_free(self) -> Iterator[RamIndex | None]:
+        """The RAM index, kept from changing while the block reads it, for a reader on a
+        thread other than the owner; ``None`` (nothing held) when it is not loaded or is
+        changing this moment. The reader does not wait for it (the event loop must not):
+        it asks the owner thread instead."""
+        if not self._ram_lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            yield self._ram
+        finally:
+            self._ram_lock.release()
 
     def filter_counts(self, filters: SearchFilters) -> tuple[int, int]:
         """How many unexpired memories pass ``filters``, and how many are in their scope
@@ -947,6 +986,21 @@ class Database:
             ids,
             neighbours,
         )
+
+    def candidate_facts_now(
+        self, ids: Sequence[str], neighbours: bool, filters: SearchFilters | None = None
+    ) -> tuple[dict[str, RankFact], dict[str, tuple[str | None, str | None]]] | None:
+        """``candidate_facts`` from a thread other than the owner, or ``None`` when that
+        cannot be answered there now: the RAM index is not loaded or is changing this
+        moment, or threaded candidates need their neighbours (found in SQL, on the owner
+        thread, which the caller then asks)."""
+        with self._ram_if_free() as ram:
+            if ram is None:
+                return None
+            facts = ram.facts.lookup(ids, utcnow(), filters)
+        if neighbours and any(fact.threaded for fact in facts.values()):
+            return None
+        return facts, {}
 
     def _with_neighbours(
         self,
@@ -1417,6 +1471,20 @@ def load_content_keys(batches: Iterator[Any]) -> np.ndarray:
     """The duplicate-check keys of every stored hash: safe on any thread but the owner's."""
     parts = [batch.column(0).to_numpy() for batch in batches]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+
+
+def _passing(
+    ram: RamIndex, found: dict[str, Memory], filters: SearchFilters
+) -> dict[str, tuple[Memory, bytes | None]]:
+    """The memories of ``found`` whose RAM rank facts pass ``filters`` and that are in
+    their namespace, each with no vector (``get_many`` without vectors)."""
+    passing = ram.facts.lookup(list(found), utcnow(), filters)
+    namespace = filters.namespace
+    return {
+        i: (m, None)
+        for i, m in found.items()
+        if i in passing and (namespace is None or m.namespace == namespace)
+    }
 
 
 def _id_list(ids: Sequence[str]) -> str:

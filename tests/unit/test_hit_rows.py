@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from datetime import timedelta
 
 import numpy as np
@@ -149,4 +150,74 @@ def test_forgetting_every_copy_leaves_an_empty_copy_that_still_works(tmp_path):
     db.insert(again, "test")
     ids = [m.id for m in again]
     assert copies(db, ids) == table_rows(db, ids)
+    db.close()
+
+
+def test_reads_off_the_owner_thread_agree_with_the_owner_or_decline(tmp_path):
+    """``rows_now`` and ``candidate_facts_now`` (a search's reads on the event loop)
+    give what ``get_many`` and ``candidate_facts`` give, or ``None`` when only the owner
+    thread can answer: before the RAM index loads, for a stale copy or a metadata filter
+    (SQL reads the rows), and for threaded candidates' neighbours."""
+    db = Database(tmp_path / "h.duckdb", KEY, tmp_path / "tmp", lexical_ram_max=1_000_000)
+    items = [prepared(n) for n in range(40)]
+    db.insert(items, "test")
+    ids = [m.id for m in items]
+    assert db.rows_now(ids, SearchFilters()) is None  # not loaded yet
+    assert db.candidate_facts_now(ids, False) is None
+    load_ram(db, BUDGET)
+
+    for filters in (SearchFilters(), SearchFilters(namespace="home", tags=["shared"]),
+                    SearchFilters(kind="fact"), SearchFilters(thread="chat")):
+        rows = db.rows_now(ids, filters)
+        assert rows == db.get_many(ids, filters, vectors=False) and rows
+        assert db.candidate_facts_now(ids, False, filters) == db.candidate_facts(
+            ids, False, filters)
+    unthreaded = [m.id for m in items if m.thread is None]
+    assert db.candidate_facts_now(unthreaded, True) == db.candidate_facts(unthreaded, True)
+    assert db.candidate_facts_now(ids, True) is None  # neighbours: SQL
+    assert db.rows_now(ids, SearchFilters(metadata={"speaker": "S1"})) is None
+
+    db.update(ids[5], {"content": "an edited memory"}, "test", {"content_hash": "e" * 64})
+    assert db.rows_now(ids, SearchFilters()) is None  # its copy is stale: SQL reads it
+    rest = ids[:5] + ids[6:]
+    assert db.rows_now(rest, SearchFilters()) == db.get_many(rest, SearchFilters(), False)
+    db.close()
+
+
+def test_a_reader_off_the_owner_thread_declines_while_the_ram_index_changes(
+    tmp_path, monkeypatch
+):
+    """While an insert's change is being applied to the RAM index (on the owner thread),
+    a reader on another thread gets ``None`` at once (it asks the owner thread, queued
+    behind the change) instead of a half-applied index; after it, the new rows."""
+    db = opened(tmp_path)
+    before = [prepared(n) for n in range(20)]
+    db.insert(before, "test")
+    ram = db._ram
+    assert ram is not None
+    applying, release = threading.Event(), threading.Event()
+    apply = ram.apply
+
+    def held_apply(op, args):
+        applying.set()
+        assert release.wait(30)
+        apply(op, args)
+
+    monkeypatch.setattr(ram, "apply", held_apply)
+    after = [prepared(n) for n in range(20, 30)]
+    owner = threading.Thread(target=db.insert, args=(after, "test"))
+    owner.start()
+    try:
+        assert applying.wait(30)
+        old = [m.id for m in before]
+        assert db.rows_now(old, SearchFilters()) is None
+        assert db.candidate_facts_now(old, False) is None
+    finally:
+        release.set()
+        owner.join(30)
+    new = [m.id for m in after]
+    rows = db.rows_now(new, SearchFilters())
+    assert rows is not None and {i: m for i, (m, _) in rows.items()} == table_rows(db, new)
+    facts = db.candidate_facts_now(new, False)
+    assert facts is not None and set(facts[0]) == set(new)
     db.close()
