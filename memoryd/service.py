@@ -100,6 +100,9 @@ class MemoryService:
         self.embedding = EmbeddingRuntime(settings.embedding)
         self.analyzer = DocumentAnalyzer(settings.search.index_keys, settings.search.thread_context)
         self._db_thread = OwnerThread("duckdb")
+        # Lexical searches over the RAM postings: beside a hybrid search's embedding (on
+        # the event loop), and not queued behind an import's SQL on the DuckDB thread.
+        self._ram_search_thread = OwnerThread("ram-search")
         self._db: Database | None = None
         self._dek: bytes | None = None
         self._keyfile: keys.KeyFile | None = None
@@ -221,6 +224,7 @@ class MemoryService:
             await self._db_thread.run(self._db.close)
             self._db = None
         self._db_thread.shutdown()
+        self._ram_search_thread.shutdown()
         self.embedding.shutdown()
 
     @property
@@ -598,10 +602,11 @@ class MemoryService:
         async def lexical_leg() -> tuple[dict[str, float], dict[str, tuple[Memory, bytes | None]]]:
             if mode == "vector":
                 return {}, {}
+            args = (parsed.terms, filters, pool, parsed.prefixes)
+            in_ram = await self._ram_search_thread.run(db.lexical_search_now, *args)
             found = dict(
-                await self._db_thread.run(
-                    db.lexical_search, parsed.terms, filters, pool, parsed.prefixes
-                )
+                in_ram if in_ram is not None
+                else await self._db_thread.run(db.lexical_search, *args)
             )
             if not prefetch or not found:
                 return found, {}
@@ -629,7 +634,8 @@ class MemoryService:
                 vector, filters.namespace, pool, share=share
             )
 
-        # The legs run on different threads (DuckDB's; the model's and Lance's): overlap them.
+        # The legs run on different threads (the RAM search thread's or DuckDB's; the event
+        # loop's, the model's or Lance's): overlap them.
         (lexical_scores, prefetched), (query_vector, vector_found) = await asyncio.gather(
             lexical_leg(), vector_leg()
         )

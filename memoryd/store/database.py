@@ -1050,13 +1050,26 @@ class Database:
         a search with a time filter took ~145 ms, one with a kind ~160 ms.)"""
         ram = self._ram_applying(filters)
         if ram is not None:
-            allowed = None
-            if filters.beyond_namespace:  # the rank facts apply the other filters
-                allowed = ram.facts.mask(filters, utcnow())
-            return ram.postings.search(
-                query_terms, prefixes, filters.namespace, limit, allowed=allowed
-            )
+            return _lexical_in_ram(ram, query_terms, filters, limit, prefixes)
         return self.lexical_search_sql(query_terms, filters, limit, prefixes)
+
+    def lexical_search_now(
+        self,
+        query_terms: Sequence[str],
+        filters: SearchFilters,
+        limit: int,
+        prefixes: Sequence[str] = (),
+    ) -> list[tuple[str, float]] | None:
+        """``lexical_search`` from the RAM postings, on a thread other than the owner (a
+        search's lexical leg, beside its embedding, never queued behind an import's SQL):
+        it waits while a commit's changes are applied to the RAM index. ``None`` when SQL
+        must answer (the RAM index is not loaded, or a metadata filter), on the owner
+        thread, which the caller then asks."""
+        with self._ram_lock:
+            ram = self._ram_applying(filters)
+            if ram is None:
+                return None
+            return _lexical_in_ram(ram, query_terms, filters, limit, prefixes)
 
     def lexical_search_sql(
         self,
@@ -1471,6 +1484,21 @@ def load_content_keys(batches: Iterator[Any]) -> np.ndarray:
     """The duplicate-check keys of every stored hash: safe on any thread but the owner's."""
     parts = [batch.column(0).to_numpy() for batch in batches]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+
+
+def _lexical_in_ram(
+    ram: RamIndex,
+    query_terms: Sequence[str],
+    filters: SearchFilters,
+    limit: int,
+    prefixes: Sequence[str],
+) -> list[tuple[str, float]]:
+    """BM25 (id, score), best first, over the RAM postings, within the rank facts' mask
+    of the filters other than the namespace (which the postings apply)."""
+    allowed = None
+    if filters.beyond_namespace:
+        allowed = ram.facts.mask(filters, utcnow())
+    return ram.postings.search(query_terms, prefixes, filters.namespace, limit, allowed=allowed)
 
 
 def _passing(

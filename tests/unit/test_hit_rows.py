@@ -154,8 +154,9 @@ def test_forgetting_every_copy_leaves_an_empty_copy_that_still_works(tmp_path):
 
 
 def test_reads_off_the_owner_thread_agree_with_the_owner_or_decline(tmp_path):
-    """``rows_now`` and ``candidate_facts_now`` (a search's reads on the event loop)
-    give what ``get_many`` and ``candidate_facts`` give, or ``None`` when only the owner
+    """``rows_now``, ``candidate_facts_now`` (a search's reads on the event loop) and
+    ``lexical_search_now`` (on the RAM search thread) give what ``get_many``,
+    ``candidate_facts`` and ``lexical_search`` give, or ``None`` when only the owner
     thread can answer: before the RAM index loads, for a stale copy or a metadata filter
     (SQL reads the rows), and for threaded candidates' neighbours."""
     db = Database(tmp_path / "h.duckdb", KEY, tmp_path / "tmp", lexical_ram_max=1_000_000)
@@ -164,6 +165,7 @@ def test_reads_off_the_owner_thread_agree_with_the_owner_or_decline(tmp_path):
     ids = [m.id for m in items]
     assert db.rows_now(ids, SearchFilters()) is None  # not loaded yet
     assert db.candidate_facts_now(ids, False) is None
+    assert db.lexical_search_now(["harbour"], SearchFilters(), 50) is None
     load_ram(db, BUDGET)
 
     for filters in (SearchFilters(), SearchFilters(namespace="home", tags=["shared"]),
@@ -172,10 +174,13 @@ def test_reads_off_the_owner_thread_agree_with_the_owner_or_decline(tmp_path):
         assert rows == db.get_many(ids, filters, vectors=False) and rows
         assert db.candidate_facts_now(ids, False, filters) == db.candidate_facts(
             ids, False, filters)
+        found = db.lexical_search_now(["lantern"], filters, 50, ["harb"])
+        assert found == db.lexical_search(["lantern"], filters, 50, ["harb"]) and found
     unthreaded = [m.id for m in items if m.thread is None]
     assert db.candidate_facts_now(unthreaded, True) == db.candidate_facts(unthreaded, True)
     assert db.candidate_facts_now(ids, True) is None  # neighbours: SQL
     assert db.rows_now(ids, SearchFilters(metadata={"speaker": "S1"})) is None
+    assert db.lexical_search_now(["lantern"], SearchFilters(metadata={"speaker": "S1"}), 5) is None
 
     db.update(ids[5], {"content": "an edited memory"}, "test", {"content_hash": "e" * 64})
     assert db.rows_now(ids, SearchFilters()) is None  # its copy is stale: SQL reads it
@@ -188,8 +193,9 @@ def test_a_reader_off_the_owner_thread_declines_while_the_ram_index_changes(
     tmp_path, monkeypatch
 ):
     """While an insert's change is being applied to the RAM index (on the owner thread),
-    a reader on another thread gets ``None`` at once (it asks the owner thread, queued
-    behind the change) instead of a half-applied index; after it, the new rows."""
+    a reader on the event loop gets ``None`` at once (it asks the owner thread, queued
+    behind the change) and a lexical search on the RAM search thread waits for the change,
+    instead of either reading a half-applied index; after it, the new rows."""
     db = opened(tmp_path)
     before = [prepared(n) for n in range(20)]
     db.insert(before, "test")
@@ -212,9 +218,17 @@ def test_a_reader_off_the_owner_thread_declines_while_the_ram_index_changes(
         old = [m.id for m in before]
         assert db.rows_now(old, SearchFilters()) is None
         assert db.candidate_facts_now(old, False) is None
+        lexical: list[list[tuple[str, float]] | None] = []
+        searcher = threading.Thread(
+            target=lambda: lexical.append(db.lexical_search_now(["lantern"], SearchFilters(), 100)))
+        searcher.start()
+        searcher.join(0.3)
+        assert searcher.is_alive() and not lexical  # waits for the change
     finally:
         release.set()
         owner.join(30)
+    searcher.join(30)
+    assert lexical and {i for i, _ in lexical[0]} >= {m.id for m in after}
     new = [m.id for m in after]
     rows = db.rows_now(new, SearchFilters())
     assert rows is not None and {i: m for i, (m, _) in rows.items()} == table_rows(db, new)
