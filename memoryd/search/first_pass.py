@@ -33,7 +33,9 @@ each such fallback (``FirstPassPace``).
 Trained when the RAM vectors reach ``search.first_pass_min_rows`` and again whenever
 they have doubled since, once writes pause; rows that arrive or change later are coded
 with the basis they find (their bounds stay exact, only looser if the store drifts): a
-few at once, an import's after it. Held in RAM only, like the int8 rows.
+few at once, an import's after it; meanwhile a search scores the rows not coded yet in
+full, while they are at most ``MAX_SHARE`` of the rows. Held in RAM only, like the int8
+rows.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ class FirstPass:
         self.residual = np.zeros(capacity, dtype=np.float32)  # |x⊥|
         self.rounding = np.zeros(capacity, dtype=np.float32)  # e_x
         self.dequantized_max = 0.0  # d
-        self.built = 0  # rows coded so far; a search uses the pass once all are
+        self.built = 0  # rows coded so far; a search scores the others in full
 
     @property
     def nbytes(self) -> int:

@@ -251,7 +251,7 @@ class QuantizedVectors:
             return []
         query_code, query_inv_norm = self._encode_query(query)
         first = self._first
-        if first is not None and first.built >= used and self.pace.due():
+        if first is not None and used - first.built <= MAX_SHARE * used and self.pace.due():
             found = self._search_first_pass(
                 first, query_code, query_inv_norm, k, keep, available, used)
             self.pace.record(found is not None)
@@ -280,27 +280,44 @@ class QuantizedVectors:
     ) -> list[tuple[str, float]] | None:
         """``search``'s answer through the first pass (``memoryd.search.first_pass``):
         the same rows and scores as the full scan, or ``None`` when the bounds leave more
-        than ``MAX_SHARE`` of the rows to score in full."""
+        than ``MAX_SHARE`` of the coded rows to score in full. Rows the pass has not coded
+        yet (an import's, until writes pause: at most ``MAX_SHARE`` of them) are scored
+        in full, in one streaming scan: during a 10k import onto 110k real-model
+        memories the full scan of every row had taken a vector search's p50 from ~3.5 to
+        ~12 ms."""
+        built = min(first.built, used)
         query_unit = query_code[0].astype(np.float32) * query_inv_norm
         reduced = first.encode(query_unit)
-        dots = row_products(reduced.code, first.codes[:used], threads=scan_threads(used))[0]
-        estimate, bound = first.estimates(reduced, dots, used)
+        dots = row_products(reduced.code, first.codes[:built], threads=scan_threads(built))[0]
+        estimate, bound = first.estimates(reduced, dots, built)
         if available < used:
-            estimate[~keep] = -np.inf
-            bound[~keep] = -np.inf
-        pool = min(max(4 * k, FIRST_PASS_CANDIDATES), available)
-        best = _about_largest(estimate, pool, min(k, pool))
-        scored = self._similarities(query_code, best)
-        # The k-th best full score among them (any rows scored in full give a floor for
-        # the k-th best of all): no row whose bound is below it can be among the k best.
-        place = len(best) - min(k, pool)
+            estimate[~keep[:built]] = -np.inf
+            bound[~keep[:built]] = -np.inf
+        tail = built + np.flatnonzero(keep[built:used])
+        tail_scored = self._tail_similarities(query_code, built, used)[tail - built]
+        coded = available - len(tail)
+        pool = min(max(4 * k, FIRST_PASS_CANDIDATES), coded)
+        best = _about_largest(estimate, pool, min(k, pool)) if pool else tail[:0]
+        # The k-th best full score among the rows scored so far (any rows scored in full
+        # give a floor for the k-th best of all): no row whose bound is below it can be
+        # among the k best.
+        scored = np.concatenate([self._similarities(query_code, best), tail_scored])
+        place = len(scored) - min(k, len(scored))
         kth = float(np.partition(scored, place)[place])
         rows = np.flatnonzero(bound >= kth * query_inv_norm)
-        if len(rows) > MAX_SHARE * used:
+        if len(rows) > MAX_SHARE * built:
             return None
-        scores = -self._similarities(query_code, rows)
+        scores = -np.concatenate([self._similarities(query_code, rows), tail_scored])
+        rows = np.concatenate([rows, tail])
         top = _smallest(scores, k, len(rows))
         return self._hits(rows[top], scores[top], query_inv_norm)
+
+    def _tail_similarities(self, query_code: np.ndarray, start: int, end: int) -> np.ndarray:
+        """``_similarities`` of the rows ``[start, end)``, by one streaming scan."""
+        if end <= start:
+            return np.zeros(0, dtype=np.float32)
+        dots = row_products(query_code, self._codes[start:end])
+        return np.multiply(dots[0], self._inv_norms[start:end], out=dots[0])
 
     # -- the first pass's upkeep (``VectorCatalog.first_pass_upkeep``) -----------------
 

@@ -92,8 +92,9 @@ def test_through_namespaces_upserts_deletes_and_a_compaction():
     queries = clustered(rng, 20)
     assert_same_answers(fast, plain, queries, tag="b")
     # Rows changed after the pass was built are coded again, and a few new rows with
-    # them; a batch of new rows is left to the builder, and searches scan in full
-    # until it has coded them.
+    # them; a batch of new rows is left to the builder. Until it has coded them, searches
+    # score those rows in full beside the pass while they are at most MAX_SHARE of the
+    # rows, and scan every row in full once they are more.
     changed = ids[:500] + [uid(n + i) for i in range(FIRST_PASS_INLINE_ROWS)]
     vectors = clustered(rng, len(changed))
     for store in (fast, plain):
@@ -103,11 +104,21 @@ def test_through_namespaces_upserts_deletes_and_a_compaction():
     assert_same_answers(fast, plain, queries, tag="a")
     batch = [uid(n + FIRST_PASS_INLINE_ROWS + i) for i in range(700)]
     vectors = clustered(rng, len(batch))
-    for store in (fast, plain):
-        store.upsert(batch, ["a"] * len(batch), vectors)
+    for store in (fast, plain):  # a new namespace "d" only among them
+        store.upsert(batch, ["d"] * 100 + ["a"] * 600, vectors)
     assert fast.first_pass_status()["ready"] is False
     used = fast.pace.used
     assert_same_answers(fast, plain, queries, tag="a")
+    assert_same_answers(fast, plain, queries, k=10)
+    assert_same_answers(fast, plain, queries, tag="d")
+    assert fast.pace.used == used + 3 * len(queries)  # the pass, and 700 rows in full
+    more = [uid(2 * n + i) for i in range(1600)]  # 2,300 of 14,364 rows not coded
+    vectors = clustered(rng, len(more))
+    for store in (fast, plain):
+        store.upsert(more, ["c"] * len(more), vectors)
+    used = fast.pace.used
+    assert_same_answers(fast, plain, queries)
+    assert_same_answers(fast, plain, queries, tag="c")
     assert fast.pace.used == used  # scanned in full
     while fast.first_pass_building:
         fast.build_first_pass(1000)
