@@ -28,6 +28,7 @@ from memoryd.embed import EmbeddingRuntime
 from memoryd.errors import InvalidParams, KeyProblem, Locked, NotFound, Unavailable
 from memoryd.logs import redacted_traceback
 from memoryd.model import Memory, NewMemory, SearchFilters, format_time, new_ids, utcnow
+from memoryd.search.cores import own_work
 from memoryd.search.exact import exact_similarities
 from memoryd.search.filtered import nearest_to_fetch
 from memoryd.search.fusion import Rankable, Ranked, rank
@@ -421,7 +422,7 @@ class MemoryService:
                 zip(items, new_ids(len(items)), hashes, strict=True)
             )
         ]
-        with self.vectors.changing():
+        with self.vectors.changing(), own_work():
             results = await self._db_thread.run(db.insert, prepared, ctx.actor)
             self._last_write = time.monotonic()
             self.vectors.queue(

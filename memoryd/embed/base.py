@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +24,7 @@ import numpy as np
 
 from memoryd.config import EmbeddingSettings
 from memoryd.errors import Unavailable
+from memoryd.search.cores import own_work
 from memoryd.search.lexical import words
 
 log = logging.getLogger(__name__)
@@ -102,7 +105,9 @@ class FastEmbedder:
     core, side by side (the session is thread-safe): on these 2-core machines ~25% more
     texts a second than runs over onnxruntime's two intra-op threads, and a single query
     takes ~1.5 ms instead of ~2.1, because a one-thread run never waits for a sleeping
-    pool thread to wake (docs/performance.md).
+    pool thread to wake (docs/performance.md). Each lane takes the next run until none
+    are left; while searches are embedding queries (``yield_cores``), the extra lanes
+    stop taking runs and leave their cores to them.
     """
 
     # The fewest texts a run: below it, a lane's overhead would outweigh its gain.
@@ -141,6 +146,9 @@ class FastEmbedder:
                 _use_quiet_session(self.model, Path(fetched) / description.model_file, threads)
         self._pool = (ThreadPoolExecutor(self.lanes - 1, thread_name_prefix="embed-lane")
                       if self.lanes > 1 else None)
+        # Whether a batch's extra lanes should stop taking runs and leave their cores to
+        # searches (``EmbeddingRuntime``: while queries are being embedded).
+        self.yield_cores: Callable[[], bool] = lambda: False
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
@@ -151,14 +159,21 @@ class FastEmbedder:
         runs = [order[start:start + size] for start in range(0, len(texts), size)]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         lanes = min(self.lanes, len(runs))
+        # Each lane takes the next run (they are sorted by length) until none are left;
+        # an extra lane stops early while ``yield_cores`` says so, and the first finishes.
+        pending = iter(runs)
+        taking = threading.Lock()
 
-        def lane(first: int) -> None:
-            # Round robin over runs sorted by length keeps the lanes' work about equal.
-            for rows in runs[first::lanes]:
+        def lane(extra: bool) -> None:
+            while not (extra and self.yield_cores()):
+                with taking:
+                    rows = next(pending, None)
+                if rows is None:
+                    return
                 out[rows] = self._run([texts[row] for row in rows])
 
-        others = [self._pool.submit(lane, first) for first in range(1, lanes)] if self._pool else []
-        lane(0)
+        others = [self._pool.submit(lane, True) for _ in range(1, lanes)] if self._pool else []
+        lane(False)
         for other in others:
             other.result()
         return out
@@ -267,6 +282,9 @@ def make_embedder(settings: EmbeddingSettings) -> Embedder | None:
 # Queries up to this long are embedded on the event loop (``EmbeddingRuntime.embed_query``):
 # ~4 ms at most on these machines (1,000 characters took 18.7 ms).
 INLINE_QUERY_MAX_CHARS = 256
+# For this long after a search embeds its query, an import's batch embeds in one lane and
+# leaves the other cores to searches (``EmbeddingRuntime.searching``).
+SEARCHING_S = 0.5
 
 
 class EmbeddingRuntime:
@@ -281,6 +299,7 @@ class EmbeddingRuntime:
         self.state = "not loaded"  # not loaded | loading | ready | unavailable | disabled
         self.error: str | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self._last_query = -SEARCHING_S  # time.monotonic() of the last search's query
         self._loading: asyncio.Task[Embedder | None] | None = None
         if settings.provider.lower() == "none":
             self.state = "disabled"
@@ -311,6 +330,8 @@ class EmbeddingRuntime:
             log.warning("embedding model unavailable: %s", self.error)
             return None
         self.state = "ready" if self.embedder else "disabled"
+        if isinstance(self.embedder, FastEmbedder):
+            self.embedder.yield_cores = self.searching
         if self.embedder:
             log.info("embedding model ready: %s (dim %d)", self.embedder.name, self.embedder.dim)
         return self.embedder
@@ -330,7 +351,10 @@ class EmbeddingRuntime:
         if embedder is None:
             return None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, embedder.embed, list(texts))
+        if len(texts) == 1:  # a long query's
+            return await loop.run_in_executor(self._executor, embedder.embed, list(texts))
+        with own_work():
+            return await loop.run_in_executor(self._executor, embedder.embed, list(texts))
 
     async def embed_query(self, text: str, wait: float | None = None) -> np.ndarray | None:
         """A search query's vector. A short query is embedded right here, on the calling
@@ -348,11 +372,17 @@ class EmbeddingRuntime:
         The loop waits for the run (the session runs it on this thread alone, one
         intra-op thread): ~1.4 ms for 40 characters, ~4 ms for 200 here, so a longer query
         (``INLINE_QUERY_MAX_CHARS``) still goes to the thread."""
+        self._last_query = time.monotonic()
         embedder = self.embedder
         if embedder is None or len(text) > INLINE_QUERY_MAX_CHARS:
             vectors = await self.embed([text], wait)
             return None if vectors is None else vectors[0]
         return embedder.embed([text])[0]
+
+    def searching(self) -> bool:
+        """Whether a search embedded its query in the last ``SEARCHING_S`` seconds: an
+        import's batch then embeds in one lane and leaves the other cores to searches."""
+        return time.monotonic() - self._last_query < SEARCHING_S
 
     def shutdown(self) -> None:
         if self._loading is not None:

@@ -9,12 +9,19 @@ scan had just left spinning, told a quiet machine from a busy one (docs/performa
 Read at most every ``INTERVAL_S`` (~10 us a read, 0.1 us otherwise); between reads the last
 answer stands.
 Where /proc/stat cannot be read, no core is assumed spare.
+
+The daemon's own heavy work (an import's embedding batches and writes) is not counted
+there, so it says so itself (``own_work``): while it runs, no core is spare. During a 10k
+real-model import onto 110k memories, a search's two-thread first-pass scan waited for a
+core the import's embedding lanes held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 INTERVAL_S = 0.5
@@ -23,6 +30,21 @@ try:
     TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")  # /proc/stat counts in these ticks
 except (AttributeError, ValueError, OSError):
     TICK_S = 0.01
+
+
+_own_work = 0  # pieces of the daemon's own heavy work under way (event loop only)
+
+
+@contextlib.contextmanager
+def own_work() -> Iterator[None]:
+    """Around an await of the daemon's own heavy work (on the event loop, as every
+    ``CoreWatch.spare`` is asked): no core is spare meanwhile."""
+    global _own_work
+    _own_work += 1
+    try:
+        yield
+    finally:
+        _own_work -= 1
 
 
 def _machine_busy_s() -> float | None:
@@ -55,6 +77,8 @@ class CoreWatch:
         self._spare = False
 
     def spare(self) -> bool:
+        if _own_work:
+            return False
         now = time.monotonic()
         if self._sampled_at is not None and now - self._sampled_at < INTERVAL_S:
             return self._spare

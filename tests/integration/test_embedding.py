@@ -56,6 +56,43 @@ def test_a_batch_run_by_length_in_lanes_keeps_each_text_in_its_place():
     assert np.diag(cosines).min() >= 0.98
 
 
+def test_a_batch_leaves_its_extra_lanes_to_searches_while_they_embed_queries():
+    """While searches embed queries (``EmbeddingRuntime.searching``), an import's batch
+    runs in the calling lane alone, with the same vectors; otherwise in every lane."""
+    embedder = FastEmbedder(EmbeddingSettings(model_dir=str(MODEL_DIR), threads=2))
+    texts = [f"note {i} about the harbour lantern" + " and the tide" * (i % 5)
+             for i in range(64)]
+    lanes: set[str] = set()
+    run = embedder._run
+
+    def recorded(batch: list[str]) -> np.ndarray:
+        lanes.add(threading.current_thread().name)
+        return run(batch)
+
+    embedder._run = recorded  # type: ignore[method-assign]
+    shared = embedder.embed(texts)
+    assert len(lanes) == 2
+    lanes.clear()
+    embedder.yield_cores = lambda: True
+    alone = embedder.embed(texts)
+    assert lanes == {threading.current_thread().name}
+    assert np.allclose(alone, shared, atol=1e-6)
+
+    runtime = EmbeddingRuntime(EmbeddingSettings(model_dir=str(MODEL_DIR)))
+
+    async def search_once() -> FastEmbedder:
+        loaded = await runtime.ensure_loaded()
+        assert isinstance(loaded, FastEmbedder) and not loaded.yield_cores()
+        await runtime.embed_query("where are the keys")
+        return loaded
+
+    try:
+        loaded = asyncio.run(search_once())
+        assert runtime.searching() and loaded.yield_cores()
+    finally:
+        runtime.shutdown()
+
+
 def test_a_negative_thread_count_is_refused_clearly():
     with pytest.raises(Unavailable, match="embedding.threads must be 0 or more"):
         FastEmbedder(EmbeddingSettings(model_dir=str(MODEL_DIR), threads=-1))

@@ -65,3 +65,18 @@ def test_one_core_is_never_spare(tmp_path, monkeypatch):
     watch.spare()
     clock.advance(1.0, others=0.0, own=0.0)
     assert not watch.spare()
+
+
+def test_no_core_is_spare_while_the_daemon_does_its_own_heavy_work(tmp_path, monkeypatch):
+    """The daemon's own import (embedding, writes) is not another process's CPU time,
+    so it says so: meanwhile a scan takes one thread."""
+    clock = Clock(2, tmp_path, monkeypatch)
+    watch = cores.CoreWatch()
+    watch.spare()
+    clock.advance(1.0, others=0.0, own=1.9)
+    assert watch.spare()
+    with cores.own_work():
+        with cores.own_work():
+            assert not watch.spare()
+        assert not watch.spare()
+    assert watch.spare()
