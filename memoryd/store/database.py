@@ -145,9 +145,10 @@ class Database:
         self.lexical_ram_max = lexical_ram_max
         self._ram: RamIndex | None = None
         # Held while the RAM index changes (on the owner thread) and by reads of it from
-        # another thread (``_ram_if_free``): a search's event loop reads the rank facts
-        # and hits' fields itself instead of queueing on the owner thread, which an import
-        # keeps busy with inserts and commits (``candidate_facts_now``, ``rows_now``).
+        # other threads, instead of queueing on the owner thread, which an import keeps
+        # busy with inserts and commits: a search's event loop reads the rank facts and
+        # hits' fields if it is free (``candidate_facts_now``, ``rows_now``), and the RAM
+        # search thread the postings (``lexical_search_now``).
         self._ram_lock = threading.Lock()
         self._ram_log: list[tuple[str, tuple[Any, ...]]] | None = None  # during a load
         self._after_commit: list[tuple[str, tuple[Any, ...]]] | None = None
