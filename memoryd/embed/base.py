@@ -8,6 +8,7 @@ by words. ``EmbeddingRuntime.state`` says which of these is the case.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -351,9 +352,8 @@ class EmbeddingRuntime:
         if embedder is None:
             return None
         loop = asyncio.get_running_loop()
-        if len(texts) == 1:  # a long query's
-            return await loop.run_in_executor(self._executor, embedder.embed, list(texts))
-        with own_work():
+        # A batch (not a long query's one text) keeps the cores busy: scans yield them.
+        with own_work() if len(texts) > 1 else contextlib.nullcontext():
             return await loop.run_in_executor(self._executor, embedder.embed, list(texts))
 
     async def embed_query(self, text: str, wait: float | None = None) -> np.ndarray | None:

@@ -294,7 +294,7 @@ class QuantizedVectors:
             estimate[~keep[:built]] = -np.inf
             bound[~keep[:built]] = -np.inf
         tail = built + np.flatnonzero(keep[built:used])
-        tail_scored = self._tail_similarities(query_code, built, used)[tail - built]
+        tail_scored = self._similarities(query_code, slice(built, used))[tail - built]
         coded = available - len(tail)
         pool = min(max(4 * k, FIRST_PASS_CANDIDATES), coded)
         best = _about_largest(estimate, pool, min(k, pool)) if pool else tail[:0]
@@ -311,13 +311,6 @@ class QuantizedVectors:
         rows = np.concatenate([rows, tail])
         top = _smallest(scores, k, len(rows))
         return self._hits(rows[top], scores[top], query_inv_norm)
-
-    def _tail_similarities(self, query_code: np.ndarray, start: int, end: int) -> np.ndarray:
-        """``_similarities`` of the rows ``[start, end)``, by one streaming scan."""
-        if end <= start:
-            return np.zeros(0, dtype=np.float32)
-        dots = row_products(query_code, self._codes[start:end])
-        return np.multiply(dots[0], self._inv_norms[start:end], out=dots[0])
 
     # -- the first pass's upkeep (``VectorCatalog.first_pass_upkeep``) -----------------
 
@@ -393,9 +386,10 @@ class QuantizedVectors:
         rows = self._ids.ordinals(ids)
         return np.unique(rows[rows >= 0])
 
-    def _similarities(self, query_code: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def _similarities(self, query_code: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
         """The cosine similarity of the query's code to the codes of ``rows``, short of
-        the query's own inverse norm (the figure the scan ranks by)."""
+        the query's own inverse norm (the figure the scan ranks by); a slice of rows is
+        read in place, not gathered."""
         dots = row_products(query_code, self._codes[rows])
         return np.multiply(dots[0], self._inv_norms[rows], out=dots[0])
 
