@@ -160,10 +160,14 @@ def _timed_searches(client: Any, queries: list[str], options: dict[str, Any]
     return took, hits
 
 
-def _import_texts(client: Any, texts: list[str]) -> None:
-    """Import ``texts`` as plain memories, ``IMPORT_BATCH`` a call."""
+def _import_texts(client: Any, texts: list[str], tag_every: int = 0) -> None:
+    """Import ``texts`` as memories, ``IMPORT_BATCH`` a call; with ``tag_every``, those
+    at positions 0, ``tag_every``, 2 x ``tag_every``, ... carry ``TAG``."""
     for start in range(0, len(texts), IMPORT_BATCH):
-        result = client.import_items([{"content": t} for t in texts[start:start + IMPORT_BATCH]])
+        result = client.import_items([
+            {"content": t,
+             **({"tags": [TAG]} if tag_every and (start + i) % tag_every == 0 else {})}
+            for i, t in enumerate(texts[start:start + IMPORT_BATCH])])
         if result["failed"]:
             raise RuntimeError(f"{result['failed']} of {len(texts)} memories failed to import")
 
@@ -250,12 +254,10 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
     daemon, client = bench_appliance.start_daemon(env)
     try:
         started = time.perf_counter()
-        for start in range(0, n, 1000):
-            result = client.import_items([
-                {"content": t, **({"tags": [TAG]} if (start + n) % TAG_EVERY == 0 else {})}
-                for n, t in enumerate(texts[start:start + 1000])])
-            if result["failed"]:
-                sys.exit("import failed")
+        try:
+            _import_texts(client, texts, TAG_EVERY)
+        except RuntimeError as exc:
+            sys.exit(f"the {n:,}-memory run: {exc}")
         out["store_ingest_per_s"] = round(n / (time.perf_counter() - started), 1)
         ingested = time.perf_counter()
         status = _settle(client)
