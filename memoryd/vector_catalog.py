@@ -59,6 +59,7 @@ from memoryd.search.exact import nearest_scored
 from memoryd.search.first_pass import train_basis
 from memoryd.search.probes import Replay
 from memoryd.search.quantized import QuantizedVectors
+from memoryd.search.queued import QueuedVectors
 from memoryd.search.vector_blob import blobs_matrix
 from memoryd.store.database import Database, IndexDiff
 from memoryd.store.owner import OwnerThread
@@ -171,8 +172,9 @@ class VectorCatalog:
         # restart never hides memories from them.
         self.ready = asyncio.Event()
         self._index: VectorIndex | None = None
-        self._pending: dict[str, tuple[str, np.ndarray]] = {}
-        self._flushing: dict[str, tuple[str, np.ndarray]] = {}
+        # The queue: vectors not yet in the index, and those of the flush under way.
+        self._pending = QueuedVectors()
+        self._flushing = QueuedVectors()
         self._pending_deletes: set[str] = set()
         self._flush_wakeup = asyncio.Event()
         self._flush_lock = asyncio.Lock()
@@ -262,13 +264,8 @@ class VectorCatalog:
         self.tier = RAM
         ram = self._ram = QuantizedVectors(dim, capacity=max(1024, total))
         if self._pending:  # acknowledged before the tier was chosen
-            ids = list(self._pending)
-            ram.upsert(
-                ids,
-                [self._pending[i][0] for i in ids],
-                np.stack([self._pending[i][1] for i in ids]),
-            )
-            self._pending.clear()
+            ram.upsert(*self._pending.rows())
+            self._pending = QueuedVectors()
         self._pending_deletes.clear()
         # An index left by a larger store (or an older version) holds vectors that later
         # deletes never reached: erase it; it is rebuilt from DuckDB if the store grows.
@@ -351,7 +348,7 @@ class VectorCatalog:
         leaving out what is queued: the queue writes it."""
         assert self._db is not None and self._model is not None
         diff = await self._db_thread.run(self._db.diff_embedded_ids, self._model, in_index)
-        queued = self._pending.keys() | self._flushing.keys()
+        queued = self._pending.ids() | self._flushing.ids()
         return dataclasses.replace(
             diff,
             missing=[i for i in diff.missing if i not in queued],
@@ -503,7 +500,7 @@ class VectorCatalog:
             raise
         except Exception as exc:  # noqa: BLE001 - tried again on the next write
             log.error("building the vector index failed: %s", redacted_traceback(exc))
-            self._pending.clear()
+            self._pending = QueuedVectors()
             self._pending_deletes.clear()
         finally:
             self._growing = None
@@ -547,8 +544,11 @@ class VectorCatalog:
             self._enqueue(rows, vectors)
 
     def _enqueue(self, rows: list[tuple[str, str, bytes]], vectors: np.ndarray) -> None:
-        for (memory_id, namespace, _), vector in zip(rows, vectors, strict=True):
-            self._pending[memory_id] = (self.tag(namespace), vector)
+        ids = [r[0] for r in rows]
+        self._pending.put(ids, [self.tag(r[1]) for r in rows], vectors)
+        # A flush under way writes the older vectors of these ids (then the next writes
+        # these); searches meanwhile must score only the newer ones.
+        self._flushing.discard(ids)
         self._flush_wakeup.set()
 
     def forget(self, ids: list[str]) -> None:
@@ -558,8 +558,7 @@ class VectorCatalog:
             if not self._ram_ready:
                 self._forgotten_while_loading.update(ids)
         if self._feeds_index:
-            for memory_id in ids:
-                self._pending.pop(memory_id, None)
+            self._pending.discard(ids)
             self._pending_deletes.update(ids)
             self._flush_wakeup.set()
 
@@ -586,9 +585,12 @@ class VectorCatalog:
             return dict(self._ram.search(query, fetch, ns_tag))
         # The ANN index's own over-fetch: its exact re-rank keeps the calibrated recall.
         fetch = max(fetch, pool * self.probes.fetch_factor)
-        # Read before the index: a flush that commits during the search takes its vectors
-        # out of the queue, and the search may have begun on the version before it.
-        unindexed = {**self._flushing, **self._pending}
+        # Scored before the index is searched: a flush that commits during the search
+        # takes its vectors out of the queue, and the search may have begun on the
+        # version before it. Queued vectors are newer than any copy in the index (a
+        # changed memory's), and the pending ones newer than those being flushed.
+        queued = self._flushing.nearest(query, fetch, ns_tag)
+        queued += self._pending.nearest(query, fetch, ns_tag)
         found: dict[str, float | None] = {}
         if self._index is not None:
             self.probes.record(query)
@@ -599,12 +601,7 @@ class VectorCatalog:
                     self._index.search, query, fetch, ns_tag, probes, True
                 )
             )
-        ids = [i for i, (tag, _) in unindexed.items() if ns_tag is None or tag == ns_tag]
-        if ids:
-            sims = np.stack([unindexed[i][1] for i in ids]) @ query
-            for n in np.argsort(-sims)[:fetch]:
-                # Queued now: newer than any copy in the index (a changed memory's).
-                found[ids[int(n)]] = float(sims[n])
+        found.update(queued)
         return found
 
     def nearest_among(
@@ -667,9 +664,11 @@ class VectorCatalog:
     async def _flush(self) -> None:
         if self._index is None or (not self._pending and not self._pending_deletes):
             return
-        batch, self._pending = self._pending, {}
+        # The batch stays searchable as ``_flushing`` until it is written; the next
+        # batch gathers in a queue of the same room (zero pages cost nothing until used).
+        self._flushing, self._pending = self._pending, QueuedVectors(capacity=len(self._pending))
+        batch = self._flushing.rows()
         deletes, self._pending_deletes = self._pending_deletes, set()
-        self._flushing.update(batch)
         write = asyncio.ensure_future(self._write(self._index, batch, deletes))
         try:
             # The vectors thread finishes what it has begun whatever happens to this task.
@@ -682,31 +681,32 @@ class VectorCatalog:
             await asyncio.wait({write})
             raise
         finally:
-            for memory_id in batch:
-                self._flushing.pop(memory_id, None)
+            self._flushing = QueuedVectors()
             if write.done() and (write.cancelled() or write.exception() is not None):
                 # Put the work back (newer entries win) so nothing acknowledged is dropped,
                 # except vectors forgotten meanwhile: written back after their delete,
                 # they would outlive their memories in the index.
-                for memory_id, entry in batch.items():
-                    if memory_id not in self._pending_deletes:
-                        self._pending.setdefault(memory_id, entry)
+                ids, tags, matrix = batch
+                back = [
+                    n
+                    for n, memory_id in enumerate(ids)
+                    if memory_id not in self._pending and memory_id not in self._pending_deletes
+                ]
+                self._pending.put([ids[n] for n in back], [tags[n] for n in back], matrix[back])
                 self._pending_deletes |= deletes
 
     async def _write(
         self,
         index: VectorIndex,
-        batch: dict[str, tuple[str, np.ndarray]],
+        batch: tuple[list[str], list[str], np.ndarray],
         deletes: set[str],
     ) -> None:
         # Deletes go first, so an id that was forgotten and queued again ends up once.
         if deletes:
             await self._vec_thread.run(index.delete, sorted(deletes))
             self._last_delete_at = time.monotonic()
-        if batch:
-            ids = list(batch)
-            tags = [batch[i][0] for i in ids]
-            matrix = np.stack([batch[i][1] for i in ids])
+        ids, tags, matrix = batch
+        if ids:
             await self._vec_thread.run(index.add, ids, tags, matrix)
         self._flushes_since_compact += 1
         self._last_write_at = time.monotonic()

@@ -6,6 +6,7 @@ index that differs from DuckDB. Searches and the status beside the owner thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -461,6 +462,55 @@ def test_a_vector_forgotten_while_its_failed_write_ran_is_not_written_back(
     db.close()
 
 
+def test_a_vector_changed_while_its_old_one_is_written_is_searched_and_kept_new(
+    tmp_path, monkeypatch
+):
+    """A memory re-embedded while a flush writes its old vector: searches meanwhile score
+    only the new one (even when the queue's newer vectors crowd it out of their own
+    nearest), and when that write fails and its batch goes back to the queue, the new
+    vector is not replaced by the old."""
+    db = Database(tmp_path / "n.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    dek = secrets.token_bytes(32)
+    items = [memory(n) for n in range(10)]
+    changed = items[2]
+    old = blobs_matrix([changed.embedding])[0]
+    new = -old  # as far from the old vector as can be
+    rng = np.random.default_rng(5)
+    near_old = []  # queued after the flush began, all nearer the old vector than the new
+    for n in range(10, 30):
+        vector = old + 0.05 * rng.standard_normal(DIM).astype(np.float32)
+        near_old.append(
+            dataclasses.replace(memory(n), embedding=vector_blob(vector / np.linalg.norm(vector)))
+        )
+
+    async def scenario() -> None:
+        catalog = await queued_session(db, tmp_path, dek, items)
+        held = HeldWrite(monkeypatch, OSError("disk full"))
+        flushing = await held.flush(catalog)
+        db.insert(near_old, "test")
+        catalog.queue([(m.id, m.namespace, m.embedding) for m in near_old])
+        catalog.queue([(changed.id, changed.namespace, vector_blob(new))])
+        found = await catalog.candidates(new, None, pool=10)
+        assert found[changed.id] == pytest.approx(1.0, abs=1e-3)
+        found = await catalog.candidates(old, None, pool=1)
+        assert changed.id not in found  # its old vector, being written, is not scored
+        assert set(found) <= {m.id for m in items + near_old}
+        held.release()
+        with pytest.raises(OSError):
+            await flushing
+        held.restore()
+        # The batch is back; the changed memory's new vector kept.
+        assert len(catalog._pending) == len(items) + len(near_old)
+        await catalog.flush()
+        assert sorted(index_ids(catalog)) == sorted(m.id for m in items + near_old)
+        found = await catalog.candidates(new, None, pool=10)
+        assert found[changed.id] == pytest.approx(1.0, abs=1e-2)  # from the index
+        await catalog.close()
+
+    asyncio.run(scenario())
+    db.close()
+
+
 def test_a_vector_queued_before_the_catalog_opens_waits_in_the_queue(tmp_path):
     """A write can commit between the model loading and ``open`` (the service awaits in
     between): its vector goes to the queue, widened from its stored float16, not lost
@@ -470,7 +520,9 @@ def test_a_vector_queued_before_the_catalog_opens_waits_in_the_queue(tmp_path):
     catalog = VectorCatalog(tmp_path / "vectors", SearchSettings(ram_max=0), OwnerThread("db"))
     catalog.attach(db, secrets.token_bytes(32))  # at unlock, before any write
     catalog.queue([(item.id, item.namespace, item.embedding)])
-    tag, vector = catalog._pending[item.id]
+    queued = catalog._pending.get(item.id)
+    assert queued is not None
+    tag, vector = queued
     assert vector.dtype == np.float32 and vector.shape == (DIM,)
     assert np.array_equal(vector, blobs_matrix([item.embedding])[0])
     assert tag == catalog.tag(item.namespace)
