@@ -73,6 +73,12 @@ INDEX_MODULE = "memoryd.store.vectors"
 log = logging.getLogger(__name__)
 
 COMPACT_AFTER_FLUSHES = 50
+# While writes go on arriving (an import), a flush waits for more of them, up to this
+# many queued vectors or this long since the first: fewer, bigger index writes (a 1M
+# store-only import compacted 8-9 times instead of 11-13, and ran 0-3% faster). Searches
+# meanwhile score the queue exactly, ~0.5 ms for 16k vectors (``QueuedVectors``).
+FLUSH_GATHER_ROWS = 16_384
+FLUSH_GATHER_MAX_S = 2.0
 COMPACT_DELAY_AFTER_DELETE_S = 5.0
 SAP_BETA = 0.3
 ANN_CHECK_INTERVAL_S = 2.0
@@ -645,10 +651,19 @@ class VectorCatalog:
     # -- background upkeep ---------------------------------------------------------------------
 
     async def flush_loop(self) -> None:
+        delay = self.settings.index_flush_delay_ms / 1000
         while True:
             await self._flush_wakeup.wait()
             self._flush_wakeup.clear()
-            await asyncio.sleep(self.settings.index_flush_delay_ms / 1000)  # gather a batch
+            began = time.monotonic()
+            await asyncio.sleep(delay)  # gather a batch
+            while (  # writes still coming: gather a bigger one
+                self._flush_wakeup.is_set()
+                and len(self._pending) < FLUSH_GATHER_ROWS
+                and time.monotonic() - began < FLUSH_GATHER_MAX_S
+            ):
+                self._flush_wakeup.clear()
+                await asyncio.sleep(delay)
             try:
                 await self.flush()
             except asyncio.CancelledError:

@@ -16,6 +16,7 @@ import threading
 import numpy as np
 import pytest
 
+from memoryd import vector_catalog
 from memoryd.config import SearchSettings
 from memoryd.model import new_id, utcnow
 from memoryd.search.vector_blob import blobs_matrix, vector_blob
@@ -509,6 +510,73 @@ def test_a_vector_changed_while_its_old_one_is_written_is_searched_and_kept_new(
 
     asyncio.run(scenario())
     db.close()
+
+
+class CountedWrites:
+    """The sizes of ``VectorIndex.add``'s writes, which go through."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.sizes: list[int] = []
+        real_add = VectorIndex.add
+
+        def counted_add(index, ids, tags, vectors):
+            self.sizes.append(len(ids))
+            real_add(index, ids, tags, vectors)
+
+        monkeypatch.setattr(VectorIndex, "add", counted_add)
+
+
+def stream_writes(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, batches: int, size: int
+) -> list[int]:
+    """``batches`` writes of ``size`` vectors, 10 ms apart, with the flush loop running
+    (``index_flush_delay_ms`` 60); the sizes of the index writes that flushed them."""
+    db = Database(tmp_path / "g.duckdb", os.urandom(32).hex(), tmp_path / "tmp")
+    settings = SearchSettings(ram_max=0, index_flush_delay_ms=60)
+    writes = CountedWrites(monkeypatch)
+    items = [memory(n) for n in range(batches * size)]
+
+    async def scenario() -> None:
+        catalog = VectorCatalog(tmp_path / "vectors", settings, OwnerThread("db"))
+        catalog.attach(db, secrets.token_bytes(32))
+        await catalog.open(DIM, "m")
+        catalog.ready.set()
+        flushing = asyncio.ensure_future(catalog.flush_loop())
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+            db.insert(chunk, "test")
+            catalog.queue([(m.id, m.namespace, m.embedding) for m in chunk])
+            await asyncio.sleep(0.01)
+        for _ in range(500):  # the last flush: within a delay or two of the last write
+            if not catalog._pending and not catalog._flushing:
+                break
+            await asyncio.sleep(0.01)
+        flushing.cancel()
+        assert sorted(index_ids(catalog)) == sorted(m.id for m in items)
+        await catalog.close()
+
+    asyncio.run(scenario())
+    db.close()
+    return writes.sizes
+
+
+def test_writes_that_keep_coming_are_flushed_together(tmp_path, monkeypatch):
+    """While writes keep arriving within the flush delay, the flush waits for more (up to
+    ``FLUSH_GATHER_MAX_S``): 40 writes 10 ms apart, with a 60 ms delay, went to the index
+    in one or two writes. Waiting one delay each, they took 14."""
+    sizes = stream_writes(tmp_path, monkeypatch, batches=40, size=5)
+    assert sum(sizes) == 200
+    assert len(sizes) <= 5, sizes  # a stall of the loop may end a gather early
+
+
+def test_gathering_stops_at_the_row_limit(tmp_path, monkeypatch):
+    """...and no more than ``FLUSH_GATHER_ROWS`` at a time (give or take what arrives
+    during the last delay)."""
+    monkeypatch.setattr(vector_catalog, "FLUSH_GATHER_ROWS", 60)
+    sizes = stream_writes(tmp_path, monkeypatch, batches=40, size=5)
+    assert sum(sizes) == 200
+    assert len(sizes) >= 3, sizes
+    assert all(size >= 60 for size in sizes[:-1]), sizes  # each flushed once it held 60
 
 
 def test_a_vector_queued_before_the_catalog_opens_waits_in_the_queue(tmp_path):
