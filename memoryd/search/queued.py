@@ -16,6 +16,7 @@ from collections.abc import KeysView, Sequence
 import numpy as np
 
 from memoryd.search.columns import grow_columns
+from memoryd.search.ram import Codes
 
 
 class QueuedVectors:
@@ -25,12 +26,11 @@ class QueuedVectors:
     def __init__(self, capacity: int = 0) -> None:
         self._capacity_hint = capacity
         self._matrix = np.zeros((0, 0), dtype=np.float32)
-        self._tags = np.zeros(0, dtype=np.int32)  # codes into ``_tag_names``
+        self._tags = np.zeros(0, dtype=np.int32)  # ``_tag_codes``' codes
         self._live = np.zeros(0, dtype=bool)
         self._ids: list[str] = []  # by row, dead rows included
         self._row: dict[str, int] = {}  # live ids only
-        self._tag_names: list[str] = []
-        self._tag_codes: dict[str, int] = {}
+        self._tag_codes: Codes[str] = Codes()
 
     def __len__(self) -> int:
         return len(self._row)
@@ -46,7 +46,7 @@ class QueuedVectors:
         row = self._row.get(memory_id)
         if row is None:
             return None
-        return self._tag_names[self._tags[row]], self._matrix[row].copy()
+        return self._tag_codes.values[self._tags[row]], self._matrix[row].copy()
 
     def put(self, ids: Sequence[str], tags: Sequence[str], vectors: np.ndarray) -> None:
         """Queue ``vectors`` (a row per id, all of one width), replacing any queued before
@@ -66,7 +66,7 @@ class QueuedVectors:
             self, ("_matrix", "_tags", "_live"), max(used + n, self._capacity_hint)
         )
         self._matrix[used : used + n] = vectors
-        self._tags[used : used + n] = [self._code(tag) for tag in tags]
+        self._tags[used : used + n] = [self._tag_codes.code(tag) for tag in tags]
         self._live[used : used + n] = True
         self._ids.extend(ids)
         for row, memory_id in enumerate(ids, start=used):
@@ -88,7 +88,7 @@ class QueuedVectors:
         order they were queued."""
         live = np.flatnonzero(self._live[: len(self._ids)])
         ids = [self._ids[n] for n in live.tolist()]
-        tags = [self._tag_names[code] for code in self._tags[live].tolist()]
+        tags = [self._tag_codes.values[code] for code in self._tags[live].tolist()]
         return ids, tags, self._matrix[live]
 
     def nearest(
@@ -101,7 +101,7 @@ class QueuedVectors:
             return []
         keep = self._live[:used]
         if tag is not None:
-            code = self._tag_codes.get(tag)
+            code = self._tag_codes.find(tag)
             if code is None:
                 return []
             keep = keep & (self._tags[:used] == code)
@@ -117,13 +117,6 @@ class QueuedVectors:
         else:
             best = np.argsort(-sims, kind="stable")
         return [(self._ids[int(places[n])], float(sims[n])) for n in best]
-
-    def _code(self, tag: str) -> int:
-        code = self._tag_codes.get(tag)
-        if code is None:
-            code = self._tag_codes[tag] = len(self._tag_names)
-            self._tag_names.append(tag)
-        return code
 
     def _compact(self) -> None:
         """Move the live rows to the front, in their order, dropping the dead ones."""
