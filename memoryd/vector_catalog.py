@@ -24,7 +24,9 @@ exhaustively, and trained again when the table has doubled since (its partitions
 sized for the rows it was trained on). Compaction (``VectorIndex.compact``) folds rows
 added since into it between trainings, in segments it merges once writes pause. Training
 and compaction never overlap: compaction deletes files no committed version references,
-which includes an index still being written.
+which includes an index still being written. The rows the ANN index does not cover yet
+are kept in RAM too (``_unindexed``) and scored there, so that searches read the ANN
+index alone rather than scan them.
 
 All methods run on the event loop; engine work goes to the owner threads.
 """
@@ -41,7 +43,7 @@ import math
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -91,10 +93,14 @@ FIRST_PASS_SLICE_ROWS = 2048
 FIRST_PASS_WRITE_PAUSE_S = 1.0
 # Train the ANN index again once the table has grown by this factor since the last training.
 ANN_RETRAIN_GROWTH = 2.0
-# Rows outside the ANN index are scanned exhaustively at every search (~2 us a row here):
-# fold them in by compaction once this many pile up, or once writes pause this long.
+# Rows outside the ANN index cost every search: Lance scans them (~2 us a row here) unless
+# they are kept in RAM (below). Fold them in by compaction once this many pile up, or once
+# writes pause this long.
 ANN_FOLD_ROWS = 20_000
 ANN_FOLD_IDLE_S = 10.0
+# ... except while those rows are kept in RAM and scored there (``_unindexed``), which
+# the catalog does while they take at most this much room (~87,000 rows of 384 floats).
+UNINDEXED_RAM_MAX_BYTES = 128 * 1024 * 1024
 # Upkeep that runs searches of its own on the search thread waits until users' searches
 # have paused this long (each of theirs then waits behind one at most): calibrating the
 # ANN probes, and reading every partition of the ANN index into a new search handle's
@@ -182,6 +188,18 @@ class VectorCatalog:
         self._pending = QueuedVectors()
         self._flushing = QueuedVectors()
         self._pending_deletes: set[str] = set()
+        # The index's rows its ANN index does not cover yet, with their exact vectors,
+        # while they fit ``UNINDEXED_RAM_MAX_BYTES``: scored here, so that an index
+        # search need not scan them (``fast``). Every write to the index lands in it;
+        # ``_refresh_unindexed`` drops what a training or compaction covered and, after
+        # a start, reads in what an earlier run left uncovered. Searches use it once it
+        # is ``_unindexed_complete``; ``None`` while not kept (no ANN index, or too many).
+        self._unindexed: QueuedVectors | None = None
+        self._unindexed_complete = False
+        self._unindexed_lock = asyncio.Lock()
+        # While a refresh reads the index: ids written or forgotten meanwhile, which it
+        # must leave as they are.
+        self._unindexed_touched: set[str] | None = None
         self._flush_wakeup = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._flushes_since_compact = 0
@@ -317,11 +335,13 @@ class VectorCatalog:
         # Rebuilt whenever ciphertexts would stop being comparable (another key, dimension,
         # beta or scheme) or the vectors mean something else (model or embedded text).
         identity = {"cipher": cipher.params_id, "model": self._model}
+        self._unindexed, self._unindexed_complete = None, False
         self._index = await self._vec_thread.run(
             index_module.VectorIndex, self.vector_dir, cipher, copies, self._dim, identity
         )
         await self.restore_calibration()  # before the status can call the index ready
         await self.reconcile()
+        await self._refresh_unindexed()
 
     async def reconcile(self) -> None:
         """Make the index hold exactly the embedded memories of DuckDB, once each."""
@@ -566,6 +586,7 @@ class VectorCatalog:
         if self._feeds_index:
             self._pending.discard(ids)
             self._pending_deletes.update(ids)
+            self._drop_unindexed(ids)
             self._flush_wakeup.set()
 
     # -- candidates ------------------------------------------------------------------------------
@@ -595,8 +616,12 @@ class VectorCatalog:
         # takes its vectors out of the queue, and the search may have begun on the
         # version before it. Queued vectors are newer than any copy in the index (a
         # changed memory's), and the pending ones newer than those being flushed.
+        # So are the rows the ANN index does not cover, when they are kept here: a fold
+        # that commits meanwhile covers them in the version the search reads.
         queued = self._flushing.nearest(query, fetch, ns_tag)
         queued += self._pending.nearest(query, fetch, ns_tag)
+        unindexed = self._unindexed if self._unindexed_complete else None
+        uncovered = unindexed.nearest(query, fetch, ns_tag) if unindexed is not None else []
         found: dict[str, float | None] = {}
         if self._index is not None:
             self.probes.record(query)
@@ -604,9 +629,11 @@ class VectorCatalog:
             probes = scoped_probes(self.probes.probes, share)
             found.update(
                 await self._search_thread.run(
-                    self._index.search, query, fetch, ns_tag, probes, True
+                    self._index.search, query, fetch, ns_tag, probes, True,
+                    unindexed is not None,
                 )
             )
+        found.update(uncovered)
         found.update(queued)
         return found
 
@@ -647,6 +674,63 @@ class VectorCatalog:
         if self._ram is None or not self._ram_ready:
             return None
         return self._ram.similarities(query, ids)
+
+    # -- the rows the ANN index does not cover -----------------------------------------------
+
+    def _add_unindexed(self, ids: list[str], tags: list[str], matrix: np.ndarray) -> None:
+        """Rows just written to the index: uncovered until a training or fold."""
+        unindexed = self._unindexed
+        if unindexed is None:
+            return
+        unindexed.put(ids, tags, matrix)
+        if self._unindexed_touched is not None:
+            self._unindexed_touched.update(ids)
+        if len(unindexed) * matrix.shape[1] * 4 > UNINDEXED_RAM_MAX_BYTES:
+            log.info("%d vectors outside the ANN index: searches scan them until a fold",
+                     len(unindexed))
+            self._unindexed, self._unindexed_complete = None, False
+
+    def _drop_unindexed(self, ids: Collection[str]) -> None:
+        if self._unindexed is not None:
+            self._unindexed.discard(list(ids))
+            if self._unindexed_touched is not None:
+                self._unindexed_touched.update(ids)
+
+    async def _refresh_unindexed(self) -> None:
+        """Make ``_unindexed`` the index's rows its ANN index does not cover: after a
+        start, and after each compaction (a fold, or a training's, covers what was
+        written before it). Drops the rows it kept that are covered now, reads in any it
+        lacks (an earlier run's), and leaves rows written or forgotten meanwhile as
+        they are. Keeps nothing when there is no ANN index, or too many such rows."""
+        index = self._index
+        if index is None or self._dim is None:
+            return
+        async with self._unindexed_lock:
+            if self._unindexed is None:  # writes land in it from now on
+                self._unindexed, self._unindexed_complete = QueuedVectors(), False
+            unindexed, touched = self._unindexed, set[str]()
+            known = set(unindexed.ids())
+            self._unindexed_touched = touched
+            try:
+                found = await self._vec_thread.run(
+                    index.unindexed_rows, known, UNINDEXED_RAM_MAX_BYTES // (4 * self._dim)
+                )
+            except Exception as exc:  # noqa: BLE001 - searches scan them instead
+                log.error("reading the vectors outside the ANN index failed: %s",
+                          redacted_traceback(exc))
+                found = None
+            finally:
+                self._unindexed_touched = None
+            if found is None or self._index is not index or self._unindexed is not unindexed:
+                self._unindexed, self._unindexed_complete = None, False
+                return
+            uncovered, (ids, tags, matrix) = found
+            unindexed.discard([i for i in known - uncovered if i not in touched])
+            keep = [n for n, memory_id in enumerate(ids) if memory_id not in touched]
+            unindexed.put([ids[n] for n in keep], [tags[n] for n in keep], matrix[keep])
+            if not unindexed:  # a fresh one gives back the room of the rows just covered
+                self._unindexed = QueuedVectors()
+            self._unindexed_complete = True
 
     # -- background upkeep ---------------------------------------------------------------------
 
@@ -720,9 +804,11 @@ class VectorCatalog:
         if deletes:
             await self._vec_thread.run(index.delete, sorted(deletes))
             self._last_delete_at = time.monotonic()
+            self._drop_unindexed(deletes)  # a repair's extra rows were never forgotten
         ids, tags, matrix = batch
         if ids:
             await self._vec_thread.run(index.add, ids, tags, matrix)
+            self._add_unindexed(ids, tags, matrix)
         self._flushes_since_compact += 1
         self._last_write_at = time.monotonic()
 
@@ -1109,6 +1195,7 @@ class VectorCatalog:
             self._compacting = False
         self._compactions += 1
         self._last_compaction_s = time.perf_counter() - started
+        await self._refresh_unindexed()
         log.info("vector index compacted (%s%s) in %.1f s: %s", reason,
                  f"; {segments} segments merged" if merge else "", self._last_compaction_s,
                  ", ".join(f"{name} {took:.2f} s" for name, took in steps.items()))
@@ -1168,6 +1255,11 @@ class VectorCatalog:
                 "ann": {
                     "indexed": ann["indexed"] if ann else 0,
                     "unindexed": ann["unindexed"] if ann else rows,
+                    # Of those, scored in RAM by searches rather than scanned in the index.
+                    "unindexed_in_ram": (
+                        len(self._unindexed)
+                        if self._unindexed is not None and self._unindexed_complete else 0
+                    ),
                     "segments": ann["segments"] if ann else 0,
                     "partition_rows": ann["partition_rows"] if ann else 0,
                     "max_segments": self.settings.ann_max_segments,

@@ -98,6 +98,10 @@ def test_ann_index_is_trained_in_the_background_without_missing_memories(make_da
         import_texts(c, range(total, total + 50), ids)
         status = wait_status(c, settled(total + 50))
         assert status["vector_index"]["ann"]["unindexed"] >= 50
+        # They are scored in RAM, and searches read the ANN index alone.
+        ann = wait_status(c, lambda s: s["vector_index"]["ann"]["unindexed_in_ram"]
+                          == s["vector_index"]["ann"]["unindexed"], timeout=10)
+        assert ann["vector_index"]["ann"]["unindexed_in_ram"] >= 50
         assert all(top_id(c, n) == ids[n] for n in range(total, total + 50, 7))
 
         # Deleted memories are not found, whether the ANN index covers them or not.
@@ -108,6 +112,7 @@ def test_ann_index_is_trained_in_the_background_without_missing_memories(make_da
         assert all(top_id(c, n) != ids[n] for n in gone)
         # Compaction after the deletes folds the new rows into the ANN index.
         wait_status(c, lambda s: s["vector_index"]["ann"]["unindexed"] == 0, timeout=60)
+        assert c.status()["vector_index"]["ann"]["unindexed_in_ram"] == 0
         assert all(top_id(c, n) != ids[n] for n in gone)
         assert all(top_id(c, n) == ids[n] for n in range(total, total + 50, 7))
 

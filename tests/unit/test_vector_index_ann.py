@@ -158,20 +158,25 @@ def test_an_index_from_before_exact_copies_is_rebuilt(tmp_path):
     assert not again.rebuilt and again.count() == 1  # the new layout is kept
 
 
+def index_of_small_fragments(tmp_path, monkeypatch, fragment_rows: int) -> VectorIndex:
+    """A new index whose compactions make fragments of ``fragment_rows`` rows."""
+    import memoryd.store.vectors as vectors_module
+
+    monkeypatch.setattr(vectors_module, "COMPACT_FRAGMENT_ROWS", fragment_rows)
+    dek = secrets.token_bytes(32)
+    return VectorIndex(
+        tmp_path / "vectors", SapCipher(dek, DIM, beta=0.3), ExactCopyCipher(dek, DIM), DIM,
+        {"model": "test"},
+    )
+
+
 def test_a_deleted_vector_leaves_the_disk_from_a_fragment_compaction_keeps(
     tmp_path, monkeypatch
 ):
     """Compaction leaves fragments of ``COMPACT_FRAGMENT_ROWS`` rows alone, except those
     holding a deleted row: one deleted row is enough for its ciphertexts to go."""
-    import memoryd.store.vectors as vectors_module
-
-    monkeypatch.setattr(vectors_module, "COMPACT_FRAGMENT_ROWS", 500)
+    index = index_of_small_fragments(tmp_path, monkeypatch, 500)
     rng = np.random.default_rng(5)
-    dek = secrets.token_bytes(32)
-    index = VectorIndex(
-        tmp_path / "vectors", SapCipher(dek, DIM, beta=0.3), ExactCopyCipher(dek, DIM), DIM,
-        {"model": "test"},
-    )
     index.add([f"m{n}" for n in range(2_000)], ["ns"] * 2_000, unit_rows(rng, 2_000))
     row = index.table.search().where("id = 'm1234'").select(["exact", "vector"]).to_arrow()
     exact = row.column("exact")[0].as_py()
@@ -187,3 +192,73 @@ def test_a_deleted_vector_leaves_the_disk_from_a_fragment_compaction_keeps(
     index.compact()
     assert not on_disk(exact[:32]) and not on_disk(sap[:64])
     assert index.count() == 1_999
+
+
+def test_the_rows_a_fast_search_leaves_out_are_the_unindexed_rows(tmp_path, monkeypatch):
+    """``unindexed_rows`` names exactly the rows a ``fast`` search cannot find, with their
+    exact vectors, through writes, deletes of covered and uncovered rows, folds, merges
+    and a compaction that rewrites covered fragments beside uncovered ones: every live
+    row is either among them or found by a fast search, never both, never neither."""
+    # Small fragments, so compactions merge and rewrite several of them.
+    index = index_of_small_fragments(tmp_path, monkeypatch, 1_500)
+    rng = np.random.default_rng(11)
+    live: dict[str, np.ndarray] = {}
+    made = 0
+
+    def add(n: int) -> None:
+        nonlocal made
+        rows = unit_rows(rng, n)
+        ids = [f"m{k}" for k in range(made, made + n)]
+        index.add(ids, ["a" if k % 3 else "b" for k in range(made, made + n)], rows)
+        live.update(zip(ids, rows, strict=True))
+        made += n
+
+    def delete(n: int) -> None:
+        gone = [str(i) for i in rng.choice(sorted(live), n, replace=False)]
+        index.delete(gone)
+        for memory_id in gone:
+            live.pop(memory_id)
+
+    def check() -> None:
+        found = index.unindexed_rows(set(), 1_000_000)
+        assert found is not None
+        uncovered, (ids, tags, vectors) = found
+        assert uncovered == set(ids) and uncovered <= set(live)
+        for memory_id, tag, vector in zip(ids, tags, vectors, strict=True):
+            assert np.abs(vector - live[memory_id]).max() < 1e-3  # float16 copies
+            assert tag == ("a" if int(memory_id[1:]) % 3 else "b")
+        # Known ids are named but not read again.
+        again = index.unindexed_rows(set(ids[:5]), 1_000_000)
+        assert again is not None and again[0] == uncovered and again[1][0] == ids[5:]
+        sample = [str(i) for i in rng.choice(sorted(live), 60, replace=False)]
+        sample += sorted(uncovered)[:20]
+        for memory_id in sample:
+            hits = [i for i, _ in index.search(live[memory_id], 10, None, 4096, fast=True)]
+            if memory_id in uncovered:
+                assert memory_id not in hits
+            else:
+                assert hits[0] == memory_id
+
+    add(4_000)
+    assert index.unindexed_rows(set(), 1_000_000) is None  # no ANN index yet
+    build_ann_index(index.path, PARTITION_ROWS)
+    index.reload()
+    check()
+    add(700)
+    add(300)
+    delete(50)  # covered and uncovered rows alike
+    check()
+    assert index.unindexed_rows(set(), 900) is None  # more than the limit (950)
+    index.compact()  # folds them into a segment of their own
+    check()
+    add(400)
+    delete(300)
+    index.compact()  # rewrites fragments holding deleted rows beside new ones
+    check()
+    add(250)
+    delete(20)
+    check()
+    index.compact(merge_segments=True)
+    check()
+    found = index.unindexed_rows(set(), 1_000_000)
+    assert found is not None and found[0] == set() and found[1][0] == []

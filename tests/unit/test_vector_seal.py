@@ -1,7 +1,8 @@
 """The vector catalog's index tier on real DuckDB and Lance files. The seal: written at a
 clean stop only after a reconcile succeeded, trusted once at the next start (status calls
 the index ready on the same condition), and checked before it is written. Repairs of an
-index that differs from DuckDB. Searches and the status beside the owner thread."""
+index that differs from DuckDB. Searches and the status beside the owner thread. The
+rows outside the ANN index, scored in RAM."""
 
 from __future__ import annotations
 
@@ -594,4 +595,123 @@ def test_a_vector_queued_before_the_catalog_opens_waits_in_the_queue(tmp_path):
     assert vector.dtype == np.float32 and vector.shape == (DIM,)
     assert np.array_equal(vector, blobs_matrix([item.embedding])[0])
     assert tag == catalog.tag(item.namespace)
+    db.close()
+
+
+async def uncovered_session(
+    db: Database, tmp_path, dek: bytes
+) -> tuple[VectorCatalog, list[PreparedMemory]]:
+    """A catalog of ``ann_store``'s 300 memories with its ANN index trained (and the
+    compaction after it done), then 30 memories written to the index after it."""
+    settings = SearchSettings(ram_max=0, ann_min_rows=200, ann_partition_rows=50)
+    catalog = VectorCatalog(tmp_path / "vectors", settings, OwnerThread("db"))
+    catalog.attach(db, dek)
+    await catalog.open(DIM, "m")
+    catalog.ready.set()
+    assert await catalog.maintain_ann()
+    late = [memory(n) for n in range(1000, 1030)]
+    db.insert(late, "test")
+    catalog.queue([(m.id, m.namespace, m.embedding) for m in late])
+    await catalog.flush()
+    return catalog, late
+
+
+def best(found: dict[str, float | None]) -> str:
+    return max(found, key=lambda i: found[i] or -2.0)
+
+
+def test_rows_outside_the_ann_index_are_scored_in_ram_not_scanned(tmp_path, monkeypatch):
+    """Rows written after a training are kept in RAM and scored there, and the index is
+    searched through its ANN index alone (``fast``); a compaction that folds them in
+    takes them out of RAM. Each row is found either way."""
+    db = ann_store(tmp_path)
+    fast_flags: list[bool] = []
+    real_search = VectorIndex.search
+
+    def recording_search(index, vector, limit, ns_tag, probes, scored=False, fast=False):
+        fast_flags.append(fast)
+        return real_search(index, vector, limit, ns_tag, probes, scored, fast)
+
+    monkeypatch.setattr(VectorIndex, "search", recording_search)
+
+    async def scenario() -> None:
+        catalog, late = await uncovered_session(db, tmp_path, secrets.token_bytes(32))
+        ann = (await catalog.status())["vector_index"]["ann"]
+        assert ann["unindexed"] == ann["unindexed_in_ram"] == 30
+        for item in late[::3]:
+            vector = blobs_matrix([item.embedding])[0]
+            fast_flags.clear()
+            found = await catalog.candidates(vector, None, 10)
+            assert fast_flags == [True]
+            assert best(found) == item.id and abs((found[item.id] or 0) - 1.0) < 1e-3
+        for n in range(0, 300, 37):  # the store's own rows, through the ANN index
+            found = await catalog.candidates(blobs_matrix([memory(n).embedding])[0], None, 10)
+            assert abs((found[best(found)] or 0) - 1.0) < 1e-3
+        # A forgotten row leaves RAM at once, and the index at the next flush.
+        catalog.forget([late[0].id])
+        assert late[0].id not in await catalog.candidates(
+            blobs_matrix([late[0].embedding])[0], None, 10)
+        await catalog._flush_and_compact("test")
+        ann = (await catalog.status())["vector_index"]["ann"]
+        assert ann["unindexed"] == ann["unindexed_in_ram"] == 0
+        for item in late[1::4]:
+            found = await catalog.candidates(blobs_matrix([item.embedding])[0], None, 10)
+            assert best(found) == item.id
+        await catalog.close()
+
+    asyncio.run(scenario())
+    db.close()
+
+
+def test_rows_left_outside_the_ann_index_are_read_into_ram_at_the_next_start(
+    tmp_path, monkeypatch
+):
+    """A start reads the rows an earlier run left outside the ANN index into RAM (from
+    their exact copies), except those forgotten while it reads; until then searches scan
+    them in the index."""
+    db = ann_store(tmp_path)
+    dek = secrets.token_bytes(32)
+
+    async def scenario() -> None:
+        first, late = await uncovered_session(db, tmp_path, dek)
+        await first.close()  # no deletes: nothing folds them in
+
+        read, release = threading.Event(), threading.Event()
+        real_read = VectorIndex.unindexed_rows
+
+        def held_read(index, known, limit):
+            found = real_read(index, known, limit)
+            read.set()
+            release.wait(30)
+            return found
+
+        monkeypatch.setattr(VectorIndex, "unindexed_rows", held_read)
+        second = VectorCatalog(
+            tmp_path / "vectors",
+            SearchSettings(ram_max=0, ann_min_rows=200, ann_partition_rows=50),
+            OwnerThread("db"),
+        )
+        second.attach(db, dek)
+        opening = asyncio.ensure_future(second.open(DIM, "m"))
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, read.wait, 30)
+            assert (await second.status())["vector_index"]["ann"]["unindexed_in_ram"] == 0
+            second.forget([late[1].id])  # read as uncovered, forgotten before it lands
+        finally:
+            release.set()
+        await opening
+        second.ready.set()
+        ann = (await second.status())["vector_index"]["ann"]
+        assert ann["unindexed"] == 30 and ann["unindexed_in_ram"] == 29
+        assert second._unindexed is not None and late[1].id not in second._unindexed
+        for item in late[::2]:
+            vector = blobs_matrix([item.embedding])[0]
+            found = await second.candidates(vector, None, 10)
+            if item is late[1]:
+                assert item.id not in found
+            else:
+                assert best(found) == item.id and abs((found[item.id] or 0) - 1.0) < 1e-3
+        await second.close()
+
+    asyncio.run(scenario())
     db.close()
