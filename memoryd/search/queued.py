@@ -7,6 +7,9 @@ stacked into a matrix: 1.58 ms for 3,400 queued vectors and 13.1 ms for 20,000, 
 0.08 and 0.64 ms scoring the live rows where they lie (one matrix-vector product). That
 had kept the index writes of an import small (``FLUSH_GATHER_ROWS`` in
 ``memoryd.vector_catalog``).
+
+The catalog holds the index's rows that its ANN index does not cover yet the same way
+(``VectorCatalog._unindexed``), scored beside the queue.
 """
 
 from __future__ import annotations
