@@ -620,7 +620,7 @@ class VectorCatalog:
         # that commits meanwhile covers them in the version the search reads.
         queued = self._flushing.nearest(query, fetch, ns_tag)
         queued += self._pending.nearest(query, fetch, ns_tag)
-        unindexed = self._unindexed if self._unindexed_complete else None
+        unindexed = self._unindexed_searched
         uncovered = unindexed.nearest(query, fetch, ns_tag) if unindexed is not None else []
         found: dict[str, float | None] = {}
         if self._index is not None:
@@ -677,6 +677,17 @@ class VectorCatalog:
 
     # -- the rows the ANN index does not cover -----------------------------------------------
 
+    @property
+    def _unindexed_searched(self) -> QueuedVectors | None:
+        """The rows outside the ANN index, when searches may score them instead of
+        Lance scanning them: kept, and complete since a refresh."""
+        return self._unindexed if self._unindexed_complete else None
+
+    @property
+    def _unindexed_max_rows(self) -> int:
+        """How many such rows ``UNINDEXED_RAM_MAX_BYTES`` holds (float32 vectors)."""
+        return UNINDEXED_RAM_MAX_BYTES // (4 * (self._dim or 1))
+
     def _add_unindexed(self, ids: list[str], tags: list[str], matrix: np.ndarray) -> None:
         """Rows just written to the index: uncovered until a training or fold."""
         unindexed = self._unindexed
@@ -685,7 +696,7 @@ class VectorCatalog:
         unindexed.put(ids, tags, matrix)
         if self._unindexed_touched is not None:
             self._unindexed_touched.update(ids)
-        if len(unindexed) * matrix.shape[1] * 4 > UNINDEXED_RAM_MAX_BYTES:
+        if len(unindexed) > self._unindexed_max_rows:
             log.info("%d vectors outside the ANN index: searches scan them until a fold",
                      len(unindexed))
             self._unindexed, self._unindexed_complete = None, False
@@ -713,7 +724,7 @@ class VectorCatalog:
             self._unindexed_touched = touched
             try:
                 found = await self._vec_thread.run(
-                    index.unindexed_rows, known, UNINDEXED_RAM_MAX_BYTES // (4 * self._dim)
+                    index.unindexed_rows, known, self._unindexed_max_rows
                 )
             except Exception as exc:  # noqa: BLE001 - searches scan them instead
                 log.error("reading the vectors outside the ANN index failed: %s",
@@ -1256,10 +1267,7 @@ class VectorCatalog:
                     "indexed": ann["indexed"] if ann else 0,
                     "unindexed": ann["unindexed"] if ann else rows,
                     # Of those, scored in RAM by searches rather than scanned in the index.
-                    "unindexed_in_ram": (
-                        len(self._unindexed)
-                        if self._unindexed is not None and self._unindexed_complete else 0
-                    ),
+                    "unindexed_in_ram": len(self._unindexed_searched or ()),
                     "segments": ann["segments"] if ann else 0,
                     "partition_rows": ann["partition_rows"] if ann else 0,
                     "max_segments": self.settings.ann_max_segments,
