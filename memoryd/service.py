@@ -383,7 +383,7 @@ class MemoryService:
         memory_id: str,
         content_hash: str,
         now: datetime,
-        vector: np.ndarray | None,
+        blob: bytes | None,
     ) -> PreparedMemory:
         return PreparedMemory(
             id=memory_id,
@@ -400,8 +400,8 @@ class MemoryService:
             created_at=item.created_at or now,
             updated_at=now,
             expires_at=item.expires_at,
-            embedding=None if vector is None else vector_blob(vector),
-            embedding_model=None if vector is None else self.embedding_id,
+            embedding=blob,
+            embedding_model=None if blob is None else self.embedding_id,
         )
 
     async def _store(self, items: list[NewMemory], ctx: Context) -> list[tuple[str, bool]]:
@@ -410,14 +410,15 @@ class MemoryService:
         hashes = [(i.namespace, _content_hash(i.content)) for i in items]
         known = await self._db_thread.run(db.find_duplicates, hashes)
         fresh = [n for n, key in enumerate(hashes) if key not in known]
-        vectors = None
+        blob_at: dict[int, bytes] = {}
         if fresh:
             texts = [self._embed_text(items[n].content, items[n].metadata) for n in fresh]
             vectors = await self.embedding.embed(texts, wait=MODEL_WAIT_S)
-        vector_at = dict(zip(fresh, vectors, strict=True)) if vectors is not None else {}
+            if vectors is not None:
+                blob_at = dict(zip(fresh, vector_blobs(vectors), strict=True))
         now = utcnow()  # one moment for the batch; ids still order it
         prepared = [
-            self._prepare(item, memory_id, key[1], now, vector_at.get(n))
+            self._prepare(item, memory_id, key[1], now, blob_at.get(n))
             for n, (item, memory_id, key) in enumerate(
                 zip(items, new_ids(len(items)), hashes, strict=True)
             )

@@ -26,7 +26,7 @@ import numpy as np
 from memoryd.config import EmbeddingSettings
 from memoryd.errors import Unavailable
 from memoryd.search.cores import own_work
-from memoryd.search.lexical import words
+from memoryd.search.lexical import words_of
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ class HashEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         digests: list[bytes] = []
         counts: list[int] = []
-        for text in texts:
-            text_words = words(text) or [""]
+        for text_words in words_of(texts):
+            text_words = text_words or [""]
             counts.append(len(text_words))
             digests.extend(map(self._digest, text_words))
         codes = np.frombuffer(b"".join(digests), dtype="<u2").reshape(-1, 8)

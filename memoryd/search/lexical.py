@@ -24,6 +24,12 @@ MAX_TERM_CHARS = 64
 _ASCII_NON_WORD = bytes(
     c if chr(c).isalnum() or chr(c) == "_" else ord(" ") for c in range(128)
 ) + bytes(range(128, 256))
+# A batch of texts is analysed as one string, the texts apart by this character (ASCII's
+# unit separator, which no normalisation changes or joins to a neighbour and no token
+# holds): one normalisation, case fold and split for the batch instead of each per text,
+# 0.55 ms for 1,000 bench texts instead of 1.0.
+_SEPARATOR = "\x1f"
+_ASCII_NON_WORD_BUT_SEPARATOR = _ASCII_NON_WORD[:0x1F] + b"\x1f" + _ASCII_NON_WORD[0x20:]
 
 # A memory's document: content, metadata, and the previous memory's content and metadata
 # in its thread (None outside a thread or at its start).
@@ -61,9 +67,26 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(normal)
 
 
+def _tokens_of(texts: Sequence[str]) -> list[list[str]]:
+    """``_tokens`` of each of ``texts``, analysed as one string."""
+    joined = _SEPARATOR.join(texts)
+    if joined.count(_SEPARATOR) != len(texts) - 1:  # a text holds the separator itself
+        return [_tokens(t) for t in texts]
+    normal = unicodedata.normalize("NFKC", joined).casefold()
+    if normal.isascii():
+        parts = normal.encode().translate(_ASCII_NON_WORD_BUT_SEPARATOR).decode()
+        return [part.split() for part in parts.split(_SEPARATOR)]
+    return [_TOKEN.findall(part) for part in normal.split(_SEPARATOR)]
+
+
 def words(text: str) -> list[str]:
     """Lower-cased word tokens, stop words included (for phrase checks and snippets)."""
     return [w for w in _tokens(text) if len(w) <= MAX_TERM_CHARS]
+
+
+def words_of(texts: Sequence[str]) -> list[list[str]]:
+    """``words`` of each of ``texts``, analysed together."""
+    return [[w for w in ts if len(w) <= MAX_TERM_CHARS] for ts in _tokens_of(texts)]
 
 
 def terms(text: str) -> list[str]:
@@ -82,7 +105,7 @@ def term_counts_of(texts: Sequence[str]) -> list[Counter[str]]:
     """``term_counts`` of each of ``texts``, with each distinct word of them all stemmed
     once: for a 1,000-memory import batch 2.7 ms instead of 4.3 (a batch repeats its
     words: ~7 terms a bench memory, ~1,100 distinct in 1,000)."""
-    tokens = [_tokens(t) for t in texts]
+    tokens = _tokens_of(texts)
     distinct = [
         w for w in {w for ts in tokens for w in ts} - STOP_WORDS if len(w) <= MAX_TERM_CHARS
     ]

@@ -42,6 +42,20 @@ def test_a_batch_counts_the_terms_each_text_has_alone():
     assert lexical.term_counts_of([]) == []
 
 
+def test_a_batch_splits_into_the_words_each_text_has_alone():
+    import random
+
+    rng = random.Random(7)
+    # Texts that start with combining marks (which must not join the text before them),
+    # end mid-word, hold compatibility characters, or are all ASCII.
+    pieces = ["\u0301a", "e\u0301", "ﬁ", "Ⅻ", "ß", "ΣΑΣ", "x", " ", "_", "-", "9", "東"]
+    mixed = ["".join(rng.choice(pieces) for _ in range(rng.randrange(6))) for _ in range(500)]
+    ascii_only = ["".join(chr(rng.randrange(32, 127)) for _ in range(rng.randrange(30)))
+                  for _ in range(500)]
+    for batch in (TEXTS, mixed, ascii_only, TEXTS[:4] + ["unit\x1fseparator"], [""], []):
+        assert lexical.words_of(batch) == [lexical.words(t) for t in batch], batch
+
+
 def test_documents_take_their_labels_and_the_turn_before_them():
     analyzer = lexical.DocumentAnalyzer()
     documents = [
