@@ -15,10 +15,20 @@ One place for one call, because of two things it must get right:
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import numpy as np
-import simsimd
+
+# SimSIMD's threads come from its own copy of libgomp, read when it loads. By default a
+# worker spins ~300,000 times after each parallel region before it sleeps: at 100k
+# real-model memories, ~9 ms of a core burned after each two-thread scan of a ~3 ms
+# search. PASSIVE workers sleep at once: a search 100 ms after the last took 5.1 ms of
+# CPU instead of 14.7, with the same latency (docs/performance-log.md). A policy the
+# user set stays.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import simsimd  # noqa: E402 - after the wait policy, which libgomp reads when it loads
 
 
 def row_products(
