@@ -20,12 +20,12 @@ from typing import Literal
 
 import numpy as np
 
-# SimSIMD's threads come from its own copy of libgomp, read when it loads. By default a
-# worker spins ~300,000 times after each parallel region before it sleeps: at 100k
-# real-model memories, ~9 ms of a core burned after each two-thread scan of a ~3 ms
-# search. PASSIVE workers sleep at once: a search 100 ms after the last took 5.1 ms of
-# CPU instead of 14.7, with the same latency (docs/performance-log.md). A policy the
-# user set stays.
+# SimSIMD's threads come from its own copy of libgomp, which reads its wait policy when
+# it loads. Without one, a worker spins 300,000 times (GOMP_SPINCOUNT's default) after
+# each parallel region before it sleeps: at 100k real-model memories ~9 ms of a core
+# after each two-thread scan of a ~3 ms search. PASSIVE workers sleep at once: a search
+# 100 ms after the last took 5.1-7.5 ms of CPU instead of 14.7-15.4, with the same
+# latency (docs/performance-log.md). A policy the user set stays.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import simsimd  # noqa: E402 - after the wait policy, which libgomp reads when it loads
