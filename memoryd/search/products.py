@@ -24,7 +24,7 @@ import numpy as np
 # it loads. Without one, a worker spins 300,000 times (GOMP_SPINCOUNT's default) after
 # each parallel region before it sleeps: at 100k real-model memories ~9 ms of a core
 # after each two-thread scan of a ~3 ms search. PASSIVE workers sleep at once: a search
-# 100 ms after the last took 5.1-7.5 ms of CPU instead of 14.7-15.4, with the same
+# 100 ms after the last took 5.1-7.5 ms of CPU instead of 14.7-15.4, at about the same
 # latency (docs/performance-log.md). A policy the user set stays.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
