@@ -111,6 +111,12 @@ class IdTable:
         """The ids that ``ordinals`` name (live ones: a dead ordinal names its last id)."""
         return id_strings(self._keys[ordinals])
 
+    def key_pairs(self, ordinals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The keys of ``ordinals`` as (high, low) big-endian integers: sorted by high,
+        then low, the ids sort as their strings do."""
+        pairs = np.ascontiguousarray(self._keys[ordinals], dtype=KEY).view(">u8").reshape(-1, 2)
+        return pairs[:, 0].astype(np.uint64), pairs[:, 1].astype(np.uint64)
+
     def first_by_id(self, ordinals: np.ndarray, k: int) -> list[str]:
         """The ``k`` smallest of the ids that ``ordinals`` name, smallest first."""
         chosen = self._keys[ordinals]

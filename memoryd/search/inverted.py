@@ -101,6 +101,14 @@ class InvertedIndex:
         """The ids of live documents' ordinals."""
         return self._ids.ids(ordinals)
 
+    def key_pairs(self, ordinals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of ``ordinals`` as two integers each that sort as the ids do."""
+        return self._ids.key_pairs(ordinals)
+
+    def namespace_codes(self, ordinals: np.ndarray) -> np.ndarray:
+        """The namespace of each of ``ordinals`` as a small int (one per namespace)."""
+        return self._ns[ordinals]
+
     def namespaces(self, ordinals: np.ndarray) -> list[str]:
         """The namespace of each of ``ordinals`` (live documents')."""
         names = list(self._ns_code)  # in code order: codes are given in turn

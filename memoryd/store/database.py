@@ -30,7 +30,16 @@ from memoryd.model import Memory, SearchFilters, is_canonical_id, utcnow
 from memoryd.search.hit_rows import HIT_FIELDS, HitRows
 from memoryd.search.inverted import InvertedIndex
 from memoryd.search.lexical import DocumentAnalyzer
-from memoryd.search.ram import NEVER, Coded, FactRow, RamIndex, RankFact, RankFacts
+from memoryd.search.ram import (
+    NEVER,
+    NO_POSITION,
+    Coded,
+    FactRow,
+    Pairs,
+    RamIndex,
+    RankFact,
+    RankFacts,
+)
 from memoryd.search.vector_blob import buffer_matrix
 from memoryd.store.content_keys import KEY_SQL, ContentKeys
 from memoryd.store.migrations import MIGRATIONS
@@ -454,7 +463,8 @@ class Database:
                 self._ram_changed(
                     "new",
                     [
-                        (m.id, m.created_at, m.importance, m.expires_at, m.kind, m.tags, m.thread)
+                        (m.id, m.created_at, m.importance, m.expires_at, m.kind, m.tags, m.thread,
+                         m.position)
                         for m in fresh
                     ],
                     _hit_fields(inserted),
@@ -733,7 +743,9 @@ class Database:
             )
             if record.keys() & {"content", "metadata", "namespace", "thread", "position"}:
                 self._reindex_lexical(con, [i for i in (memory_id, old_next) if i])
-            if record.keys() & {"created_at", "importance", "expires_at", "kind", "tags", "thread"}:
+            if record.keys() & {
+                "created_at", "importance", "expires_at", "kind", "tags", "thread", "position"
+            }:
                 self._ram_changed("facts", [self._fact_row(con, memory_id)])
             self._ram_changed("stale", [memory_id])
             con.execute(
@@ -746,11 +758,11 @@ class Database:
     @staticmethod
     def _fact_row(con: Any, memory_id: str) -> FactRow:
         row = con.execute(
-            "SELECT id, created_at, importance, expires_at, kind, tags, thread "
+            "SELECT id, created_at, importance, expires_at, kind, tags, thread, position "
             "FROM memories WHERE id = ?",
             [memory_id],
         ).fetchone()
-        return (row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+        return (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
     def delete(self, memory_id: str, actor: str) -> None:
         """Erase a memory: its row, postings, vector and the content its history holds.
@@ -974,32 +986,34 @@ class Database:
         facts instead of the rows: the facts of candidates that exist, have not expired
         and pass ``filters`` (all but the namespace, which the candidates' search applied)
         and, with ``neighbours``, the thread neighbours of threaded ones (and their facts,
-        on the same terms). ``None`` until the RAM index is loaded."""
+        on the same terms), found in RAM too. ``None`` until the RAM index is loaded."""
         ram = self._ram
         if ram is None:
             return None
+        return self._facts_with_neighbours(ram, ids, neighbours, filters)
+
+    def candidate_facts_now(
+        self, ids: Sequence[str], neighbours: bool, filters: SearchFilters | None = None
+    ) -> tuple[dict[str, RankFact], dict[str, Pairs]] | None:
+        """``candidate_facts`` from a thread other than the owner, or ``None`` when that
+        cannot be answered there now: the RAM index is not loaded or is changing this
+        moment (the caller then asks the owner thread)."""
+        with self._ram_if_free() as ram:
+            if ram is None:
+                return None
+            return self._facts_with_neighbours(ram, ids, neighbours, filters)
+
+    def _facts_with_neighbours(
+        self, ram: RamIndex, ids: Sequence[str], neighbours: bool, filters: SearchFilters | None
+    ) -> tuple[dict[str, RankFact], dict[str, Pairs]]:
         now = utcnow()
         return self._with_neighbours(
             lambda wanted: ram.facts.lookup(wanted, now, filters),
             lambda fact: fact.threaded,
             ids,
             neighbours,
+            ram.neighbours,
         )
-
-    def candidate_facts_now(
-        self, ids: Sequence[str], neighbours: bool, filters: SearchFilters | None = None
-    ) -> tuple[dict[str, RankFact], dict[str, tuple[str | None, str | None]]] | None:
-        """``candidate_facts`` from a thread other than the owner, or ``None`` when that
-        cannot be answered there now: the RAM index is not loaded or is changing this
-        moment, or threaded candidates need their neighbours (found in SQL, on the owner
-        thread, which the caller then asks)."""
-        with self._ram_if_free() as ram:
-            if ram is None:
-                return None
-            facts = ram.facts.lookup(ids, utcnow(), filters)
-        if neighbours and any(fact.threaded for fact in facts.values()):
-            return None
-        return facts, {}
 
     def _with_neighbours(
         self,
@@ -1007,17 +1021,19 @@ class Database:
         threaded: Callable[[T], bool],
         ids: Sequence[str],
         neighbours: bool,
-    ) -> tuple[dict[str, T], dict[str, tuple[str | None, str | None]]]:
+        pairs_of: Callable[[Sequence[str]], dict[str, Pairs]] | None = None,
+    ) -> tuple[dict[str, T], dict[str, Pairs]]:
         """``fetch`` the candidates and, with ``neighbours``, the (previous, next) of each
-        ``threaded`` one and what ``fetch`` gives for those neighbours too. The neighbour
-        lookup runs only when some candidate has a thread."""
+        ``threaded`` one (``pairs_of`` them: SQL's ``neighbours`` unless given) and what
+        ``fetch`` gives for those neighbours too. The neighbour lookup runs only when some
+        candidate has a thread."""
         found = fetch(ids)
         if not neighbours:
             return found, {}
         in_threads = [i for i, item in found.items() if threaded(item)]
         if not in_threads:
             return found, {}
-        pairs = self.neighbours(in_threads)
+        pairs = (pairs_of or self.neighbours)(in_threads)
         missing = sorted({n for pair in pairs.values() for n in pair if n and n not in found})
         if missing:
             found.update(fetch(missing))
@@ -1395,7 +1411,7 @@ def build_ram_index(cursor: duckdb.DuckDBPyConnection, rows_max_bytes: int = 0) 
         documents = cursor.execute(
             "SELECT rowid, id, namespace, doc_len, created_at, importance, expires_at, kind, "
             "array_to_string(list_sort(list_distinct(tags)), ',') AS tag_set, "
-            f"thread{hit_columns} "
+            f"thread, position AS thread_position{hit_columns} "
             "FROM memories"  # tags hold no commas (validate.TAG_RE)
         ).to_arrow_table()
         # Postings name their document by row id (a join in DuckDB): the build took 18 s
@@ -1418,6 +1434,7 @@ def build_ram_index(cursor: duckdb.DuckDBPyConnection, rows_max_bytes: int = 0) 
             _coded(documents.column("kind")),
             _coded(documents.column("tag_set"), lambda key: tuple(key.split(",")) if key else ()),
             _coded(documents.column("thread")),
+            pc.fill_null(documents.column("thread_position"), NO_POSITION).to_numpy(),
         )
         rows = HitRows(index, facts.fields, rows_max_bytes if copy_rows else 0)
         if copy_rows:

@@ -157,8 +157,8 @@ def test_reads_off_the_owner_thread_agree_with_the_owner_or_decline(tmp_path):
     """``rows_now``, ``candidate_facts_now`` (a search's reads on the event loop) and
     ``lexical_search_now`` (on the RAM search thread) give what ``get_many``,
     ``candidate_facts`` and ``lexical_search`` give, or ``None`` when only the owner
-    thread can answer: before the RAM index loads, for a stale copy or a metadata filter
-    (SQL reads the rows), and for threaded candidates' neighbours."""
+    thread can answer: before the RAM index loads, and for a stale copy or a metadata
+    filter (SQL reads the rows)."""
     db = Database(tmp_path / "h.duckdb", KEY, tmp_path / "tmp", lexical_ram_max=1_000_000)
     items = [prepared(n) for n in range(40)]
     db.insert(items, "test")
@@ -178,7 +178,11 @@ def test_reads_off_the_owner_thread_agree_with_the_owner_or_decline(tmp_path):
         assert found == db.lexical_search(["lantern"], filters, 50, ["harb"]) and found
     unthreaded = [m.id for m in items if m.thread is None]
     assert db.candidate_facts_now(unthreaded, True) == db.candidate_facts(unthreaded, True)
-    assert db.candidate_facts_now(ids, True) is None  # neighbours: SQL
+    # Threaded candidates' neighbours come from RAM too, the ones SQL finds.
+    facts, pairs = db.candidate_facts_now(ids, True)
+    assert (facts, pairs) == db.candidate_facts(ids, True)
+    threaded = [m.id for m in items if m.thread is not None]
+    assert pairs == db.neighbours(threaded) and len(pairs) == len(threaded) > 2
     assert db.rows_now(ids, SearchFilters(metadata={"speaker": "S1"})) is None
     assert db.lexical_search_now(["lantern"], SearchFilters(metadata={"speaker": "S1"}), 5) is None
 

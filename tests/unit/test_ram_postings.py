@@ -261,7 +261,7 @@ def test_rank_facts_follow_their_documents_through_edits_and_rebuilds():
     expected = {i: RankFact(start + timedelta(days=n), n / 20, n % 2 == 0)
                 for n, i in enumerate(ids)}
     facts.upsert([(i, f.created_at, f.importance, None, "fact" if n % 3 == 0 else "note",
-                   ["b", "a"] if n % 4 == 0 else [], "t" if f.threaded else None)
+                   ["b", "a"] if n % 4 == 0 else [], "t" if f.threaded else None, n)
                   for n, (i, f) in enumerate(expected.items())])
     for n in range(10_000):  # each edit leaves a dead ordinal
         edited = ids[n % 5]
@@ -298,12 +298,12 @@ def test_rank_facts_of_a_batch_keep_each_memorys_last_row_and_skip_the_undocumen
     start = datetime(2024, 1, 1)
     day = timedelta(days=1)
     facts.upsert([
-        (a, start, 0.1, start - day, "note", [], None),  # replaced by a's row below
-        (b, start + day, 0.2, start + day, "fact", ["x"], "t1"),
-        (undocumented, start, 0.3, None, "note", [], None),
-        (c, start, 0.4, None, "note", ["b", "a"], None),
-        (a, start + 2 * day, 0.9, None, "fact", ["x"], "t2"),
-        (d, start, 0.5, None, "note", ["a", "b", "a"], "t1"),
+        (a, start, 0.1, start - day, "note", [], None, None),  # replaced by a's row below
+        (b, start + day, 0.2, start + day, "fact", ["x"], "t1", 3),
+        (undocumented, start, 0.3, None, "note", [], None, None),
+        (c, start, 0.4, None, "note", ["b", "a"], None, None),
+        (a, start + 2 * day, 0.9, None, "fact", ["x"], "t2", None),
+        (d, start, 0.5, None, "note", ["a", "b", "a"], "t1", 1),
     ])
     assert facts.lookup([a, b, c, d, undocumented], start) == {
         a: RankFact(start + 2 * day, 0.9, True),
@@ -316,3 +316,61 @@ def test_rank_facts_of_a_batch_keep_each_memorys_last_row_and_skip_the_undocumen
     assert set(facts.lookup([a, b, c, d], start, SearchFilters(kind="fact"))) == {a, b}
     assert set(facts.lookup([a, b, c, d], start, SearchFilters(thread="t1"))) == {b, d}
     assert facts._tag_sets.values == [("x",), ("a", "b")]  # none for the rows left out
+
+
+def threaded_batch(rng: random.Random, n: int) -> list[PreparedMemory]:
+    """Memories in a few threads (the same thread names in two namespaces), positions
+    drawn from a small range (ties, broken by id) or none (last), some with no words
+    the lexical index keeps."""
+    items = batch(rng, n)
+    for item in items:
+        item.thread = rng.choice(["t1", "t2", "t3", None])
+        item.position = rng.choice([None, *range(8)]) if item.thread else None
+        if rng.random() < 0.1:
+            item.content = rng.choice(["the", "!!!", "a an the"]) + f" {rng.random()}"
+            item.content_hash = hashlib.sha256(item.content.encode()).hexdigest()
+    return items
+
+
+def assert_same_neighbours(db: Database) -> int:
+    """The RAM index's thread neighbours of every memory are SQL's; returns how many
+    memories are threaded."""
+    ids = [r[0] for r in db.con.execute("SELECT id FROM memories").fetchall()]
+    expected = db.neighbours(ids)
+    assert db._ram is not None and db._ram.neighbours(ids) == expected
+    return len(expected)
+
+
+def test_thread_neighbours_in_ram_are_sqls(tmp_path, monkeypatch):
+    """A threaded candidate's (previous, next) from the RAM rank facts equals SQL's
+    window over its thread (by position, none last, then id; per namespace), after a
+    load, adds, edits of position, thread, namespace and content, and deletes."""
+    monkeypatch.setattr(inverted, "FOLD_MIN_POSTINGS", 100)
+    rng = random.Random(11)
+    db = Database(tmp_path / "n.duckdb", os.urandom(32).hex(), tmp_path / "tmp",
+                  lexical_ram_max=10_000)
+    items = threaded_batch(rng, 200)
+    db.insert(items, "test")
+    snapshot = db.begin_ram_index()
+    db.insert(threaded_batch(rng, 20), "test")  # lands while the RAM copy is built
+    db.finish_ram_index(build_ram_index(snapshot))
+    assert assert_same_neighbours(db) > 100
+    more = threaded_batch(rng, 60)
+    db.insert(more, "test")
+    for n, item in enumerate(rng.sample(items + more, 60)):
+        change = [{"position": rng.choice([None, *range(8)])}, {"thread": "t2"},
+                  {"thread": None}, {"namespace": "home"}, {"position": 3, "thread": "t9"},
+                  {"content": item.content + " violin"}][n % 6]
+        db.update(item.id, change, "test")
+    for item in rng.sample(items, 30):
+        db.delete(item.id, "test")
+    assert assert_same_neighbours(db) > 100
+    db.compact_ram()
+    assert assert_same_neighbours(db) > 100
+    # What a search asks for: found in RAM, with the neighbours' own facts.
+    ids = [m.id for m in more]
+    facts, pairs = db.candidate_facts_now(ids, True)
+    assert (facts, pairs) == db.candidate_facts(ids, True)
+    assert pairs == db.neighbours([i for i in ids if facts.get(i) and facts[i].threaded])
+    assert {n for pair in pairs.values() for n in pair if n} <= set(facts)
+    db.close()
