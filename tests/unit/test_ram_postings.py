@@ -126,19 +126,27 @@ def assert_same_facts(db: Database) -> None:
         assert all(memory == db.get(i) for i, (memory, _) in list(hits.items())[:20])
 
 
+def loaded(tmp_path, items: list[PreparedMemory], during: list[PreparedMemory],
+           doomed: PreparedMemory | None = None) -> Database:
+    """A store of ``items`` whose RAM index is built while ``during`` are added (and
+    ``doomed`` deleted): those changes reach it by the replay after the build."""
+    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp",
+                  lexical_ram_max=10_000)
+    db.insert(items, "test")
+    snapshot = db.begin_ram_index()
+    db.insert(during, "test")
+    if doomed is not None:
+        db.delete(doomed.id, "test")
+    db.finish_ram_index(build_ram_index(snapshot))
+    assert db.ram_ready
+    return db
+
+
 def test_ram_postings_rank_like_sql(tmp_path, monkeypatch):
     monkeypatch.setattr(inverted, "FOLD_MIN_POSTINGS", 100)  # so the few below are folded
     rng = random.Random(3)
-    db = Database(tmp_path / "r.duckdb", os.urandom(32).hex(), tmp_path / "tmp",
-                  lexical_ram_max=10_000)
     items = batch(rng, 300)
-    db.insert(items, "test")
-    snapshot = db.begin_ram_index()
-    db.insert(batch(rng, 40), "test")  # lands while the RAM copy is being built
-    doomed = items[5]
-    db.delete(doomed.id, "test")
-    db.finish_ram_index(build_ram_index(snapshot))
-    assert db.ram_ready
+    db = loaded(tmp_path, items, batch(rng, 40), items[5])
     assert_same(db)
     assert_same_facts(db)
     # Changes after the load: adds, edits, deletes, and a transaction that fails.
@@ -347,13 +355,8 @@ def test_thread_neighbours_in_ram_are_sqls(tmp_path, monkeypatch):
     load, adds, edits of position, thread, namespace and content, and deletes."""
     monkeypatch.setattr(inverted, "FOLD_MIN_POSTINGS", 100)
     rng = random.Random(11)
-    db = Database(tmp_path / "n.duckdb", os.urandom(32).hex(), tmp_path / "tmp",
-                  lexical_ram_max=10_000)
     items = threaded_batch(rng, 200)
-    db.insert(items, "test")
-    snapshot = db.begin_ram_index()
-    db.insert(threaded_batch(rng, 20), "test")  # lands while the RAM copy is built
-    db.finish_ram_index(build_ram_index(snapshot))
+    db = loaded(tmp_path, items, threaded_batch(rng, 20))
     assert assert_same_neighbours(db) > 100
     more = threaded_batch(rng, 60)
     db.insert(more, "test")
