@@ -343,7 +343,8 @@ class RamIndex:
             self.facts.threads(wanted), self.postings.in_scope(None)
         )
         group = self._thread_groups(members)
-        members, group = members[np.isin(group, groups)], group[np.isin(group, groups)]
+        asked_about = np.isin(group, groups)  # a thread of the same name elsewhere: not
+        members, group = members[asked_about], group[asked_about]
         high, low = self.postings.key_pairs(members)
         # By thread, then position (none last), then id: as the SQL's window orders them.
         order = np.lexsort((low, high, self.facts.positions(members), group))
