@@ -57,6 +57,10 @@ FactRow = tuple[
 Pairs = tuple[str | None, str | None]  # a memory's (previous, next) in its thread
 
 
+class ThreadsTooLong(Exception):
+    """The threads asked about hold more memories than the caller would sort."""
+
+
 def micros(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
@@ -326,12 +330,13 @@ class RamIndex:
         self.postings.fold()
         self.rows.fold()
 
-    def neighbours(self, ids: Sequence[str]) -> dict[str, Pairs]:
+    def neighbours(self, ids: Sequence[str], members_max: int | None = None) -> dict[str, Pairs]:
         """(previous, next) memory in the thread of each of ``ids`` that is in one: its
         thread's memories in its namespace, ordered by position (none last), then id,
         exactly as ``Database.neighbours`` orders them in SQL (at ~800 LoCoMo memories
         the SQL took 6.7 ms p50 of a 12 ms hybrid search). One pass over the thread
-        column finds the members of every thread asked about; only those are sorted."""
+        column finds the members of every thread asked about; only those are sorted, and
+        ``ThreadsTooLong`` is raised instead when they are more than ``members_max``."""
         ordinals = self.postings.ordinals(ids)
         held = np.flatnonzero(ordinals >= 0)
         asked = held[self.facts.threads(ordinals[held]) >= 0]
@@ -345,6 +350,8 @@ class RamIndex:
         group = self._thread_groups(members)
         asked_about = np.isin(group, groups)  # a thread of the same name elsewhere: not
         members, group = members[asked_about], group[asked_about]
+        if members_max is not None and len(members) > members_max:
+            raise ThreadsTooLong(len(members))
         high, low = self.postings.key_pairs(members)
         # By thread, then position (none last), then id: as the SQL's window orders them.
         order = np.lexsort((low, high, self.facts.positions(members), group))

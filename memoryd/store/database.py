@@ -39,6 +39,7 @@ from memoryd.search.ram import (
     RamIndex,
     RankFact,
     RankFacts,
+    ThreadsTooLong,
 )
 from memoryd.search.vector_blob import buffer_matrix
 from memoryd.store.content_keys import KEY_SQL, ContentKeys
@@ -79,6 +80,11 @@ HIT_COLUMNS = ", ".join(
 )
 # DuckDB's memory limit while its cache is released (release_cache).
 RELEASE_CACHE_LIMIT_MB = 16
+# The most memories of the candidates' threads a search sorts on the event loop to find
+# their neighbours (``RamIndex.neighbours``: ~1 ms for this many); longer threads are
+# sorted on the owner thread, so that other requests are not held meanwhile (100k
+# memories in one thread took 15 ms).
+LOOP_THREAD_MEMBERS_MAX = 8192
 # When writes pause, a write-ahead log of this size or more is checkpointed (DuckDB's own
 # threshold, store.checkpoint_mb, is far higher so that imports are not slowed down).
 IDLE_CHECKPOINT_MB = 16
@@ -995,16 +1001,27 @@ class Database:
     def candidate_facts_now(
         self, ids: Sequence[str], neighbours: bool, filters: SearchFilters | None = None
     ) -> tuple[dict[str, RankFact], dict[str, Pairs]] | None:
-        """``candidate_facts`` from a thread other than the owner, or ``None`` when that
-        cannot be answered there now: the RAM index is not loaded or is changing this
-        moment (the caller then asks the owner thread)."""
+        """``candidate_facts`` from a thread other than the owner (the event loop), or
+        ``None`` when that cannot be answered there now: the RAM index is not loaded or is
+        changing this moment, or the candidates' threads are too long to sort there
+        (``LOOP_THREAD_MEMBERS_MAX``). The caller then asks the owner thread."""
         with self._ram_if_free() as ram:
             if ram is None:
                 return None
-            return self._facts_with_neighbours(ram, ids, neighbours, filters)
+            try:
+                return self._facts_with_neighbours(
+                    ram, ids, neighbours, filters, LOOP_THREAD_MEMBERS_MAX
+                )
+            except ThreadsTooLong:
+                return None
 
     def _facts_with_neighbours(
-        self, ram: RamIndex, ids: Sequence[str], neighbours: bool, filters: SearchFilters | None
+        self,
+        ram: RamIndex,
+        ids: Sequence[str],
+        neighbours: bool,
+        filters: SearchFilters | None,
+        members_max: int | None = None,
     ) -> tuple[dict[str, RankFact], dict[str, Pairs]]:
         now = utcnow()
         return self._with_neighbours(
@@ -1012,7 +1029,7 @@ class Database:
             lambda fact: fact.threaded,
             ids,
             neighbours,
-            ram.neighbours,
+            lambda threaded: ram.neighbours(threaded, members_max),
         )
 
     def _with_neighbours(

@@ -15,6 +15,7 @@ from support import uid
 
 from memoryd.model import SearchFilters, new_id, utcnow
 from memoryd.search import inverted
+from memoryd.store import database
 from memoryd.store.database import Database, PreparedMemory, build_ram_index, filter_sql
 
 WORDS = ("apple river violin garden engine summer harbour lantern pepper cobalt "
@@ -376,4 +377,9 @@ def test_thread_neighbours_in_ram_are_sqls(tmp_path, monkeypatch):
     assert (facts, pairs) == db.candidate_facts(ids, True)
     assert pairs == db.neighbours([i for i in ids if facts.get(i) and facts[i].threaded])
     assert {n for pair in pairs.values() for n in pair if n} <= set(facts)
+    # Threads too long to sort on the event loop: it declines, the owner thread answers.
+    monkeypatch.setattr(database, "LOOP_THREAD_MEMBERS_MAX", 10)
+    assert db.candidate_facts_now(ids, True) is None
+    assert db.candidate_facts_now(ids, False) == db.candidate_facts(ids, False)
+    assert db.candidate_facts(ids, True) == (facts, pairs)
     db.close()
