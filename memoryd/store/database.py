@@ -1062,12 +1062,15 @@ class Database:
         """Rows and exact vectors of candidate ids that pass the filters and, with
         ``neighbours``, the thread neighbours (previous, next) of each threaded candidate,
         whose rows are returned too when they pass the filters. The neighbour lookup runs
-        only when some candidate has a thread."""
+        only when some candidate has a thread: from the RAM index when it is loaded (the
+        same pairs as SQL's, without its ~7 ms), else in SQL."""
+        ram = self._ram
         return self._with_neighbours(
             lambda wanted: self.get_many(wanted, filters),
             lambda row: row[0].thread is not None,
             ids,
             neighbours,
+            ram.neighbours if ram is not None else None,
         )
 
     def lexical_search(

@@ -377,6 +377,9 @@ def test_thread_neighbours_in_ram_are_sqls(tmp_path, monkeypatch):
     assert (facts, pairs) == db.candidate_facts(ids, True)
     assert pairs == db.neighbours([i for i in ids if facts.get(i) and facts[i].threaded])
     assert {n for pair in pairs.values() for n in pair if n} <= set(facts)
+    # A search that reads every candidate's row (a metadata filter, a phrase) too.
+    rows, row_pairs = db.candidates(ids, SearchFilters(), True)
+    assert row_pairs == pairs and set(rows) == set(facts)
     # Threads too long to sort on the event loop: it declines, the owner thread answers.
     monkeypatch.setattr(database, "LOOP_THREAD_MEMBERS_MAX", 10)
     assert db.candidate_facts_now(ids, True) is None
