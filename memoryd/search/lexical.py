@@ -79,7 +79,7 @@ def _tokens_of(texts: Sequence[str]) -> list[list[str]]:
 
 def words(text: str) -> list[str]:
     """Lower-cased word tokens, stop words included (for phrase checks and snippets)."""
-    return [w for w in _tokens(text) if len(w) <= MAX_TERM_CHARS]
+    return words_of([text])[0]
 
 
 def words_of(texts: Sequence[str]) -> list[list[str]]:
