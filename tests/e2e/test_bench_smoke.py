@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,64 @@ def test_bench_real_model_search_smoke(tmp_path):
         return
     assert found["chroma"]["e2e_recall_at_10"] > 0.5 and found["chroma"]["e2e_p50_ms"] > 0
     assert found["vector_p50_over_chroma_e2e_p50"] > 0
+
+
+def _kept_home(stderr: str) -> Path:
+    [line] = [ln for ln in stderr.splitlines() if ln.startswith("kept ")]
+    return Path(line.split()[1])
+
+
+def test_bench_ab_alternates_daemons_of_each_tree(tmp_path):
+    """scripts/bench_ab.py on a kept 1,000-memory home: daemons of each code tree take
+    turns, and a tree's own code is what runs (a broken copy stops the run)."""
+    repo = SCRIPT.parents[1]
+    made = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "bench.py"), "--sizes", "1000", "--queries", "5",
+         "--real", "0", "--no-peers", "--keep-home"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    home = _kept_home(made.stderr)
+    try:
+        out = tmp_path / "ab.json"
+        run = subprocess.run(
+            [sys.executable, str(SCRIPT.parent / "bench_ab.py"), "--home", str(home),
+             "--tree", f"a={repo}", "--tree", f"b={repo}", "--rounds", "2", "--queries", "10",
+             "--json-out", str(out)],
+            capture_output=True, text=True, timeout=900,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        report = json.loads(out.read_text())
+        for name in ("a", "b"):
+            daemons = report["daemons"][name]
+            assert len(daemons) == 2
+            for mode in ("vector", "hybrid"):
+                assert all(len(d[mode]) == 2 and min(d[mode]) > 0 for d in daemons), daemons
+            assert report["over_a"][name]["hybrid"] > 0
+        assert report["over_a"]["a"] == {"vector": 1.0, "hybrid": 1.0}
+        assert "| b |" in run.stdout
+
+        broken = tmp_path / "broken"
+        shutil.copytree(repo / "memoryd", broken / "memoryd",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        (broken / "memoryd" / "__main__.py").write_text("raise SystemExit(3)\n")
+        failed = subprocess.run(
+            [sys.executable, str(SCRIPT.parent / "bench_ab.py"), "--home", str(home),
+             "--tree", f"a={repo}", "--tree", f"broken={broken}", "--rounds", "1",
+             "--queries", "5"],
+            capture_output=True, text=True, timeout=900,
+        )
+        assert failed.returncode != 0
+        assert "memoryd exited during start-up" in failed.stderr
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_bench_ab_refuses_a_tree_without_memoryd(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "bench_ab.py"), "--home", str(tmp_path),
+         "--tree", f"a={SCRIPT.parents[1]}", "--tree", f"b={tmp_path}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert f"{tmp_path} holds no memoryd package" in proc.stderr
