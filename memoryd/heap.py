@@ -12,7 +12,7 @@ test_heap.py's scenario). The daemon's loads run on three threads: an idle daemo
 100k memories settled at ~265 or ~305 MB by chance.
 
 The cyclic garbage collector is tuned for the daemon too (``tune_collector``), and glibc
-keeps at most ``ARENAS_MAX`` malloc arenas (``limit_arenas``).
+keeps at most ``ARENAS_MAX`` malloc arenas in the RAM tier (``limit_arenas``).
 """
 
 from __future__ import annotations
@@ -76,6 +76,14 @@ def limit_arenas() -> bool:
     each: vector search about the same (3.91-5.08 against 3.77-4.85 ms p50), hybrid
     ~0.3 ms slower (4.45-6.15 against 4.62-6.08) (docs/performance-log.md, *Two malloc
     arenas*).
+
+    Not for a store in the index tier (``memoryd.server.daemon.run_foreground``): Lance
+    searches on threads of its own, which then share two arenas. Daemons started on the
+    1M bench store, four of each taking turns (``scripts/bench_ab.py``): hybrid / vector
+    search 18.46 / 15.27 ms p50 without the limit against 21.93 / 17.27 with it, and
+    15.07 / 14.00 against 16.90 / 14.20 with the search through Lance's dataset
+    (docs/performance-log.md). The limit cannot be raised again for threads started
+    later: glibc fixes it when it first needs a new arena with the limit set.
     """
     libc = _libc()
     if libc is None:

@@ -311,7 +311,12 @@ def run_foreground(paths: Paths | None = None, stderr: TextIO = sys.stderr) -> i
     paths = paths or resolve_paths()
     # Everything memoryd writes (database, index, logs, pid) is for this user alone.
     os.umask(0o077)
-    heap.limit_arenas()
+    # Two malloc arenas keep a RAM-tier daemon small; above it Lance's threads need their
+    # own (``heap.limit_arenas``). Decided now, before any thread allocates: glibc fixes
+    # the limit once its threads have arenas, so a store that outgrows RAM while this
+    # daemon runs keeps two until the next start.
+    if not paths.vector_dir.exists():
+        heap.limit_arenas()
     heap.tune_collector()
     try:
         settings = load_settings(paths)

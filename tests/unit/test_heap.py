@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from memoryd import heap
 
 # In a child: the Arrow pool is process-wide, and this process may have used it already.
@@ -99,8 +101,12 @@ def test_import_batches_no_longer_set_off_the_collector():
     assert collected == "True", out  # cyclic garbage is still collected
 
 
-def test_the_daemon_process_tunes_the_collector_and_limits_arenas(tmp_path):
-    # A config the daemon refuses: run_foreground returns at once, after tuning.
+@pytest.mark.parametrize("index_tier", [False, True])
+def test_the_daemon_process_tunes_the_collector_and_limits_arenas_below_the_index_tier(
+    tmp_path, index_tier
+):
+    # A config the daemon refuses: run_foreground returns at once, after tuning. A store
+    # whose vector index is on disk (the index tier) keeps glibc's arenas for Lance.
     home = tmp_path / "home"
     code = textwrap.dedent(
         f"""
@@ -114,6 +120,8 @@ def test_the_daemon_process_tunes_the_collector_and_limits_arenas(tmp_path):
         paths = resolve_paths({{"MEMORYD_HOME": {str(home)!r}}})
         paths.config_dir.mkdir(parents=True)
         paths.config_file.write_text("not = [valid toml")
+        if {index_tier!r}:
+            paths.vector_dir.mkdir(parents=True)
         print(run_foreground(paths, stderr=io.StringIO()), gc.get_threshold()[0], limited)
         """
     )
@@ -123,7 +131,8 @@ def test_the_daemon_process_tunes_the_collector_and_limits_arenas(tmp_path):
     status, threshold, limited = out.split(maxsplit=2)
     assert status == "1", out
     assert int(threshold) == heap.COLLECTOR_THRESHOLD, out
-    assert limited.strip() == ("[True]" if sys.platform.startswith("linux") else "[False]"), out
+    expected = "[True]" if sys.platform.startswith("linux") else "[False]"
+    assert limited.strip() == ("[]" if index_tier else expected), out
 
 
 # In a child: arenas are process-wide. Eight threads allocate while all are alive, then
