@@ -83,7 +83,8 @@ def limit_arenas() -> bool:
     search 18.46 / 15.27 ms p50 without the limit against 21.93 / 17.27 with it, and
     15.07 / 14.00 against 16.90 / 14.20 with the search through Lance's dataset
     (docs/performance-log.md). The limit cannot be raised again for threads started
-    later: glibc fixes it when it first needs a new arena with the limit set.
+    later: glibc keeps it in a static variable from the first new arena it needs with
+    the limit set (``arena_get2`` in malloc/arena.c).
     """
     libc = _libc()
     if libc is None:
