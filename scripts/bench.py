@@ -120,7 +120,7 @@ def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
     return _wait_status(client, _settled, timeout) or client.status()
 
 
-def _loaded(client: Any, timeout: float = 300) -> None:
+def wait_loaded(client: Any, timeout: float = 300) -> None:
     """Wait until a restarted daemon's other loads are done too: the lexical index in RAM
     and, above the RAM tier, the ANN index read in whole. Only then does "idle" mean
     idle: at 1M these took ~5 s after `_settle`, and the memory they leave is given back
@@ -146,7 +146,7 @@ def _calibrated(client: Any, timeout: float = 120) -> dict[str, Any] | None:
     return None if status is None else status["vector_index"]["ann"]
 
 
-def _timed_searches(client: Any, queries: list[str], options: dict[str, Any]
+def timed_searches(client: Any, queries: list[str], options: dict[str, Any]
                     ) -> tuple[list[float], list[list[str]]]:
     """Each query's search time (ms) and hits' contents, after 5 warm-up searches."""
     for q in queries[:5]:
@@ -222,7 +222,7 @@ def _rss_mb(pid: int) -> tuple[float, float]:
             round(bench_appliance.rss_kb(pid, "RssFile") / 1024, 1))
 
 
-def _stop(daemon: Any, client: Any) -> None:
+def stop_daemon(daemon: Any, client: Any) -> None:
     """Shut a bench daemon down and wait for it to exit."""
     client.shutdown()
     client.close()
@@ -277,14 +277,14 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
         sampler.start()
         hits_by_query: dict[str, list[list[str]]] = {}
         for mode, options in MODES:
-            took, hits_by_query[mode] = _timed_searches(client, query_texts, options)
+            took, hits_by_query[mode] = timed_searches(client, query_texts, options)
             out[f"{mode}_p50_ms"] = round(bench_appliance.pct(took, 0.5), 2)
             out[f"{mode}_p95_ms"] = round(bench_appliance.pct(took, 0.95), 2)
         ann = _calibrated(client) if out.get("ann_trainings") else None
         if ann is not None:
             out["ann_probes"], out["ann_fetch_factor"] = ann["probes"], ann["fetch_factor"]
             for mode in ("hybrid", "vector"):
-                took, hits_by_query[f"{mode}_calibrated"] = _timed_searches(
+                took, hits_by_query[f"{mode}_calibrated"] = timed_searches(
                     client, query_texts, {"mode": mode})
                 out[f"{mode}_calibrated_p50_ms"] = round(bench_appliance.pct(took, 0.5), 2)
                 out[f"{mode}_calibrated_p95_ms"] = round(bench_appliance.pct(took, 0.95), 2)
@@ -308,18 +308,18 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
         out["vector_tag_recall_at_10"] = round(peers.recall_at_k(found, exact_tagged, 10), 4)
         out["disk_bytes_per_memory"] = round(peers.folder_bytes(paths.data_dir) / n, 1)
 
-        _stop(daemon, client)
+        stop_daemon(daemon, client)
         started = time.perf_counter()
         daemon, client = bench_appliance.start_daemon(env)
         client.search(query_texts[0], mode="hybrid")
         out["cold_start_to_first_search_s"] = round(time.perf_counter() - started, 3)
         # The steady state: a restarted daemon once its loads are done, idle.
         _settle(client)
-        _loaded(client)
+        wait_loaded(client)
         time.sleep(IDLE_S)
         out["idle_rss_after_restart_mb"], out["idle_rss_after_restart_file_mb"] = _rss_mb(
             daemon.pid)
-        _stop(daemon, client)
+        stop_daemon(daemon, client)
     finally:
         _finish(daemon, home, keep_home, f"the {n:,} run")
 
@@ -407,17 +407,17 @@ def real_model_search(n: int, n_queries: int, with_peers: bool, keep_home: bool 
             sys.exit(f"the real-model run: {exc}")
         _wait_status(client, lambda s: s["waiting_for_embedding"] == 0 and _settled(s), 3600)
         out["ingest_per_s"] = round(n / (time.perf_counter() - started), 1)
-        _loaded(client)
+        wait_loaded(client)
         status = _wait_status(client, _first_pass_ready(env), 300) or client.status()
         out["first_pass"] = status["ram_vectors"].get("first_pass", {}).get("ready", False)
         for mode in ("vector", "hybrid"):
-            took, hits_by_mode[mode] = _timed_searches(client, query_texts, {"mode": mode})
+            took, hits_by_mode[mode] = timed_searches(client, query_texts, {"mode": mode})
             out[f"{mode}_p50_ms"] = round(bench_appliance.pct(took, 0.5), 2)
             out[f"{mode}_p95_ms"] = round(bench_appliance.pct(took, 0.95), 2)
         # Then a tenth more memories (new texts), imported beside vector searches.
         more = bench_appliance.memories(n + max(n // 10, 1))[n:]
         out.update(_searched_during_import(client, home, more, query_texts))
-        _stop(daemon, client)
+        stop_daemon(daemon, client)
     finally:
         _finish(daemon, home, keep_home, "the real-model run")
 

@@ -59,13 +59,13 @@ def one_daemon(home: Path, tree: Path, queries: list[str], embedder: str
     daemon, client = bench_appliance.start_daemon(env)
     p50s: dict[str, list[float]] = {mode: [] for mode in MODES}
     try:
-        bench._loaded(client)
+        bench.wait_loaded(client)
         time.sleep(SETTLE_S)
         for mode in MODES * 2:
-            took, _ = bench._timed_searches(client, queries, {"mode": mode})
+            took, _ = bench.timed_searches(client, queries, {"mode": mode})
             p50s[mode].append(round(statistics.median(took), 2))
     finally:
-        bench._stop(daemon, client)
+        bench.stop_daemon(daemon, client)
     return p50s
 
 
