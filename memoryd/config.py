@@ -157,6 +157,13 @@ class SearchSettings:
     # sixth of the bytes. ~76 bytes a memory (7.6 MB at 100k); a restarted daemon at
     # 100k bench memories held 11-14 MB more with it. 0 turns it off.
     first_pass_min_rows: int = 32_768
+    # From this many RAM vectors (and once the first pass is built), a neighbour graph
+    # (HNSW) over the first pass's codes is built in the background, and searches of
+    # every row walk it instead of scanning (memoryd/search/graph.py): a few thousand
+    # rows visited instead of all. Kept only if it finds at least 0.97 of the scan's
+    # nearest on the store's own rows: a model's vectors pass, the `hash` embedder's do
+    # not. ~330 bytes a memory (33 MB at 100k). 0 turns it off.
+    graph_min_rows: int = 50_000
     # Up to this many memories, lexical search (BM25) and ranking run from a RAM copy of
     # the postings and rank facts, built in the background once vector search is ready
     # and searches pause; above it, and meanwhile, from SQL.

@@ -59,6 +59,8 @@ from memoryd.logs import redacted_traceback
 from memoryd.search import probes as ann_probes
 from memoryd.search.exact import nearest_scored
 from memoryd.search.first_pass import train_basis
+from memoryd.search.graph import CHECK_RECALL as GRAPH_CHECK_RECALL
+from memoryd.search.graph import NeighbourGraph
 from memoryd.search.probes import Replay
 from memoryd.search.quantized import QuantizedVectors
 from memoryd.search.queued import QueuedVectors
@@ -91,6 +93,9 @@ FIRST_PASS_SLICE_ROWS = 2048
 # ... once the RAM vectors have had no write for this long: an import's batches come
 # ~0.05 s apart, and its new rows are coded after it, not between its batches.
 FIRST_PASS_WRITE_PAUSE_S = 1.0
+# The neighbour graph is built again once rows added or changed since its snapshot (which
+# every search scores in full) are this share of the rows.
+GRAPH_REFRESH_SHARE = 0.05
 # Train the ANN index again once the table has grown by this factor since the last training.
 ANN_RETRAIN_GROWTH = 2.0
 # Rows outside the ANN index cost every search: Lance scans them (~2 us a row here) unless
@@ -901,6 +906,33 @@ class VectorCatalog:
             # writes pause (``RELEASE_AFTER_WRITES_S``), and a full collection after
             # every burst of writes would be work done twice.
             await run_in_daemon_thread("memoryd-release", heap.release)
+        if self._ram is ram:
+            await self.graph_upkeep()
+
+    async def graph_upkeep(self) -> None:
+        """Build the RAM vectors' neighbour graph (``memoryd.search.graph``) when due
+        (``QuantizedVectors.graph_due``), on a worker thread of one core (~6 s at 100k
+        real-model rows), check it against the full scan there, and search through it
+        if it passed. Searches and writes go on meanwhile."""
+        ram, min_rows = self._ram, self.settings.graph_min_rows
+        if ram is None or not self.in_ram or min_rows <= 0:
+            return
+        if not ram.graph_due(min_rows, GRAPH_REFRESH_SHARE):
+            return
+        snapshot = ram.graph_snapshot()
+
+        def build() -> tuple[NeighbourGraph, bool]:
+            graph = NeighbourGraph(snapshot)
+            return graph, graph.check(snapshot) >= GRAPH_CHECK_RECALL
+
+        started = time.monotonic()
+        graph, passed = await run_in_daemon_thread("memoryd-graph", build)
+        installed = self._ram is ram and ram.install_graph(graph, passed)
+        log.info("neighbour graph over %d RAM vectors: %.3f of the scan's nearest, %s "
+                 "(%.1f s)", snapshot.rows, graph.recall or 0.0,
+                 "searched" if installed else "not used", time.monotonic() - started)
+        del graph
+        await run_in_daemon_thread("memoryd-release", heap.release)
 
     async def maintain_ann(self) -> bool:
         """Train the ANN index if due; True if it did."""
@@ -1247,6 +1279,10 @@ class VectorCatalog:
                 "max": self.settings.ram_max,
                 "first_pass": (
                     self._ram.first_pass_status() if self._ram is not None else None
+                ),
+                "graph": (
+                    {**self._ram.graph_status(), "min_rows": self.settings.graph_min_rows}
+                    if self._ram is not None else None
                 ),
             },
             "vector_index": {

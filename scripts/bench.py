@@ -68,6 +68,9 @@ MODES = (
 )
 IDLE_S = 5.0  # seconds without requests before "idle" RSS is read
 IMPORT_BATCH = 1000  # memories a `memory.import` call
+# Warm-up searches before timed ones, at least what a neighbour graph waits for
+# (memoryd.search.graph.CHECK_QUERIES).
+GRAPH_WARMUP_QUERIES = 64
 RECALL_TARGET = 0.95  # vector recall@10 memoryd keeps (issue 4); chroma is also timed at it
 
 
@@ -113,6 +116,40 @@ def _ann_warm(status: dict[str, Any]) -> bool:
     """No ANN index, or one the daemon has read in whole into its search handle's cache."""
     ann = status["vector_index"].get("ann", {})
     return bool(not ann.get("indexed") or ann.get("warm"))
+
+
+def _graph_settled(status: dict[str, Any]) -> bool:
+    """No neighbour graph for the RAM vectors to wait for (off, too few rows, or a daemon
+    without graphs), or one built: searched, or failed its check."""
+    ram = status["ram_vectors"]
+    graph = ram.get("graph")
+    if graph is None or graph["min_rows"] <= 0 or ram["rows"] < graph["min_rows"]:
+        return True
+    return bool(graph["ready"] or graph["failed_check_at_rows"])
+
+
+def settle_graph(client: Any, timeout: float = 300) -> None:
+    """Before timed searches: a daemon builds its RAM vectors' neighbour graph once it
+    has been searched ``GRAPH_WARMUP_QUERIES`` times, and checks it on those queries
+    (memoryd/search/graph.py). Search it with warm-up queries (not the timed ones), and
+    wait until the graph is built or has failed its check, so that no timed search runs
+    beside the build (~6 s of a core at 100k)."""
+    if _graph_settled(client.status()):
+        return
+    for query in bench_appliance.queries(GRAPH_WARMUP_QUERIES, seed=5):
+        client.search(query, mode="vector", limit=10)
+    if _wait_status(client, _graph_settled, timeout) is None:
+        print(f"the neighbour graph did not settle within {timeout:g} s", file=sys.stderr)
+
+
+def _graph_then_idle_rss(client: Any, pid: int, out: dict[str, Any]) -> float:
+    """``settle_graph``, the graph's state into ``out``, then the idle RSS (MB)."""
+    settle_graph(client)
+    graph = client.status()["ram_vectors"].get("graph") or {}
+    out["graph_searched"] = bool(graph.get("ready"))
+    out["graph_recall_check"] = graph.get("recall")
+    time.sleep(IDLE_S)
+    return _rss_mb(pid)[0]
 
 
 def _settle(client: Any, timeout: float = 1800) -> dict[str, Any]:
@@ -273,6 +310,7 @@ def run_size(n: int, n_queries: int, with_peers: bool, keep_home: bool = False
         time.sleep(IDLE_S)  # idle: the daemon gives freed buffers back once writes pause
         out["idle_rss_mb"], out["idle_rss_file_mb"] = _rss_mb(daemon.pid)
 
+        out["idle_rss_after_graph_mb"] = _graph_then_idle_rss(client, daemon.pid, out)
         sampler = bench_appliance.RssSampler(daemon.pid)
         sampler.start()
         hits_by_query: dict[str, list[list[str]]] = {}
@@ -410,6 +448,7 @@ def real_model_search(n: int, n_queries: int, with_peers: bool, keep_home: bool 
         wait_loaded(client)
         status = _wait_status(client, _first_pass_ready(env), 300) or client.status()
         out["first_pass"] = status["ram_vectors"].get("first_pass", {}).get("ready", False)
+        out["idle_rss_mb"] = _graph_then_idle_rss(client, daemon.pid, out)
         for mode in ("vector", "hybrid"):
             took, hits_by_mode[mode] = timed_searches(client, query_texts, {"mode": mode})
             out[f"{mode}_p50_ms"] = round(bench_appliance.pct(took, 0.5), 2)
@@ -499,8 +538,10 @@ def main() -> None:
             "vector_tag_p50_ms", "vector_tag_recall_at_10", "ann_probes",
             "hybrid_calibrated_p50_ms", "vector_calibrated_p50_ms",
             "vector_calibrated_recall_at_10",
-            "idle_rss_mb", "idle_rss_file_mb", "idle_rss_after_restart_mb",
-            "idle_rss_after_restart_file_mb", "load_rss_mb", "disk_bytes_per_memory",
+            "graph_searched", "graph_recall_check",
+            "idle_rss_mb", "idle_rss_file_mb", "idle_rss_after_graph_mb",
+            "idle_rss_after_restart_mb", "idle_rss_after_restart_file_mb", "load_rss_mb",
+            "disk_bytes_per_memory",
             "cold_start_to_first_search_s",
             "search_tier", "settle_after_ingest_s", "ann_trainings", "ann_last_training_s",
             "ann_indexed_rows", "vector_p50_over_chroma_e2e_p50",
@@ -532,7 +573,10 @@ def main() -> None:
                   f"{_cell(chroma['e2e_recall_at_10'])}), by vector {_cell(chroma['p50_ms'])} "
                   f"ms; ratio {found['vector_p50_over_chroma_e2e_p50']}") if chroma else ""
         first_pass = "ready" if found["first_pass"] else "not in use"
-        print(f"real model, {found['memories']:,} memories (first pass {first_pass}): "
+        graph = (f"searched, check {found['graph_recall_check']}" if found["graph_searched"]
+                 else "not in use")
+        print(f"real model, {found['memories']:,} memories (first pass {first_pass}, "
+              f"neighbour graph {graph}, idle RSS {found['idle_rss_mb']} MB): "
               f"ingest {found['ingest_per_s']}/s, "
               f"vector p50 {found['vector_p50_ms']} ms (p95 {found['vector_p95_ms']}, recall "
               f"{found['vector_recall_at_10']}), hybrid p50 {found['hybrid_p50_ms']} ms"

@@ -60,6 +60,7 @@ def one_daemon(home: Path, tree: Path, queries: list[str], embedder: str
     p50s: dict[str, list[float]] = {mode: [] for mode in MODES}
     try:
         bench.wait_loaded(client)
+        bench.settle_graph(client)
         time.sleep(SETTLE_S)
         for mode in MODES * 2:
             took, _ = bench.timed_searches(client, queries, {"mode": mode})

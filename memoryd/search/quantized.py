@@ -29,6 +29,8 @@ import numpy as np
 from memoryd.search.columns import grow_columns
 from memoryd.search.cores import CoreWatch
 from memoryd.search.first_pass import MAX_SHARE, SAMPLE_ROWS, Basis, FirstPass
+from memoryd.search.graph import CHECK_MIN_QUERIES, CHECK_QUERIES, NeighbourGraph, Snapshot
+from memoryd.search.graph import FETCH as GRAPH_FETCH
 from memoryd.search.ids import IdTable
 from memoryd.search.int8 import quantize_rows
 from memoryd.search.products import row_products
@@ -157,6 +159,17 @@ class QuantizedVectors:
         self._tag_code: dict[str, int] = {}
         self._first: FirstPass | None = None
         self.pace = FirstPassPace()
+        # The neighbour graph (``memoryd.search.graph``) and the rows changed in place
+        # since its snapshot; the same for a graph being built; compactions so far.
+        self._graph: NeighbourGraph | None = None
+        self._graph_changed: set[int] = set()
+        self._building_changed: set[int] | None = None
+        self._graph_tried_rows = 0  # the store's size when a graph last failed its check
+        self._layout = 0
+        self.graph_searches = 0
+        # The last CHECK_QUERIES queries of every row (a ring), which a graph's check uses.
+        self._queries = np.zeros((CHECK_QUERIES, dim), dtype=np.float32)
+        self._queries_seen = 0
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -176,7 +189,9 @@ class QuantizedVectors:
     @property
     def nbytes(self) -> int:
         first = self._first.nbytes if self._first is not None else 0
-        return int(self._codes.nbytes + self._tags.nbytes + self._inv_norms.nbytes + first)
+        graph = self._graph.nbytes if self._graph is not None else 0
+        return int(self._codes.nbytes + self._tags.nbytes + self._inv_norms.nbytes + first
+                   + graph)
 
     def upsert(self, ids: Sequence[str], tags: Sequence[str], vectors: np.ndarray) -> None:
         """Store the vectors of memories (canonical ids), new or already held; an id
@@ -196,6 +211,11 @@ class QuantizedVectors:
                 self, ("_codes", "_tags", "_inv_norms"), self._ids.used, fill={"_tags": -1}
             )
             rows[new] = np.arange(first, first + len(new))
+        if len(new) < len(rows):
+            changed = rows[rows < used].tolist()
+            self._graph_changed.update(changed)
+            if self._building_changed is not None:
+                self._building_changed.update(changed)
         self._codes[rows] = codes
         inv_norms = self._inv_norms[rows] = _inverse_norms(codes)
         self._tags[rows] = [self._code(tag) for tag in tags]
@@ -250,6 +270,14 @@ class QuantizedVectors:
         if available == 0:
             return []
         query_code, query_inv_norm = self._encode_query(query)
+        if tag is None and among is None:
+            self._record_query(query)
+        graph = self._graph
+        if graph is not None and tag is None and among is None and 4 * k <= GRAPH_FETCH:
+            found = self._search_graph(graph, query_code, query_inv_norm, k, available, used)
+            if found is not None:
+                self.graph_searches += 1
+                return found
         first = self._first
         if first is not None and used - first.built <= MAX_SHARE * used and self.pace.due():
             found = self._search_first_pass(
@@ -311,6 +339,96 @@ class QuantizedVectors:
         rows = np.concatenate([rows, tail])
         top = _smallest(scores, k, len(rows))
         return self._hits(rows[top], scores[top], query_inv_norm)
+
+    def _search_graph(
+        self,
+        graph: NeighbourGraph,
+        query_code: np.ndarray,
+        query_inv_norm: float,
+        k: int,
+        available: int,
+        used: int,
+    ) -> list[tuple[str, float]] | None:
+        """``search``'s answer for a search of every row through the neighbour graph: its
+        ``GRAPH_FETCH`` rows, the rows added or changed since its snapshot, each scored in
+        full; ``None`` when those others are more than ``MAX_SHARE`` of the rows, or the
+        graph's rows are too few (deleted since)."""
+        changed = self._graph_changed
+        if used - graph.rows + len(changed) > MAX_SHARE * used:
+            return None
+        query_unit = query_code[0].astype(np.float32) * query_inv_norm
+        parts = [graph.nearest(query_unit, GRAPH_FETCH), np.arange(graph.rows, used)]
+        if changed:
+            parts.append(np.fromiter(changed, dtype=np.int64, count=len(changed)))
+        rows = np.unique(np.concatenate(parts))
+        rows = rows[self._tags[rows] >= 0]
+        if len(rows) < min(k, available):
+            return None
+        scores = -self._similarities(query_code, rows)
+        top = _smallest(scores, k, len(rows))
+        return self._hits(rows[top], scores[top], query_inv_norm)
+
+    def _record_query(self, query: np.ndarray) -> None:
+        vector = np.asarray(query, dtype=np.float32).reshape(self.dim)
+        norm = float(np.linalg.norm(vector))
+        if norm > 0:
+            self._queries[self._queries_seen % CHECK_QUERIES] = vector / norm
+            self._queries_seen += 1
+
+    # -- the neighbour graph's upkeep (``VectorCatalog.graph_upkeep``) ------------------
+
+    def graph_due(self, min_rows: int, refresh_share: float) -> bool:
+        """Whether a (new) neighbour graph should be built: the first pass is complete
+        (the graph uses its axes), the rows reached ``min_rows``, and there is no graph
+        yet (nor one that failed its check since the store last doubled), or the rows
+        added or changed since it are more than ``refresh_share``, or the first pass has
+        new axes."""
+        first, used = self._first, self._used
+        if first is None or first.built < used or len(self._ids) < min_rows:
+            return False
+        if self._queries_seen < CHECK_MIN_QUERIES:
+            return False
+        graph = self._graph
+        if graph is None:
+            return not self._graph_tried_rows or len(self._ids) >= 2 * self._graph_tried_rows
+        stale = used - graph.rows + len(self._graph_changed)
+        return stale > refresh_share * used or graph.axes is not first.basis.axes
+
+    def graph_snapshot(self) -> Snapshot:
+        """The rows a graph is built from, as they are now (``memoryd.search.graph``);
+        rows changed in place from now on are tracked for it."""
+        assert self._first is not None
+        used = self._used
+        self._building_changed = set()
+        queries = self._queries[: min(self._queries_seen, CHECK_QUERIES)].copy()
+        return Snapshot(self._codes, self._inv_norms, self._tags[:used] >= 0, queries,
+                        self._first.basis.axes, used, self._layout)
+
+    def install_graph(self, graph: NeighbourGraph, passed: bool) -> bool:
+        """Search through ``graph`` from now on if it ``passed`` its check and the rows
+        have not been renumbered since its snapshot; else keep the one before (or none).
+        Whether it was installed."""
+        changed, self._building_changed = self._building_changed, None
+        if graph.layout != self._layout or changed is None:
+            return False
+        if not passed:
+            self._graph, self._graph_changed = None, set()
+            self._graph_tried_rows = len(self._ids)
+            return False
+        self._graph, self._graph_changed = graph, changed
+        self._graph_tried_rows = 0
+        return True
+
+    def graph_status(self) -> dict[str, int | float | bool | None]:
+        graph = self._graph
+        return {
+            "ready": graph is not None,
+            "rows": graph.rows if graph is not None else 0,
+            "recall": graph.recall if graph is not None else None,
+            "failed_check_at_rows": self._graph_tried_rows,
+            "searches": self.graph_searches,
+            "queries_seen": self._queries_seen,
+        }
 
     # -- the first pass's upkeep (``VectorCatalog.first_pass_upkeep``) -----------------
 
@@ -405,7 +523,10 @@ class QuantizedVectors:
         return code
 
     def _compact(self) -> None:
-        """Move the held rows down over the holes, in order."""
+        """Move the held rows down over the holes, in order (which renumbers them: the
+        neighbour graph is dropped, and one being built will not be installed)."""
+        self._layout += 1
+        self._graph, self._graph_changed = None, set()
         used = self._ids.used
         live = np.flatnonzero(self._tags[:used] >= 0)
         n = len(live)

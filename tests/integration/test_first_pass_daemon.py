@@ -52,3 +52,41 @@ def test_searches_through_the_first_pass_answer_as_without_it(make_daemon):
         assert status["ram_vectors"]["first_pass"]["ready"] is False
         assert answers(c) == with_pass
         assert c.status()["ram_vectors"]["first_pass"]["searches"] == 0
+
+
+def test_searches_through_the_neighbour_graph_find_what_the_scan_finds(make_daemon):
+    """Once searched ``CHECK_MIN_QUERIES`` times, a daemon above
+    ``search.graph_min_rows`` builds the neighbour graph in the background, checks it on
+    those queries and walks it for searches of every row (memoryd/search/graph.py); they
+    find nearly what a daemon without it finds, with the same scores."""
+    env = {"MEMORYD_SEARCH_FIRST_PASS_MIN_ROWS": "1000", "MEMORYD_SEARCH_GRAPH_MIN_ROWS": "1000"}
+    daemon = make_daemon(env).start()
+    with daemon.client() as c:
+        for start in range(0, len(TEXTS), 500):
+            assert not c.import_items([{"content": t} for t in TEXTS[start:start + 500]]
+                                      )["failed"]
+        wait_status(c, lambda s: s["lexical_in_ram"] and (
+            s["ram_vectors"]["first_pass"] or {}).get("ready"), timeout=60)
+        assert not c.status()["ram_vectors"]["graph"]["ready"]  # not searched yet
+        for text in TEXTS[:40]:
+            c.search(text.split(" (")[0], mode="vector", limit=10)
+        graph = wait_status(c, lambda s: s["ram_vectors"]["graph"]["ready"],
+                            timeout=60)["ram_vectors"]["graph"]
+        assert graph["rows"] == len(TEXTS) and graph["recall"] >= 0.97
+        with_graph = answers(c)
+        assert c.status()["ram_vectors"]["graph"]["searches"] >= len(QUERIES)
+
+    daemon.stop()
+    daemon = make_daemon({**env, "MEMORYD_SEARCH_GRAPH_MIN_ROWS": "0"}).start()
+    with daemon.client() as c:
+        wait_status(c, lambda s: s["ram_vectors"]["ready"] and s["lexical_in_ram"], timeout=60)
+        without = answers(c)
+        assert c.status()["ram_vectors"]["graph"]["searches"] == 0
+    pairs = list(zip(with_graph, without, strict=True))
+    found = sum(len({i for i, _ in a} & {i for i, _ in b}) for a, b in pairs)
+    assert found >= 0.95 * sum(len(b) for _, b in pairs)
+    # A vector search's scores are the similarities the scan gives (hybrid ones are
+    # fused over the candidates found, which may differ).
+    for mine, theirs in pairs[::2]:
+        scan = dict(theirs)
+        assert all(scan[i] == score for i, score in mine if i in scan)
