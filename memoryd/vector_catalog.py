@@ -926,7 +926,12 @@ class VectorCatalog:
             return graph, graph.check(snapshot) >= GRAPH_CHECK_RECALL
 
         started = time.monotonic()
-        graph, passed = await run_in_daemon_thread("memoryd-graph", build)
+        try:
+            graph, passed = await run_in_daemon_thread("memoryd-graph", build)
+        except Exception as exc:  # noqa: BLE001 - searches scan instead; not retried soon
+            ram.give_up_graph()
+            log.error("neighbour graph not built: %s", redacted_traceback(exc))
+            return
         installed = self._ram is ram and ram.install_graph(graph, passed)
         log.info("neighbour graph over %d RAM vectors: %.3f of the scan's nearest, %s "
                  "(%.1f s)", snapshot.rows, graph.recall or 0.0,

@@ -412,12 +412,16 @@ class QuantizedVectors:
         if graph.layout != self._layout or changed is None:
             return False
         if not passed:
-            self._graph, self._graph_changed = None, set()
-            self._graph_tried_rows = len(self._ids)
+            self.give_up_graph()
             return False
         self._graph, self._graph_changed = graph, changed
         self._graph_tried_rows = 0
         return True
+
+    def give_up_graph(self) -> None:
+        """No graph (its check failed, or its build did) until the store has doubled."""
+        self._graph, self._graph_changed, self._building_changed = None, set(), None
+        self._graph_tried_rows = len(self._ids)
 
     def graph_status(self) -> dict[str, int | float | bool | None]:
         graph = self._graph
