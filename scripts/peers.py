@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -208,6 +209,8 @@ def chroma(
     exact_ids: Sequence[Sequence[int]] | None = None,
     matched_recall: float | None = None,
     hnsw: dict[str, Any] | None = None,
+    alternate: Callable[[], float] | None = None,
+    rounds: int = 3,
 ) -> dict[str, Any]:
     """chromadb PersistentClient: ingest precomputed vectors, then query them.
 
@@ -217,6 +220,10 @@ def chroma(
       as memoryd returns texts; otherwise queries return only ids and distances.
     - ``embed_fn`` (list[str] -> (n, dim) array) with ``query_texts`` adds the end-to-end
       figure: ``query(query_texts=[...])``, chroma embedding each query with our embedder.
+    - ``alternate`` (with ``embed_fn``): after the end-to-end queries, ``rounds`` turns of
+      ``alternate()`` (another system's p50 ms over the same queries) and chroma's
+      end-to-end queries again, so that both are timed in the same minutes
+      (``alternating``): these machines' speed moves by a third within a minute.
     - ``matched_recall`` adds ``matched``: the same queries again with the smallest
       ``ef_search`` found whose recall@k reaches it (``_chroma_matched``).
     - ``hnsw`` adds index settings to the collection's (tests; the benchmark keeps
@@ -295,6 +302,9 @@ def chroma(
                         collection, vectors32, embed_fn, query_texts, row_of, include, k
                     )
                 )
+                if alternate is not None:
+                    result["alternating"] = _alternating(
+                        collection, alternate, query_texts, include, k, rounds)
             if matched_recall is not None:
                 result["matched"], client = _chroma_matched(
                     client, folder, target=matched_recall,
@@ -476,6 +486,43 @@ def _chroma_end_to_end(
         "e2e_p95_ms": p95,
         "e2e_queries": len(texts),
         "e2e_recall_at_10": recall_at_k(found, exact, k),
+    }
+
+
+def _alternating(
+    collection: Any,
+    alternate: Callable[[], float],
+    query_texts: Sequence[str],
+    include: list[str],
+    k: int,
+    rounds: int,
+) -> dict[str, Any]:
+    """``rounds`` turns of ``alternate()`` and chroma's ``query(query_texts=[text])``
+    over the same texts (the order reversed every round): each side's p50s (ms), and the
+    ratio of their medians."""
+    texts = [str(t) for t in query_texts]
+
+    def chroma_p50() -> float:
+        seconds = []
+        for text in texts:
+            started = time.perf_counter()
+            collection.query(query_texts=[text], n_results=k, include=include)
+            seconds.append(time.perf_counter() - started)
+        return _percentiles_ms(seconds)[0]
+
+    other: list[float] = []
+    mine: list[float] = []
+    for turn in range(rounds):
+        if turn % 2 == 0:
+            other.append(alternate())
+            mine.append(chroma_p50())
+        else:
+            mine.append(chroma_p50())
+            other.append(alternate())
+    return {
+        "other_p50_ms": [round(x, 3) for x in other],
+        "chroma_e2e_p50_ms": [round(x, 3) for x in mine],
+        "ratio_of_medians": round(statistics.median(other) / statistics.median(mine), 3),
     }
 
 

@@ -110,6 +110,12 @@ def test_bench_real_model_search_smoke(tmp_path):
         return
     assert found["chroma"]["e2e_recall_at_10"] > 0.5 and found["chroma"]["e2e_p50_ms"] > 0
     assert found["vector_p50_over_chroma_e2e_p50"] > 0
+    # chromadb's queries and the daemon's searches, taking turns in the same minutes.
+    turns = found["chroma"]["alternating"]
+    assert len(turns["other_p50_ms"]) == len(turns["chroma_e2e_p50_ms"]) == 4
+    assert all(x > 0 for x in turns["other_p50_ms"] + turns["chroma_e2e_p50_ms"])
+    assert found["alternating_vector_over_chroma_e2e"] == turns["ratio_of_medians"] > 0
+    assert "alternating (4 turns each)" in proc.stdout
 
 
 def _kept_home(stderr: str) -> Path:
