@@ -10,7 +10,8 @@ rows, which are then scored in full from the int8 rows like any others: the scor
 the full scan's, only the chance of missing one of the true best is new.
 
 Built over the rows' projections onto the first pass's axes (int8, cosine): 64 bytes a
-row in the graph plus ~2 x ``CONNECTIVITY`` links, ~33 MB at 100k rows. On the real
+row in the graph plus ~2 x ``CONNECTIVITY`` links, 33 MB at 100k rows by usearch's
+count (a real-model daemon at 110k memories idled ~50 MB higher with it). On the real
 model's vectors of the 100k bench texts (200 bench queries, ``/tmp/s38/hnsw64.py``)
 this found 0.994 of the full int8 scan's top 10 at 64 / 200, the walk taking 0.10-0.18
 ms; over all 384 dimensions the graph took 81 MB for 0.994 at 128 / 50.
