@@ -77,12 +77,27 @@ def project(unit: np.ndarray, axes: np.ndarray) -> np.ndarray:
     return quantize_rows(row_products(np.asarray(unit, dtype=np.float32), axes))[0]
 
 
+def _usearch_index() -> type:
+    """usearch's ``Index``, imported when a graph is first built, and onnxruntime first.
+
+    Once usearch's extension (2.26.6) is loaded, importing onnxruntime (1.32) makes the
+    process segfault in onnxruntime's own extension; the other order works
+    (tests/unit/test_neighbour_graph.py). The daemon loads its model before it has RAM
+    vectors to build a graph of, but a process that builds one first (a test, or a
+    daemon on the ``hash`` embedder, which maps ~20 MB of onnxruntime's library for it)
+    must not crash if it embeds later.
+    """
+    import onnxruntime  # noqa: F401 - for its import order; see above
+    from usearch.index import Index
+
+    return Index
+
+
 class NeighbourGraph:
     """The graph over rows ``[0, rows)`` of one layout, and whether ``check`` passed."""
 
     def __init__(self, snapshot: Snapshot, threads: int = 1):
-        from usearch.index import Index  # imported by the daemon only when a graph is built
-
+        Index = _usearch_index()  # noqa: N806 - a class
         self.axes = snapshot.axes
         self.rows = snapshot.rows
         self.layout = snapshot.layout

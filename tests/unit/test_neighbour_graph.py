@@ -7,6 +7,8 @@ check on the store's own queries and is not used."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import numpy as np
 from support import uid
@@ -169,3 +171,24 @@ def test_sparse_vectors_fail_the_check_and_are_not_tried_again_until_the_rows_do
     while store.first_pass_building:
         store.build_first_pass(4096)
     assert store.graph_due(1000, REFRESH)
+
+
+def test_a_process_that_built_a_graph_can_still_load_the_model():
+    """usearch loaded before onnxruntime made a later `import onnxruntime` segfault
+    (usearch 2.26.6, onnxruntime 1.32): building a graph first must not."""
+    script = """
+import numpy as np
+from memoryd.search.graph import NeighbourGraph, Snapshot
+rng = np.random.default_rng(0)
+codes = rng.integers(-127, 128, (500, 32)).astype(np.int8)
+axes = np.ascontiguousarray(np.linalg.qr(rng.standard_normal((32, 16)))[0].T, np.float32)
+snapshot = Snapshot(codes, np.full(500, 1 / 200, np.float32), np.ones(500, bool),
+                    np.zeros((0, 32), np.float32), axes, 500, 0)
+NeighbourGraph(snapshot)
+import onnxruntime
+print("loaded", onnxruntime.__version__)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("loaded")
