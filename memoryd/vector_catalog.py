@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -909,12 +910,22 @@ class VectorCatalog:
         if self._ram is ram:
             await self.graph_upkeep()
 
+    @property
+    def graph_min_rows(self) -> int:
+        """``search.graph_min_rows``, or 0 (no graph) in a daemon that runs no model
+        (the ``hash`` embedder). Its vectors fail the graph's check (0.666 of the scan's
+        nearest at 100k bench memories), and trying would cost ~5 s of a core and ~20 MB
+        of RSS for onnxruntime's library, which must be loaded before usearch
+        (``memoryd.search.graph._usearch_index``): 306.6 MB idle at 100k after the try,
+        against 283.4 before it."""
+        return self.settings.graph_min_rows if "onnxruntime" in sys.modules else 0
+
     async def graph_upkeep(self) -> None:
         """Build the RAM vectors' neighbour graph (``memoryd.search.graph``) when due
         (``QuantizedVectors.graph_due``), on a worker thread of one core (~6 s at 100k
         real-model rows), check it against the full scan there, and search through it
         if it passed. Searches and writes go on meanwhile."""
-        ram, min_rows = self._ram, self.settings.graph_min_rows
+        ram, min_rows = self._ram, self.graph_min_rows
         if ram is None or not self.in_ram or min_rows <= 0:
             return
         if not ram.graph_due(min_rows, GRAPH_REFRESH_SHARE):
@@ -1286,7 +1297,7 @@ class VectorCatalog:
                     self._ram.first_pass_status() if self._ram is not None else None
                 ),
                 "graph": (
-                    {**self._ram.graph_status(), "min_rows": self.settings.graph_min_rows}
+                    {**self._ram.graph_status(), "min_rows": self.graph_min_rows}
                     if self._ram is not None else None
                 ),
             },

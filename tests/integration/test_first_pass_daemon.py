@@ -6,6 +6,7 @@ daemon without it answers on the same store."""
 from __future__ import annotations
 
 import itertools
+import time
 
 from support import wait_status
 
@@ -90,3 +91,24 @@ def test_searches_through_the_neighbour_graph_find_what_the_scan_finds(make_daem
     for mine, theirs in pairs[::2]:
         scan = dict(theirs)
         assert all(scan[i] == score for i, score in mine if i in scan)
+
+
+def test_a_daemon_without_a_model_builds_no_graph(make_daemon):
+    """On the `hash` embedder (no model, and vectors that fail the graph's check) the
+    daemon reports no graph to build (`min_rows` 0) and builds none, however searched."""
+    daemon = make_daemon({"MEMORYD_EMBEDDING_PROVIDER": "hash",
+                          "MEMORYD_SEARCH_FIRST_PASS_MIN_ROWS": "1000",
+                          "MEMORYD_SEARCH_GRAPH_MIN_ROWS": "1000"}).start()
+    with daemon.client() as c:
+        for start in range(0, len(TEXTS), 500):
+            assert not c.import_items([{"content": t} for t in TEXTS[start:start + 500]]
+                                      )["failed"]
+        wait_status(c, lambda s: (s["ram_vectors"]["first_pass"] or {}).get("ready"),
+                    timeout=60)
+        for text in TEXTS[:40]:
+            c.search(text.split(" (")[0], mode="vector", limit=10)
+        # Three rounds of the upkeep that builds graphs (every 2 s once writes pause).
+        time.sleep(6)
+        graph = c.status()["ram_vectors"]["graph"]
+        assert graph["min_rows"] == 0 and graph["queries_seen"] >= 40
+        assert not graph["ready"] and graph["failed_check_at_rows"] == 0
