@@ -468,13 +468,8 @@ def _chroma_end_to_end(
     texts = [str(t) for t in query_texts]
     for text in texts[:WARMUP_QUERIES]:
         collection.query(query_texts=[text], n_results=k, include=include)
-    found: list[list[int]] = []
-    seconds: list[float] = []
-    for text in texts:
-        started = time.perf_counter()
-        answer = collection.query(query_texts=[text], n_results=k, include=include)
-        seconds.append(time.perf_counter() - started)
-        found.append([row_of[i] for i in answer["ids"][0]])
+    answers, seconds = _timed_text_queries(collection, texts, include, k)
+    found = [[row_of[i] for i in ids] for ids in answers]
     p50, p95 = _percentiles_ms(seconds)
     # Embedded one text per call, as chroma did: an int8 model gives a text a slightly
     # different vector alone than padded in a batch (cosine down to 0.988 here), enough to
@@ -487,6 +482,21 @@ def _chroma_end_to_end(
         "e2e_queries": len(texts),
         "e2e_recall_at_10": recall_at_k(found, exact, k),
     }
+
+
+def _timed_text_queries(
+    collection: Any, texts: Sequence[str], include: list[str], k: int
+) -> tuple[list[list[str]], list[float]]:
+    """``query(query_texts=[text])`` for each text, one a call: the ids chroma answered,
+    and the seconds each answer took."""
+    answers: list[list[str]] = []
+    seconds: list[float] = []
+    for text in texts:
+        started = time.perf_counter()
+        answer = collection.query(query_texts=[text], n_results=k, include=include)
+        seconds.append(time.perf_counter() - started)
+        answers.append(answer["ids"][0])
+    return answers, seconds
 
 
 def _alternating(
@@ -503,12 +513,7 @@ def _alternating(
     texts = [str(t) for t in query_texts]
 
     def chroma_p50() -> float:
-        seconds = []
-        for text in texts:
-            started = time.perf_counter()
-            collection.query(query_texts=[text], n_results=k, include=include)
-            seconds.append(time.perf_counter() - started)
-        return _percentiles_ms(seconds)[0]
+        return _percentiles_ms(_timed_text_queries(collection, texts, include, k)[1])[0]
 
     other: list[float] = []
     mine: list[float] = []
