@@ -161,8 +161,9 @@ class SearchSettings:
     # (HNSW) over the first pass's codes is built in the background, and searches of
     # every row walk it instead of scanning (memoryd/search/graph.py): a few thousand
     # rows visited instead of all. Kept only if it finds at least 0.97 of the scan's
-    # nearest on the store's own rows: a model's vectors pass, the `hash` embedder's do
-    # not. ~50 MB more idle RSS at 110k real-model memories. 0 turns it off.
+    # nearest for the store's last 64 queries: a model's vectors pass, the `hash`
+    # embedder's do not (a daemon on it builds none). ~50 MB more idle RSS at 110k
+    # real-model memories. 0 turns it off.
     graph_min_rows: int = 50_000
     # Up to this many memories, lexical search (BM25) and ranking run from a RAM copy of
     # the postings and rank facts, built in the background once vector search is ready

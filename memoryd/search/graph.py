@@ -28,21 +28,18 @@ on the real model's). So a store gets its graph after it has been searched
 
 Built on a worker thread from the rows as they were (``snapshot``), while searches and
 writes go on: rows added since are scanned in full, rows changed since are scored in
-full (``GraphSearch.changed``), rows deleted since are dropped from its answers, and a
+full (``QuantizedVectors`` tracks them), rows deleted since are dropped from its answers, and a
 compaction (which renumbers the rows) drops the graph. Held in RAM only, like the rows.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import NamedTuple
 
 import numpy as np
 
 from memoryd.search.int8 import quantize_rows
 from memoryd.search.products import row_products
-
-log = logging.getLogger(__name__)
 
 CONNECTIVITY = 16  # links a node keeps per layer (twice that on the bottom layer)
 EXPANSION_ADD = 128  # candidates kept while a row is linked in

@@ -270,14 +270,15 @@ class QuantizedVectors:
         if available == 0:
             return []
         query_code, query_inv_norm = self._encode_query(query)
-        if tag is None and among is None:
+        if tag is None and among is None:  # a search of every row: what the graph serves
             self._record_query(query)
-        graph = self._graph
-        if graph is not None and tag is None and among is None and 4 * k <= GRAPH_FETCH:
-            found = self._search_graph(graph, query_code, query_inv_norm, k, available, used)
-            if found is not None:
-                self.graph_searches += 1
-                return found
+            graph = self._graph
+            if graph is not None and 4 * k <= GRAPH_FETCH:
+                found = self._search_graph(graph, query_code, query_inv_norm, k, available,
+                                           used)
+                if found is not None:
+                    self.graph_searches += 1
+                    return found
         first = self._first
         if first is not None and used - first.built <= MAX_SHARE * used and self.pace.due():
             found = self._search_first_pass(
