@@ -45,6 +45,13 @@ class Paths:
         return self.data_dir / "vectors"
 
     @property
+    def index_on_disk(self) -> bool:
+        """Whether the encrypted vector index exists: the store was above the RAM tier
+        when last opened, and most likely still is (the daemon's malloc arenas and its
+        early import of lancedb are decided by it, before the store is read)."""
+        return self.vector_dir.exists()
+
+    @property
     def temp_dir(self) -> Path:
         return self.data_dir / "tmp"
 

@@ -160,7 +160,8 @@ class MemoryService:
     async def _open_store(self, dek: bytes) -> None:
         self.paths.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         heap.prepare()  # before the loads: so idle releases reach what they free
-        self.vectors.preload_index_library()
+        if self.paths.index_on_disk:  # the index tier is likely
+            self.vectors.preload_index_library()
         self._db = await self._db_thread.run(
             Database,
             self.paths.database,

@@ -250,12 +250,11 @@ class VectorCatalog:
         self._tags.clear()
 
     def preload_index_library(self) -> None:
-        """When an index is on disk (so the index tier is likely), start importing lancedb
-        on the vectors thread now, beside the store's opening. Imported when the tier is
+        """Start importing lancedb on the vectors thread now, beside the store's opening,
+        when the index tier is likely (``Paths.index_on_disk``). Imported when the tier is
         chosen instead, it held up the first search by ~1 s at 1M memories, and on the
         event loop it stalled every request meanwhile."""
-        if self.vector_dir.exists():
-            self._vec_thread.submit(importlib.import_module, INDEX_MODULE)
+        self._vec_thread.submit(importlib.import_module, INDEX_MODULE)
 
     def tag(self, namespace: str) -> str:
         """The keyed pseudonym of a namespace (cached: deriving it costs an HKDF)."""

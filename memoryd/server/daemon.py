@@ -315,7 +315,7 @@ def run_foreground(paths: Paths | None = None, stderr: TextIO = sys.stderr) -> i
     # own (``heap.limit_arenas``). Decided now, before any thread allocates: glibc fixes
     # the limit once its threads have arenas, so a store that outgrows RAM while this
     # daemon runs keeps two until the next start.
-    if not paths.vector_dir.exists():
+    if not paths.index_on_disk:
         heap.limit_arenas()
     heap.tune_collector()
     try:
