@@ -50,6 +50,11 @@ HIT_SCHEMA = pa.schema(
     ]
 )
 HIT_FIELDS = tuple(HIT_SCHEMA.names)
+# Lookups of up to this many rows read each field of each row as an Arrow scalar; more,
+# and the chunks' rows are taken as tables. A search's 10 hits spread over the chunks an
+# import leaves (three at 100k): 40 us against 113 in-process, 1 against 9 chunks' takes
+# (``/tmp/s39/take.py``); the two meet at ~50 rows.
+SCALAR_ROWS_MAX = 32
 # The other fields of a memory's document ordinals (RankFacts.fields), as lists.
 FieldsElsewhere = Callable[[np.ndarray], dict[str, list[Any]]]
 
@@ -71,6 +76,7 @@ class HitRows:
         # add chunks, which merge while the last is at least as long as the one before
         # (a binary counter: few chunks, each slot copied O(log n) times).
         self._chunks: list[pa.Table] = []
+        self._arrays: list[list[pa.Array]] = []  # each chunk's columns, in HIT_FIELDS order
         self._starts = [0]
         self._stale = 0  # slots no ordinal names any more
         self._bytes = 0  # of the chunks
@@ -130,6 +136,8 @@ class HitRows:
             merged = pa.concat_tables(self._chunks[-2:]).combine_chunks()
             self._chunks[-2:] = [merged]
             del self._starts[-2]
+        # The chunks before the last are as they were.
+        self._arrays[len(self._chunks) - 1:] = [_arrays(self._chunks[-1])]
         if self.nbytes > self.max_bytes:
             log.info(
                 "search hits read from DuckDB: their fields would take more than "
@@ -143,6 +151,7 @@ class HitRows:
         self.enabled = False
         self._slot[:] = -1
         self._chunks, self._starts, self._stale, self._bytes = [], [0], 0, 0
+        self._arrays = []
 
     def fold(self) -> None:
         """When writes pause: one chunk of the live slots, once stale ones are a quarter
@@ -155,6 +164,7 @@ class HitRows:
         holders, slots = holders[order], slots[order]
         table = self._take(slots)
         self._chunks, self._starts, self._stale = [table], [0, table.num_rows], 0
+        self._arrays = [_arrays(table)]
         self._bytes = table.nbytes
         self._slot[holders] = np.arange(len(holders), dtype=np.int32)
 
@@ -180,14 +190,27 @@ class HitRows:
         if not len(found):
             return {}
         documents = ordinals[found]
-        table = self._take(slots)
-        columns = {name: table.column(name).to_pylist() for name in HIT_FIELDS}
+        columns = self._fields(slots)
         columns.update(self._elsewhere(documents))
         columns["namespace"] = self._postings.namespaces(documents)
         names = list(columns)
         return {
             ids[i]: Memory.from_stored(ids[i], dict(zip(names, values, strict=True)))
             for i, values in zip(found.tolist(), zip(*columns.values(), strict=True), strict=True)
+        }
+
+    def _fields(self, slots: np.ndarray) -> dict[str, list[Any]]:
+        """``HIT_FIELDS`` of ``slots``, each as a list in their order."""
+        if len(slots) > SCALAR_ROWS_MAX:
+            table = self._take(slots)
+            return {name: table.column(name).to_pylist() for name in HIT_FIELDS}
+        chunk_of = np.searchsorted(self._starts, slots, side="right") - 1
+        at = (slots - np.asarray(self._starts)[chunk_of]).tolist()
+        places = list(zip(chunk_of.tolist(), at, strict=True))
+        arrays = self._arrays
+        return {
+            name: [arrays[chunk][field][row].as_py() for chunk, row in places]
+            for field, name in enumerate(HIT_FIELDS)
         }
 
     def _take(self, slots: np.ndarray) -> pa.Table:
@@ -223,3 +246,10 @@ class HitRows:
         self._slot[:] = -1
         self._slot[: len(alive)] = kept
         self._stale += int(gone)
+
+
+def _arrays(chunk: pa.Table) -> list[pa.Array]:
+    """The columns of a chunk (``HIT_FIELDS``), each as one array: the chunk's own
+    buffers, as ``_append`` and ``fold`` combine each column into one."""
+    columns = [chunk.column(name) for name in HIT_FIELDS]
+    return [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in columns]

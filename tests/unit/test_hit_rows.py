@@ -13,6 +13,7 @@ from datetime import timedelta
 import numpy as np
 
 from memoryd.model import Memory, SearchFilters, new_id, utcnow
+from memoryd.search.hit_rows import SCALAR_ROWS_MAX
 from memoryd.search.vector_blob import vector_blob
 from memoryd.store.database import (
     MEMORY_COLUMNS,
@@ -62,8 +63,15 @@ def table_rows(db: Database, ids: list[str]) -> dict[str, Memory]:
 
 
 def copies(db: Database, ids: list[str]) -> dict[str, Memory]:
+    """The copies of ``ids``, looked up at once (taken as tables when more than
+    ``SCALAR_ROWS_MAX``) and a few at a time (read as scalars), which must agree."""
     assert db._ram is not None
-    return db._ram.rows.lookup(ids)
+    at_once = db._ram.rows.lookup(ids)
+    few = {}
+    for start in range(0, len(ids), 7):
+        few.update(db._ram.rows.lookup(ids[::-1][start:start + 7]))
+    assert few == at_once
+    return at_once
 
 
 KEY = os.urandom(32).hex()
@@ -75,7 +83,7 @@ def test_copies_say_what_the_table_says_through_every_change(tmp_path):
     db.insert(items[:35], "test")
     db.insert(items[35:], "test")
     ids = [m.id for m in items]
-    assert db.hit_fields_in_ram
+    assert db.hit_fields_in_ram and len(ids) > SCALAR_ROWS_MAX  # both ways of reading
     assert copies(db, ids) == table_rows(db, ids)
 
     edited, retagged, touched, embedded, deleted = ids[3], ids[4], ids[10], ids[7], ids[12]
