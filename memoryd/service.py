@@ -638,10 +638,16 @@ class MemoryService:
             )
 
         # The legs run on different threads (the RAM search thread's or DuckDB's; the event
-        # loop's, the model's or Lance's): overlap them.
-        (lexical_scores, prefetched), (query_vector, vector_found) = await asyncio.gather(
-            lexical_leg(), vector_leg()
-        )
+        # loop's, the model's or Lance's): overlap them. In a search of one mode the other
+        # leg returns at once, and the one is awaited as it is: gather would wrap each in
+        # a task and cost turns of the event loop.
+        if mode == "hybrid":
+            (lexical_scores, prefetched), (query_vector, vector_found) = await asyncio.gather(
+                lexical_leg(), vector_leg()
+            )
+        else:
+            lexical_scores, prefetched = await lexical_leg()
+            query_vector, vector_found = await vector_leg()
         degraded = None
         if mode != "lexical" and query_vector is None:
             degraded = (
