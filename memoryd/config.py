@@ -132,6 +132,9 @@ class ServerSettings:
     max_json_depth: int = 32
     request_timeout: float = 60.0
     max_connections: int = 64
+    # The daemon's event loop: "uvloop" (the standard loop when uvloop is not installed)
+    # or "asyncio", the standard library's (memoryd/server/daemon.py).
+    event_loop: str = "uvloop"
 
 
 @dataclass(frozen=True)

@@ -187,3 +187,30 @@ def test_protocol_doc_lists_exactly_the_dispatched_methods(client):
     documented = set(re.findall(r"^### `([a-z]+\.[a-z_]+)`", DOCS.read_text(), re.M))
     served = set(client.call("rpc.hello")["methods"])
     assert documented == served
+
+
+def test_the_event_loop_is_uvloop_unless_the_config_names_the_standard_one(make_daemon, paths):
+    """``server.event_loop``: uvloop's loop by default (a dependency), the standard
+    library's when the config says ``asyncio``; any other name stops the start with a
+    one-line error."""
+    paths.config_dir.mkdir(parents=True, exist_ok=True)
+    for setting, expected in ((None, "uvloop"), ("asyncio", "asyncio")):
+        if setting is not None:
+            paths.config_file.write_text(f'[server]\nevent_loop = "{setting}"\n')
+        proc = make_daemon().start()
+        client = proc.client()
+        try:
+            assert client.call("daemon.status")["event_loop"] == expected
+            client.call("memory.add", {"content": f"served by {expected}"})
+            hits = client.call("memory.search", {"query": expected, "mode": "lexical"})["hits"]
+            assert [h["content"] for h in hits] == [f"served by {expected}"]
+        finally:
+            client.close()
+            proc.stop()
+    paths.config_file.write_text('[server]\nevent_loop = "trio"\n')
+    proc = make_daemon()
+    with pytest.raises(RuntimeError, match="exited"):
+        proc.start()
+    assert proc.stderr_text().strip().splitlines()[-1] == (
+        "memoryd: error: server.event_loop must be uvloop or asyncio, got 'trio'")
+    assert "Traceback" not in proc.stderr_text()
