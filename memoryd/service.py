@@ -93,6 +93,36 @@ def _known_similarities(
     return known
 
 
+# A vector search ranked by similarity alone reads the rank facts of this many times
+# its limit of best candidates first (``_vector_shortlist``).
+SHORTLIST_PER_HIT = 2
+
+
+def _vector_shortlist(
+    mode: str, request: validate.SearchRequest, vector_found: Mapping[str, float | None]
+) -> list[str] | None:
+    """The candidates whose rank facts a vector search reads first, when it ranks by
+    similarity alone (no recency or importance weight) and knows every candidate's: the
+    best ``SHORTLIST_PER_HIT`` times its limit, in the order ranking gives them (ties
+    by id). The facts say which of them exist, have not expired and pass the filters;
+    when at least the limit of them do, the best of those are the best of all the
+    candidates (the rest rank below them), and the other facts are not read: at 100k
+    real-model memories ~0.1 ms of a ~3.4 ms search read the facts of all 50. ``None``
+    for any other search."""
+    if mode != "vector" or request.recency_weight > 0 or request.importance_weight > 0:
+        return None
+    size = SHORTLIST_PER_HIT * request.limit
+    if len(vector_found) <= size:
+        return None
+    known: list[tuple[str, float]] = []
+    for memory_id, similarity in vector_found.items():
+        if similarity is None:
+            return None
+        known.append((memory_id, similarity))
+    known.sort(key=lambda item: (-item[1], item[0]))
+    return [memory_id for memory_id, _ in known[:size]]
+
+
 class MemoryService:
     def __init__(self, paths: Paths, settings: Settings):
         self.paths = paths
@@ -664,10 +694,18 @@ class MemoryService:
         wanted = list(vector_found) if mode == "vector" else candidates
         known = None
         if from_ram:
-            known = await self._ranked_from_ram(
-                db, candidates, wanted, query_vector, filters, spread,
-                _known_similarities(query_vector, vector_found, prefetched),
-            )
+            similar = _known_similarities(query_vector, vector_found, prefetched)
+            shortlist = _vector_shortlist(mode, request, vector_found)
+            if shortlist is not None:
+                known = await self._ranked_from_ram(
+                    db, shortlist, shortlist, query_vector, filters, spread, similar
+                )
+                if known is not None and len(known[1]) < request.limit:
+                    known = None  # too few of them pass: all of them, as below
+            if known is None:
+                known = await self._ranked_from_ram(
+                    db, candidates, wanted, query_vector, filters, spread, similar
+                )
         rows = prefetched
         memories: Mapping[str, Rankable]
         if known is None:

@@ -119,3 +119,28 @@ def test_a_small_namespace_finds_its_nearest_memories_in_the_ann_index(make_daem
             assert all(h["namespace"] == "small" for h in hits)
             recalls.append(len(expected & {h["content"] for h in hits}) / 10)
     assert np.mean(recalls) >= 0.95, recalls
+
+
+def test_a_vector_search_that_reads_its_best_candidates_first_ranks_as_one_that_reads_all(
+    make_daemon
+):
+    """A vector search ranked by similarity alone reads the rank facts of its best
+    candidates first, and the rest only when too few of those pass its filters
+    (``service._vector_shortlist``). With an importance weight it reads them all; every
+    memory here has the same importance, so that search must give the same hits in the
+    same order, whether the best candidates pass or not."""
+    items = corpus()
+    rng = random.Random(5)
+    queries = [" ".join(rng.sample(WORDS, 4)) for _ in range(4)]
+    daemon = make_daemon(HASH).start()
+    with daemon.client() as c:
+        for start in range(0, N, 600):
+            assert not c.import_items(items[start:start + 600])["failed"]
+        wait_status(c, ready("ram"), timeout=120.0)
+        for options in ({}, *(f for f, _ in FILTERS.values())):
+            for query, limit in zip(queries, (10, 3, 10, 1), strict=True):
+                by_similarity = c.search(query, mode="vector", limit=limit, **options)["hits"]
+                all_read = c.search(query, mode="vector", limit=limit, importance_weight=0.1,
+                                    **options)["hits"]
+                assert [h["id"] for h in by_similarity] == [h["id"] for h in all_read], options
+                assert len(by_similarity) == min(limit, len(all_read)) and by_similarity
