@@ -248,6 +248,7 @@ class QuantizedVectors:
             return []
         used = self._used
         tags = self._tags[:used]
+        keep: np.ndarray | None  # the rows searched; None: every held row
         if among is not None:
             rows = self._rows_of(among)
             if len(rows) == 0:
@@ -260,17 +261,19 @@ class QuantizedVectors:
             keep = np.zeros(used, dtype=bool)
             keep[rows] = True
         elif tag is None:
-            keep = tags >= 0
+            keep = None
         else:
             code = self._tag_code.get(tag)
             if code is None:
                 return []
             keep = tags == code
-        available = int(np.count_nonzero(keep))
+        # A held row is one with a tag, so every row's count is the ids' (a search of
+        # every row through the graph reads no mask of them).
+        available = len(self._ids) if keep is None else int(np.count_nonzero(keep))
         if available == 0:
             return []
         query_code, query_inv_norm = self._encode_query(query)
-        if tag is None and among is None:  # a search of every row: what the graph serves
+        if keep is None:  # a search of every row: what the graph serves
             self._record_query(query)
             graph = self._graph
             if graph is not None and 4 * k <= GRAPH_FETCH:
@@ -279,6 +282,7 @@ class QuantizedVectors:
                 if found is not None:
                     self.graph_searches += 1
                     return found
+            keep = tags >= 0
         first = self._first
         if first is not None and used - first.built <= MAX_SHARE * used and self.pace.due():
             found = self._search_first_pass(
