@@ -863,7 +863,7 @@ class MemoryService:
             start += len(chunk)
             missing = [r.id for r in chunk if r.id not in rows]
             # From RAM on this thread when it can answer here now, as the facts are.
-            in_ram = db.rows_now(missing, filters) if missing else {}
+            in_ram = db.rows_now(missing, filters, ranked=True) if missing else {}
             fetched = (
                 in_ram
                 if in_ram is not None

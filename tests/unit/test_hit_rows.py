@@ -180,6 +180,8 @@ def test_reads_off_the_owner_thread_agree_with_the_owner_or_decline(tmp_path):
                     SearchFilters(kind="fact"), SearchFilters(thread="chat")):
         rows = db.rows_now(ids, filters)
         assert rows == db.get_many(ids, filters, vectors=False) and rows
+        # A search's hits, ranked on facts that passed: their facts are not read again.
+        assert db.rows_now(list(rows), filters, ranked=True) == rows
         assert db.candidate_facts_now(ids, False, filters) == db.candidate_facts(
             ids, False, filters)
         found = db.lexical_search_now(["lantern"], filters, 50, ["harb"])
@@ -196,7 +198,14 @@ def test_reads_off_the_owner_thread_agree_with_the_owner_or_decline(tmp_path):
 
     db.update(ids[5], {"content": "an edited memory"}, "test", {"content_hash": "e" * 64})
     assert db.rows_now(ids, SearchFilters()) is None  # its copy is stale: SQL reads it
-    rest = ids[:5] + ids[6:]
+    # Changed or deleted after a search ranked it: read (filtered) from DuckDB too.
+    db.update(ids[8], {"kind": "moved"}, "test")
+    db.delete(ids[9], "test")
+    for changed in (ids[5], ids[8], ids[9]):
+        assert db.rows_now([ids[0], changed], SearchFilters(), ranked=True) is None
+    assert db.get_many([ids[8]], SearchFilters(kind="fact"), False) == {}  # was a fact
+    assert db.get_many([ids[9]], SearchFilters(), False) == {}
+    rest = ids[:5] + ids[6:8] + ids[10:]
     assert db.rows_now(rest, SearchFilters()) == db.get_many(rest, SearchFilters(), False)
     db.close()
 
