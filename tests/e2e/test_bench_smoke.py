@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_appliance.py"
@@ -123,6 +124,15 @@ def _kept_home(stderr: str) -> Path:
     return Path(line.split()[1])
 
 
+def _bench_ab(home: Path, repo: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """scripts/bench_ab.py on ``home`` with two trees of ``repo`` (a and b), 10 queries."""
+    return subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "bench_ab.py"), "--home", str(home),
+         "--tree", f"a={repo}", "--tree", f"b={repo}", "--queries", "10", *options],
+        capture_output=True, text=True, timeout=900,
+    )
+
+
 def test_bench_ab_alternates_daemons_of_each_tree(tmp_path):
     """scripts/bench_ab.py on a kept 1,000-memory home: daemons of each code tree take
     turns, and a tree's own code is what runs (a broken copy stops the run)."""
@@ -136,12 +146,7 @@ def test_bench_ab_alternates_daemons_of_each_tree(tmp_path):
     home = _kept_home(made.stderr)
     try:
         out = tmp_path / "ab.json"
-        run = subprocess.run(
-            [sys.executable, str(SCRIPT.parent / "bench_ab.py"), "--home", str(home),
-             "--tree", f"a={repo}", "--tree", f"b={repo}", "--rounds", "2", "--queries", "10",
-             "--json-out", str(out)],
-            capture_output=True, text=True, timeout=900,
-        )
+        run = _bench_ab(home, repo, "--rounds", "2", "--json-out", str(out))
         assert run.returncode == 0, run.stderr[-2000:]
         report = json.loads(out.read_text())
         for name in ("a", "b"):
@@ -152,6 +157,20 @@ def test_bench_ab_alternates_daemons_of_each_tree(tmp_path):
             assert report["over_a"][name]["hybrid"] > 0
         assert report["over_a"]["a"] == {"vector": 1.0, "hybrid": 1.0}
         assert "| b |" in run.stdout
+
+        # Paired: both trees up at once, each on its own copy of the home, which goes.
+        copies_before = set(Path(tempfile.gettempdir()).glob("mdab*"))
+        run = _bench_ab(home, repo, "--paired", "2", "--json-out", str(out))
+        assert run.returncode == 0, run.stderr[-2000:]
+        report = json.loads(out.read_text())
+        for name in ("a", "b"):
+            for mode in ("vector", "hybrid"):
+                blocks = report["blocks"][name][mode]
+                assert len(blocks) == 2 and min(blocks) > 0, report
+            assert report["paired_over_a"][name]["vector"] > 0
+        assert report["paired_over_a"]["a"] == {"vector": 1.0, "hybrid": 1.0}
+        assert "vector paired over a" in run.stdout and "block 2/2" in run.stdout
+        assert set(Path(tempfile.gettempdir()).glob("mdab*")) == copies_before
 
         broken = tmp_path / "broken"
         shutil.copytree(repo / "memoryd", broken / "memoryd",
