@@ -83,6 +83,11 @@ def _usearch_index() -> type:
     vectors to build a graph of, but a process that builds one first (a test, or a
     daemon on the ``hash`` embedder, which maps ~20 MB of onnxruntime's library for it)
     must not crash if it embeds later.
+
+    SimSIMD is loaded before usearch too, by this module's import of
+    ``memoryd.search.products``: with usearch 2.26.6 loaded first, SimSIMD 6.5.16's
+    ``cdist`` refuses every pair of float32 arrays ("Input tensors must have matching
+    datatypes", ``/tmp/s39/order.py``).
     """
     import onnxruntime  # noqa: F401 - for its import order; see above
     from usearch.index import Index
