@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from memoryd.search.int8 import quantize_rows
-from memoryd.search.products import row_products
+from memoryd.search.products import row_products, scan_scores
 
 CONNECTIVITY = 16  # links a node keeps per layer (twice that on the bottom layer)
 EXPANSION_ADD = 128  # candidates kept while a row is linked in
@@ -140,7 +140,7 @@ class NeighbourGraph:
             return 0.0
         found = 0
         for code in queries:
-            full = row_products(code[None, :], codes[:n])[0] * inv_norms[:n]
+            full = scan_scores(code[None, :], codes[:n], inv_norms[:n])
             full[~live] = -np.inf
             best = set(np.argpartition(-full, CHECK_K)[:CHECK_K].tolist())
             unit = code.astype(np.float32)

@@ -42,3 +42,13 @@ def row_products(
         return np.zeros((len(left), len(right)), dtype=dtype)
     return np.asarray(
         simsimd.cdist(left, right, metric="dot", out_dtype=dtype, threads=threads))
+
+
+def scan_scores(
+    query_code: np.ndarray, codes: np.ndarray, inv_norms: np.ndarray, threads: int = 1
+) -> np.ndarray:
+    """The RAM scan's score of each int8 row: its dot product with the query's code
+    (one row) times the row's inverse norm, the cosine short of the query's own inverse
+    norm (a constant, which ranking leaves out). A new float32 array, one per row."""
+    scores = row_products(query_code, codes, threads=threads)[0]
+    return np.multiply(scores, inv_norms, out=scores)

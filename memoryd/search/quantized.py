@@ -33,7 +33,7 @@ from memoryd.search.graph import CHECK_MIN_QUERIES, CHECK_QUERIES, NeighbourGrap
 from memoryd.search.graph import FETCH as GRAPH_FETCH
 from memoryd.search.ids import IdTable
 from memoryd.search.int8 import quantize_rows
-from memoryd.search.products import row_products
+from memoryd.search.products import row_products, scan_scores
 
 # The scan is bound by memory bandwidth, and two threads halve it (100k rows: 0.86 against
 # 1.73 ms) but only with a core to spare: a thread that waits for a core delays the whole
@@ -292,10 +292,9 @@ class QuantizedVectors:
                 return found
         # Scan the contiguous block and mask the rest: gathering many wanted rows would
         # copy them on every query.
-        dots = row_products(query_code, self._codes[:used], threads=scan_threads(used))
+        scores = scan_scores(query_code, self._codes[:used], self._inv_norms[:used],
+                             threads=scan_threads(used))
         # Negated cosine (times the query's constant norm): smaller is nearer.
-        scores = dots[0]
-        np.multiply(scores, self._inv_norms[:used], out=scores)
         np.negative(scores, out=scores)
         scores[~keep] = np.inf
         top = _smallest(scores, k, available)
@@ -517,8 +516,7 @@ class QuantizedVectors:
         """The cosine similarity of the query's code to the codes of ``rows``, short of
         the query's own inverse norm (the figure the scan ranks by); a slice of rows is
         read in place, not gathered."""
-        dots = row_products(query_code, self._codes[rows])
-        return np.multiply(dots[0], self._inv_norms[rows], out=dots[0])
+        return scan_scores(query_code, self._codes[rows], self._inv_norms[rows])
 
     def _encode_query(self, query: np.ndarray) -> tuple[np.ndarray, float]:
         """The query's int8 code (one row) and that code's inverse norm."""
