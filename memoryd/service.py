@@ -137,7 +137,10 @@ class MemoryService:
         self._db: Database | None = None
         self._dek: bytes | None = None
         self._keyfile: keys.KeyFile | None = None
-        self.vectors = VectorCatalog(paths.vector_dir, settings.search, self._db_thread)
+        self.vectors = VectorCatalog(
+            paths.vector_dir, settings.search, self._db_thread,
+            model_vectors=settings.embedding.provider.lower() == "fastembed",
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._last_write = 0.0  # time.monotonic() of the last stored memory

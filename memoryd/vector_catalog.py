@@ -41,7 +41,6 @@ import json
 import logging
 import math
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -173,9 +172,13 @@ def scoped_probes(probes: int, share: float) -> int:
 
 
 class VectorCatalog:
-    def __init__(self, vector_dir: Path, settings: SearchSettings, db_thread: OwnerThread):
+    def __init__(self, vector_dir: Path, settings: SearchSettings, db_thread: OwnerThread,
+                 model_vectors: bool = True):
         self.vector_dir = vector_dir
         self.settings = settings
+        # Whether the vectors come from a model (not the ``hash`` embedder): only those
+        # get a neighbour graph (``graph_min_rows``).
+        self._model_vectors = model_vectors
         self._db_thread = db_thread
         self._vec_thread = OwnerThread("vectors")
         # Index searches: beside the owner thread's writes, compactions and trainings.
@@ -911,13 +914,13 @@ class VectorCatalog:
 
     @property
     def graph_min_rows(self) -> int:
-        """``search.graph_min_rows``, or 0 (no graph) in a daemon that runs no model
-        (the ``hash`` embedder). Its vectors fail the graph's check (0.666 of the scan's
+        """``search.graph_min_rows``, or 0 (no graph) for vectors that no model made
+        (the ``hash`` embedder). Those fail the graph's check (0.666 of the scan's
         nearest at 100k bench memories), and trying would cost ~5 s of a core and ~20 MB
         of RSS for onnxruntime's library, which must be loaded before usearch
         (``memoryd.search.graph._usearch_index``): 306.6 MB idle at 100k after the try,
         against 283.4 before it."""
-        return self.settings.graph_min_rows if "onnxruntime" in sys.modules else 0
+        return self.settings.graph_min_rows if self._model_vectors else 0
 
     async def graph_upkeep(self) -> None:
         """Build the RAM vectors' neighbour graph (``memoryd.search.graph``) when due
