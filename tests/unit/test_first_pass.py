@@ -14,7 +14,7 @@ from memoryd.search.quantized import (
     SELECT_STEP,
     QuantizedVectors,
     _about_largest,
-    _inverse_norms,
+    inverse_norms,
     quantize,
 )
 
@@ -62,10 +62,10 @@ def test_every_rows_score_is_within_its_bound():
         with_first_pass(store)
         first = store._first
         codes = quantize(vectors)
-        rows = codes.astype(np.float32) * _inverse_norms(codes)[:, None]
+        rows = codes.astype(np.float32) * inverse_norms(codes)[:, None]
         for query in rng.standard_normal((20, DIM)).astype(np.float32):
             query_code = quantize(query[None])
-            query_unit = query_code[0].astype(np.float32) * _inverse_norms(query_code)[0]
+            query_unit = query_code[0].astype(np.float32) * inverse_norms(query_code)[0]
             full = rows @ query_unit
             reduced = first.encode(query_unit)
             dots = (first.codes[:3000].astype(np.int32) @ reduced.code[0].astype(np.int32))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from memoryd.search.vector_blob import blobs_matrix
 from memoryd.store import migrations
 from memoryd.store.database import Database
 
@@ -164,7 +165,11 @@ def test_stored_vectors_become_float16_and_the_table_keeps_its_key(tmp_path):
     assert [stored[i] for i in ids] == [*(vector_blob(v) for v in vectors), None]
     assert len(stored[ids[0]]) == 2 * 384
     # What search reads back is the vector to within float16's rounding.
-    [(read_ids, _, rows)] = list(reopened.vector_reader("m"))
+    [stored] = reopened.vector_readers("m")
+    [batch] = list(stored.batches)
+    stored.close()
+    read_ids = batch.column(0).to_pylist()
+    rows = blobs_matrix(batch.column(2).to_pylist())
     assert sorted(read_ids) == ids[:3]
     for memory_id, row in zip(read_ids, rows, strict=True):
         assert row.dtype == np.float32
