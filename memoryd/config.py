@@ -159,8 +159,14 @@ class SearchSettings:
     time_weight: float = 0.3
     # Up to this many embedded memories, vector search scans int8 copies in RAM (0.4 KB
     # a memory at 384 dimensions), loaded at start; above it, the encrypted vector index.
-    # 0 keeps vectors out of RAM.
-    ram_max: int = 200_000
+    # 0 keeps vectors out of RAM. A million, as for the lexical copy below: on the
+    # bench's 1M store (docs/performance-log.md, 2026-11-24) the RAM tier imported at
+    # 15,400-18,200/s against 9,800-10,900 for the index tier (whose encryption, ANN
+    # trainings and compactions take the second core during an import), idled at 949-987
+    # MB of RSS against 1,051-1,258, searched by vector as fast (16.0 against 16.3 ms),
+    # hybrid a little slower (21.0 against 18.1), and answered its first search 1.5 s
+    # after a start (the load: 1.1-1.5 s) against 0.9.
+    ram_max: int = 1_000_000
     # From this many RAM vectors, a search first scans 64-dimension codes of them along
     # the store's principal axes, and scores in full only the rows whose bounds say they
     # can be among the nearest (memoryd/search/first_pass.py): the same results, from a

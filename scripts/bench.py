@@ -16,7 +16,9 @@ measured against numpy exact search over the same hash vectors (for `vector_tag`
 the tagged ones). A store with an ANN index answers at the default probes first; then
 searches pause until the daemon has calibrated its probes on a sample of those queries
 (memoryd/search/probes.py), and hybrid and vector search run again (`*_calibrated`,
-with the probes chosen): a daemon's steady state between a user's searches.
+with the probes chosen): a daemon's steady state between a user's searches. Up to
+`search.ram_max` (1M) a store's vectors are searched in RAM; to time the encrypted index
+tier at 1M, run with MEMORYD_SEARCH_RAM_MAX=200000 (the daemons inherit the environment).
 Peers on the same vectors and query texts: chromadb PersistentClient
 (ingest; query by vector; query by text with the same embedder), at its default index
 settings and again at the smallest `ef_search` found that reaches the recall memoryd must
