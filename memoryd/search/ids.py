@@ -60,9 +60,9 @@ def column_keys(column: pa.Array) -> np.ndarray:
     1M ids where the strings' ``to_pylist`` and ``keys`` took ~0.2 s. The same ids are
     accepted (ValueError otherwise, or for a null)."""
     column = column.cast(pa.string())
-    if column.null_count or len(column) == 0:
-        if column.null_count:
-            raise ValueError("not a canonical memory id")
+    if column.null_count:
+        raise ValueError("not a canonical memory id")
+    if len(column) == 0:
         return np.zeros(0, dtype=KEY)
     ends = np.frombuffer(column.buffers()[1], dtype=np.int32)[
         column.offset : column.offset + len(column) + 1
