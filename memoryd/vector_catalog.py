@@ -943,9 +943,10 @@ class VectorCatalog:
             log.error("neighbour graph not built: %s", redacted_traceback(exc))
             return
         installed = self._ram is ram and ram.install_graph(graph, passed)
-        log.info("neighbour graph over %d RAM vectors: %.3f of the scan's nearest, %s "
-                 "(%.1f s)", snapshot.rows, graph.recall or 0.0,
-                 "searched" if installed else "not used", time.monotonic() - started)
+        log.info("neighbour graph over %d RAM vectors: %.3f of the scan's nearest taking "
+                 "%d rows a search, %s (%.1f s)", snapshot.rows, graph.recall or 0.0,
+                 graph.fetch, "searched" if installed else "not used",
+                 time.monotonic() - started)
         del graph
         await run_in_daemon_thread("memoryd-release", heap.release)
 

@@ -30,7 +30,6 @@ from memoryd.search.columns import grow_columns
 from memoryd.search.cores import CoreWatch
 from memoryd.search.first_pass import MAX_SHARE, SAMPLE_ROWS, Basis, FirstPass
 from memoryd.search.graph import CHECK_MIN_QUERIES, CHECK_QUERIES, NeighbourGraph, Snapshot
-from memoryd.search.graph import FETCH as GRAPH_FETCH
 from memoryd.search.ids import IdTable
 from memoryd.search.int8 import quantize_rows
 from memoryd.search.products import row_products, scan_scores
@@ -315,7 +314,7 @@ class QuantizedVectors:
         if keep is None:  # a search of every row: what the graph serves
             self._record_query(query)
             graph = self._graph
-            if graph is not None and 4 * k <= GRAPH_FETCH:
+            if graph is not None and 4 * k <= graph.fetch:
                 found = self._search_graph(graph, query_code, query_inv_norm, k, available,
                                            used)
                 if found is not None:
@@ -393,14 +392,14 @@ class QuantizedVectors:
         used: int,
     ) -> list[tuple[str, float]] | None:
         """``search``'s answer for a search of every row through the neighbour graph: its
-        ``GRAPH_FETCH`` rows, the rows added or changed since its snapshot, each scored in
+        ``fetch`` rows, the rows added or changed since its snapshot, each scored in
         full; ``None`` when those others are more than ``MAX_SHARE`` of the rows, or the
         graph's rows are too few (deleted since)."""
         changed = self._graph_changed
         if used - graph.rows + len(changed) > MAX_SHARE * used:
             return None
         query_unit = query_code[0].astype(np.float32) * query_inv_norm
-        parts = [graph.nearest(query_unit, GRAPH_FETCH), np.arange(graph.rows, used)]
+        parts = [graph.nearest(query_unit, graph.fetch), np.arange(graph.rows, used)]
         if changed:
             parts.append(np.fromiter(changed, dtype=np.int64, count=len(changed)))
         rows = np.unique(np.concatenate(parts))
@@ -472,6 +471,7 @@ class QuantizedVectors:
             "ready": graph is not None,
             "rows": graph.rows if graph is not None else 0,
             "recall": graph.recall if graph is not None else None,
+            "fetch": graph.fetch if graph is not None else None,
             "failed_check_at_rows": self._graph_tried_rows,
             "searches": self.graph_searches,
             "queries_seen": self._queries_seen,

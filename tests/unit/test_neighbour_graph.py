@@ -15,6 +15,7 @@ from support import uid
 
 from memoryd.embed.base import HashEmbedder
 from memoryd.search import first_pass as fp
+from memoryd.search import graph as graph_module
 from memoryd.search.graph import CHECK_MIN_QUERIES, CHECK_RECALL, NeighbourGraph
 from memoryd.search.quantized import COMPACT_MIN_ROWS, QuantizedVectors
 
@@ -99,6 +100,41 @@ def test_searches_of_every_row_walk_the_graph_with_the_full_scans_scores():
     assert store.search(queries[0], 10, tag="default") == plain.search(queries[0], 10,
                                                                         tag="default")
     assert store.graph_searches == len(queries)
+
+
+def test_a_graph_that_misses_with_few_rows_takes_more_until_it_finds_enough(monkeypatch):
+    """A bigger store's graph needs a wider walk: the check doubles the rows a walk
+    takes until the graph finds ``CHECK_RECALL`` of the scan's nearest, and searches
+    then take that many; never more than ``MAX_FETCH``, nor its share of the rows.
+    Here a walk keeps no more candidates than the rows it returns, and starts at 10."""
+    monkeypatch.setattr(graph_module, "EXPANSION_SEARCH", 1)
+    monkeypatch.setattr(graph_module, "FETCH", 10)
+    rng = np.random.default_rng(6)
+    vectors, queries = clustered(rng, ROWS), clustered(rng, 64)
+    store = store_of(vectors)
+    searched(store, queries)
+    snapshot = store.graph_snapshot()
+    graph = NeighbourGraph(snapshot)
+    monkeypatch.setattr(graph_module, "MAX_FETCH", 10)
+    assert graph.check(snapshot) < CHECK_RECALL and graph.fetch == 10
+    monkeypatch.setattr(graph_module, "MAX_FETCH", 1600)  # 0.005 of 8,000 rows: 40
+    assert graph.check(snapshot) >= CHECK_RECALL
+    assert graph.fetch in (20, 40)
+    widened = graph.fetch
+    assert store.install_graph(graph, True)
+    taken: list[int] = []
+    real_nearest = NeighbourGraph.nearest
+
+    def nearest(self, query_unit, fetch):
+        taken.append(fetch)
+        return real_nearest(self, query_unit, fetch)
+
+    monkeypatch.setattr(NeighbourGraph, "nearest", nearest)
+    store.search(queries[0], 5)
+    assert taken == [widened] and store.graph_status()["fetch"] == widened
+    monkeypatch.setattr(graph_module, "FETCH", 1)  # one that cannot get there stops
+    monkeypatch.setattr(graph_module, "MAX_FETCH", 4)
+    assert graph.check(snapshot) < CHECK_RECALL and graph.fetch == 4
 
 
 def test_rows_written_after_the_snapshot_are_found_and_deleted_ones_never_returned():
