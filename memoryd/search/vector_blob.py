@@ -52,19 +52,31 @@ def widen(halves: np.ndarray) -> np.ndarray:
     """float16 values as float32, exactly as ``astype`` gives them, in a third of its
     time (1M vectors of 384: 0.17 s against 0.5 s, which was most of filling the RAM
     vectors at start). numpy converts each half on its own; here the bits move as
-    integers: the magnitude's exponent and mantissa shifted into float32's places, then
-    multiplied by 2**112 to re-bias the exponent (which also makes subnormal halves
-    normal floats), then the sign put back. Infinities and NaNs, which have no place in a
-    vector, go through ``astype``."""
-    bits = np.asarray(halves, dtype=STORED).view(np.int16).astype(np.int32)  # sign-extended
-    words = bits.view(np.uint32)
-    sign = words & np.uint32(0x8000_0000)
-    words &= np.uint32(0x7FFF)
+    integers (``half_bits``, ``half_magnitudes``), then the sign is put back.
+    Infinities and NaNs, which have no place in a vector, go through ``astype``."""
+    words, signs = half_bits(halves)
     special = words >= 0x7C00  # all exponent bits set
+    floats = half_magnitudes(words)
+    words |= signs
+    if special.any():
+        floats[special] = np.asarray(halves, dtype=STORED)[special].astype(np.float32)
+    return floats
+
+
+def half_bits(halves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float16 values as (their magnitudes' bits, their sign bits), each in a uint32
+    word: the magnitudes' bits are in order as the magnitudes are."""
+    words = np.asarray(halves, dtype=STORED).view(np.int16).astype(np.int32).view(np.uint32)
+    signs = words & np.uint32(0x8000_0000)  # sign-extended: the top bit is the sign
+    words &= np.uint32(0x7FFF)
+    return words, signs
+
+
+def half_magnitudes(words: np.ndarray) -> np.ndarray:
+    """``half_bits``' magnitudes (finite ones) as float32, in their own words: the
+    exponent and mantissa shifted into a float's places, then multiplied by 2**112 to
+    re-bias the exponent from 15 to 127 (which makes subnormal halves normal floats)."""
     words <<= 13
     floats = words.view(np.float32)
     floats *= np.float32(2.0**112)
-    words |= sign
-    if special.any():
-        floats[special] = np.asarray(halves, dtype=STORED)[special].astype(np.float32)
     return floats
