@@ -88,12 +88,6 @@ def quantize(vectors: np.ndarray) -> np.ndarray:
     return quantize_rows(vectors)[0]
 
 
-def coded(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The int8 codes of float rows and the codes' inverse norms, as a table holds them."""
-    codes = quantize(vectors)
-    return codes, inverse_norms(codes)
-
-
 def inverse_norms(codes: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.einsum("ij,ij->i", codes, codes, dtype=np.float32))
     return np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
@@ -239,7 +233,8 @@ class QuantizedVectors:
         if len(last) < len(ids):
             ids, tags = list(last), [tags[n] for n in last.values()]
             vectors = vectors[list(last.values())]
-        codes, inv_norms = coded(vectors)
+        codes = quantize(vectors)
+        inv_norms = inverse_norms(codes)
         rows = self._ids.ordinals(ids)
         new = np.flatnonzero(rows < 0)
         used = self._ids.used
